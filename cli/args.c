@@ -1,0 +1,118 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+int cli_error(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "kvtrace %s: %s\n", cmd, msg);
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "kvtrace %s: %s (see kvtrace %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+int parse_int(const char *s, long min, long max, long *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_double(const char *s, double min, double max, double *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_int_list(const char *s, int **out, int *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int *v = malloc(cap * sizeof *v);
+    char *copy = strdup(s);
+    if (!v || !copy) { free(v); free(copy); return -1; }
+    int count = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long x;
+        if (parse_int(tok, 0, 1L << 30, &x)) { free(v); free(copy); return -1; }
+        v[count++] = (int)x;
+    }
+    free(copy);
+    if (count == 0) { free(v); return -1; }
+    *out = v;
+    *n = count;
+    return 0;
+}
+
+int read_lines(const char *path, char ***lines, int *n)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) return -1;
+    char **v = NULL, *line = NULL;
+    size_t lcap = 0;
+    int count = 0, cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &lcap, fp)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (len == 0) continue;
+        if (count == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **g = realloc(v, (size_t)cap * sizeof *v);
+            if (!g) break;
+            v = g;
+        }
+        if (!(v[count] = strdup(line))) break;
+        count++;
+    }
+    int bad = ferror(fp) || !feof(fp);
+    free(line);
+    fclose(fp);
+    if (bad) { free_lines(v, count); return -1; }
+    *lines = v;
+    *n = count;
+    return 0;
+}
+
+void free_lines(char **lines, int n)
+{
+    for (int i = 0; i < n; i++) free(lines[i]);
+    free(lines);
+}
+
+void join_argv(int argc, char **argv, char *out, size_t cap)
+{
+    size_t used = 0;
+    out[0] = 0;
+    for (int i = 0; i < argc && used + 1 < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? " " : "", argv[i]);
+}
+
+int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}

@@ -1,0 +1,28 @@
+/* cli.h — the kvtrace command line: one function per subcommand and the
+ * small argument helpers they share.  Subcommands print results on stdout,
+ * the one-line error on stderr, and return the process exit status. */
+#ifndef KV_CLI_H
+#define KV_CLI_H
+
+#include <stddef.h>
+
+int cmd_record(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* Prints "kvtrace <cmd>: <msg>" and returns 1 (or 2 for usage errors). */
+int cli_error(const char *cmd, const char *msg);
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict number parsing: the whole string must be a number in range. */
+int parse_int(const char *s, long min, long max, long *out);
+int parse_double(const char *s, double min, double max, double *out);
+/* "1,2,3" -> malloc'd ints */
+int parse_int_list(const char *s, int **out, int *n);
+/* Non-empty lines of a text file (UTF-8), malloc'd. */
+int read_lines(const char *path, char ***lines, int *n);
+void free_lines(char **lines, int n);
+/* The command line joined with spaces, for provenance attributes. */
+void join_argv(int argc, char **argv, char *out, size_t cap);
+int file_exists(const char *path);
+
+#endif

@@ -1,0 +1,171 @@
+/* kvtrace record MODEL ... -o trace.h5 */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../trace/recorder.h"
+#include "cli.h"
+
+static volatile sig_atomic_t interrupted_flag;
+static void on_signal(int sig) { (void)sig; interrupted_flag = 1; }
+
+static const char RECORD_HELP[] =
+    "usage: kvtrace record MODEL (--prompt TEXT | --prompt-file FILE | --tokens 1,2,3) -o TRACE.h5 [options]\n"
+    "\n"
+    "Runs MODEL (GGUF, or llama2.c .bin with tokenizer.bin beside it) over each prompt, optionally\n"
+    "generates, and records tokens, pieces, next-token NLL, and per layer q/k/v after RoPE with key\n"
+    "and value norms into an HDF5 trace (see FORMAT.md).\n"
+    "\n"
+    "  --prompt TEXT          one sequence from this text\n"
+    "  --prompt-file FILE     one sequence per non-empty line\n"
+    "  --tokens IDS           one sequence of explicit token ids (no tokenizer needed)\n"
+    "  --generate N           generate N tokens after each prompt (default 0)\n"
+    "  --temperature T        0 = greedy (default), else sample\n"
+    "  --top-p P              nucleus sampling threshold (default 0.9; 1 = off)\n"
+    "  --seed S               sampling seed (default 42)\n"
+    "  --no-stop              keep generating past an end-of-text token\n"
+    "  --attention            also store attention probabilities [heads][T][T] (O(T^2))\n"
+    "  --half                 store q/k/v as float16\n"
+    "  --tokenizer PATH       tokenizer.bin for a llama2.c checkpoint\n"
+    "  --echo                 print the text as it is produced (llama2.c style)\n"
+    "  -o, --output FILE      trace to write\n"
+    "  --force                replace an existing output file (atomically, at the end)\n";
+
+typedef struct {
+    const char *model, *output, *tokenizer, *prompt, *prompt_file, *tokens;
+    int force;
+    RecordOptions rec;
+} RecordArgs;
+
+static int parse_args(int argc, char **argv, RecordArgs *a)
+{
+    static const struct option longopts[] = {
+        {"prompt", 1, 0, 'p'}, {"prompt-file", 1, 0, 'f'}, {"tokens", 1, 0, 't'}, {"generate", 1, 0, 'g'},
+        {"temperature", 1, 0, 'T'}, {"top-p", 1, 0, 'P'}, {"seed", 1, 0, 's'}, {"attention", 0, 0, 'a'},
+        {"half", 0, 0, 'H'}, {"tokenizer", 1, 0, 'k'}, {"echo", 0, 0, 'e'}, {"output", 1, 0, 'o'},
+        {"force", 0, 0, 'F'}, {"no-stop", 0, 0, 'n'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    a->rec.top_p = 0.9f;
+    a->rec.seed = 42;
+    a->rec.stop_at_eos = 1;
+    int c;
+    long v;
+    double d;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p': a->prompt = optarg; break;
+        case 'f': a->prompt_file = optarg; break;
+        case 't': a->tokens = optarg; break;
+        case 'g':
+            if (parse_int(optarg, 0, 1 << 24, &v)) return cli_usage_error("record", "--generate needs a count >= 0");
+            a->rec.generate = (int)v;
+            break;
+        case 'T':
+            if (parse_double(optarg, 0, 100, &d)) return cli_usage_error("record", "--temperature needs 0..100");
+            a->rec.temperature = (float)d;
+            break;
+        case 'P':
+            if (parse_double(optarg, 0, 1, &d)) return cli_usage_error("record", "--top-p needs 0..1");
+            a->rec.top_p = (float)d;
+            break;
+        case 's':
+            if (parse_int(optarg, 0, 0x7fffffffffffffffL, &v)) return cli_usage_error("record", "--seed needs an integer >= 0");
+            a->rec.seed = (uint64_t)v;
+            break;
+        case 'a': a->rec.trace.store_attention = 1; break;
+        case 'H': a->rec.trace.half = 1; break;
+        case 'k': a->tokenizer = optarg; break;
+        case 'e': a->rec.echo = stdout; break;
+        case 'o': a->output = optarg; break;
+        case 'F': a->force = 1; break;
+        case 'n': a->rec.stop_at_eos = 0; break;
+        case 'h': fputs(RECORD_HELP, stdout); return -1;
+        default: return cli_usage_error("record", "unknown option");
+        }
+    }
+    if (optind != argc - 1) return cli_usage_error("record", "expected exactly one MODEL argument");
+    a->model = argv[optind];
+    if (!a->output) return cli_usage_error("record", "missing -o TRACE.h5");
+    if (!!a->prompt + !!a->prompt_file + !!a->tokens != 1)
+        return cli_usage_error("record", "give exactly one of --prompt, --prompt-file, --tokens");
+    return 0;
+}
+
+/* A testing aid (documented in tests/): KVTRACE_TEST_SIGNAL=INT:N or KILL:N. */
+static void test_signal_from_env(RecordOptions *rec)
+{
+    const char *s = getenv("KVTRACE_TEST_SIGNAL");
+    if (!s) return;
+    long n = atol(strchr(s, ':') ? strchr(s, ':') + 1 : "0");
+    rec->test_signal = !strncmp(s, "KILL", 4) ? SIGKILL : SIGINT;
+    rec->test_signal_after = n > 0 ? n : 1;
+}
+
+static int run_record(RecordArgs *a, const Model *m, const char *cmdline)
+{
+    char **lines = NULL;
+    int n_lines = 0, *ids = NULL, n_ids = 0;
+    if (a->prompt_file) {
+        if (read_lines(a->prompt_file, &lines, &n_lines)) return cli_error("record", "cannot read the prompt file");
+        if (n_lines == 0) { free_lines(lines, 0); return cli_usage_error("record", "%s has no prompts", a->prompt_file); }
+        a->rec.prompts = (const char *const *)lines;
+        a->rec.n_prompts = n_lines;
+    } else if (a->prompt) {
+        a->rec.prompts = &a->prompt;
+        a->rec.n_prompts = 1;
+    } else if (parse_int_list(a->tokens, &ids, &n_ids)) {
+        return cli_usage_error("record", "--tokens needs comma-separated token ids");
+    } else {
+        a->rec.token_ids = ids;
+        a->rec.n_token_ids = n_ids;
+    }
+    int replacing = file_exists(a->output);
+    char path[1024];
+    snprintf(path, sizeof path, replacing ? "%s.tmp.%d" : "%s", a->output, (int)getpid());
+    a->rec.command_line = cmdline;
+    a->rec.interrupted = &interrupted_flag;
+    test_signal_from_env(&a->rec);
+    RecordSummary sum;
+    KvError err;
+    int rc = record_traces(m, &a->rec, path, &sum, &err);
+    free_lines(lines, n_lines);
+    free(ids);
+    if (rc != 0) {
+        if (!sum.interrupted) remove(path); /* nothing half-written is left looking like a trace */
+        return cli_error("record", err.msg);
+    }
+    if (replacing && rename(path, a->output) != 0) {
+        remove(path);
+        return cli_error("record", "cannot move the finished trace into place");
+    }
+    fprintf(stderr, "recorded %d sequence(s), %ld tokens in %.2f s (%.0f tokens/s) -> %s\n", sum.n_sequences,
+            sum.n_tokens, sum.seconds, sum.seconds > 0 ? sum.n_tokens / sum.seconds : 0.0, a->output);
+    return 0;
+}
+
+int cmd_record(int argc, char **argv)
+{
+    char cmdline[4096]; /* before getopt permutes argv */
+    join_argv(argc, argv, cmdline, sizeof cmdline);
+    RecordArgs a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (file_exists(a.output) && !a.force)
+        return cli_usage_error("record", "%s exists; use --force to replace it", a.output);
+    Model m;
+    KvError err;
+    if (model_load(&m, a.model, a.tokenizer, &err)) return cli_error("record", err.msg);
+    if (!m.has_tokenizer) fprintf(stderr, "kvtrace record: note: no usable tokenizer (%s)\n", m.tokenizer_note);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    char full[4200];
+    snprintf(full, sizeof full, "kvtrace %s", cmdline);
+    rc = run_record(&a, &m, full);
+    model_free(&m);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* kvtrace — record attention traces from real language-model runs, replay
+ * them under KV-cache eviction policies, analyse and plot what they show. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../trace/h5util.h"
+#include "../trace/trace_file.h"
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Subcommand;
+
+static const Subcommand SUBCOMMANDS[] = {
+    {"record", cmd_record, "run a model over prompts and record q/k/v (and attention) into an HDF5 trace"},
+    {"info", cmd_info, "describe and validate a trace file"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "kvtrace %s — KV-cache eviction traces: record, simulate, analyze, plot\n\n"
+                 "usage: kvtrace <command> [options]   (kvtrace <command> --help for details)\n\n",
+            KVTRACE_VERSION);
+    for (size_t i = 0; i < sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0]; i++)
+        fprintf(out, "  %-10s %s\n", SUBCOMMANDS[i].name, SUBCOMMANDS[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    h5_quiet();
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("kvtrace %s\n", KVTRACE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0]; i++)
+        if (!strcmp(argv[1], SUBCOMMANDS[i].name)) return SUBCOMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "kvtrace: unknown command '%s' (try kvtrace --help)\n", argv[1]);
+    return 2;
+}

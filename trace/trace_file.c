@@ -1,0 +1,597 @@
+#include "trace_file.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5util.h"
+#include "quant.h"
+
+#define CHUNK_ROWS 64
+#define DEFLATE_LEVEL 1            /* fast: recording must keep pace with the model */
+#define ATTENTION_STAGE_BYTES (64u << 20)
+
+enum { D_Q, D_K, D_V, D_KNORM, D_VL1, D_VL2, D_ATTN, D_PER_LAYER };
+static const char *LAYER_DATASETS[D_PER_LAYER] = {"q", "k", "v", "k_norm", "v_norm_l1", "v_norm_l2", "attention"};
+
+struct TraceWriter {
+    hid_t file;
+    char path[512];
+    TraceMeta meta;
+    TraceOptions opt;
+    int capacity, stage_cap;
+    hid_t f16;
+    int n_sequences, all_complete;
+    /* the sequence being written */
+    hid_t seq;
+    hid_t d_tokens, d_pieces, d_nll;
+    hid_t *d_layer;      /* [n_layers][D_PER_LAYER] */
+    int flushed, staged; /* rows written / rows staged (absolute) */
+    int *tokens;
+    char **pieces;
+    float *q, *k, *v, *k_norm, *v_l1, *v_l2; /* [layer][stage row][...] */
+    float *attention;                        /* [layer][head][stage row][capacity] */
+    float *nll;                              /* [capacity], rewritten whole at each flush */
+    uint16_t *half;
+};
+
+/* ------------------------------------------------------------ writing */
+
+static int write_root_meta(TraceWriter *w)
+{
+    const TraceMeta *m = &w->meta;
+    hid_t f = w->file;
+    int bad = h5_attr_write_str(f, "format", TRACE_FORMAT) || h5_attr_write_str(f, "model_name", m->model_name) ||
+              h5_attr_write_str(f, "model_architecture", m->model_arch) ||
+              h5_attr_write_str(f, "model_sha256", m->model_digest) ||
+              h5_attr_write_str(f, "model_file", m->model_file) ||
+              h5_attr_write_str(f, "model_weight_type", m->model_weight_type) ||
+              h5_attr_write_int(f, "n_layers", m->n_layers) || h5_attr_write_int(f, "n_heads", m->n_heads) ||
+              h5_attr_write_int(f, "n_kv_heads", m->n_kv_heads) || h5_attr_write_int(f, "head_dim", m->head_dim) ||
+              h5_attr_write_int(f, "model_dim", m->dim) || h5_attr_write_int(f, "vocab_size", m->vocab_size) ||
+              h5_attr_write_double(f, "rope_theta", m->rope_theta) ||
+              h5_attr_write_str(f, "rope_layout", "adjacent pairs (2j, 2j+1), angle = pos * theta^(-2j/head_dim)") ||
+              h5_attr_write_str(f, "recorder_version", m->recorder_version) ||
+              h5_attr_write_str(f, "created", m->created) || h5_attr_write_str(f, "command", m->command) ||
+              h5_attr_write_int(f, "attention_stored", w->opt.store_attention) ||
+              h5_attr_write_str(f, "qkv_dtype", w->opt.half ? "float16" : "float32") ||
+              h5_attr_write_int(f, "n_sequences", 0) || h5_attr_write_int(f, "complete", 0);
+    return bad ? -1 : 0;
+}
+
+static void free_staging(TraceWriter *w)
+{
+    if (w->pieces)
+        for (int i = 0; i < w->stage_cap; i++) free(w->pieces[i]);
+    free(w->tokens); free(w->pieces); free(w->q); free(w->k); free(w->v); free(w->k_norm);
+    free(w->v_l1); free(w->v_l2); free(w->attention); free(w->nll); free(w->half); free(w->d_layer);
+}
+
+static int alloc_staging(TraceWriter *w)
+{
+    const TraceMeta *m = &w->meta;
+    size_t L = (size_t)m->n_layers, S = (size_t)w->stage_cap;
+    size_t qd = (size_t)m->n_heads * m->head_dim, kvd = (size_t)m->n_kv_heads * m->head_dim;
+    w->tokens = calloc(S, sizeof *w->tokens);
+    w->pieces = calloc(S, sizeof *w->pieces);
+    w->q = malloc(L * S * qd * sizeof(float));
+    w->k = malloc(L * S * kvd * sizeof(float));
+    w->v = malloc(L * S * kvd * sizeof(float));
+    w->k_norm = malloc(L * S * m->n_kv_heads * sizeof(float));
+    w->v_l1 = malloc(L * S * m->n_kv_heads * sizeof(float));
+    w->v_l2 = malloc(L * S * m->n_kv_heads * sizeof(float));
+    w->nll = malloc((size_t)w->capacity * sizeof(float));
+    w->half = malloc(S * qd * sizeof(uint16_t));
+    w->d_layer = malloc(L * D_PER_LAYER * sizeof(hid_t));
+    if (w->opt.store_attention)
+        w->attention = calloc(L * m->n_heads * S * (size_t)w->capacity, sizeof(float));
+    return (!w->tokens || !w->pieces || !w->q || !w->k || !w->v || !w->k_norm || !w->v_l1 || !w->v_l2 || !w->nll ||
+            !w->half || !w->d_layer || (w->opt.store_attention && !w->attention))
+               ? -1 : 0;
+}
+
+TraceWriter *trace_writer_create(const char *path, const TraceMeta *meta, const TraceOptions *opt, int capacity,
+                                 KvError *err)
+{
+    TraceWriter *w = calloc(1, sizeof *w);
+    if (!w) return kv_fail(err, "%s: out of memory", path), NULL;
+    snprintf(w->path, sizeof w->path, "%s", path);
+    w->meta = *meta;
+    w->opt = *opt;
+    w->capacity = capacity;
+    w->all_complete = 1;
+    w->seq = -1;
+    w->stage_cap = 2 * CHUNK_ROWS;
+    if (opt->store_attention) { /* bound the staged attention rows by memory */
+        size_t row_bytes = (size_t)meta->n_layers * meta->n_heads * (size_t)capacity * sizeof(float);
+        size_t rows = ATTENTION_STAGE_BYTES / row_bytes;
+        if (rows < (size_t)w->stage_cap) w->stage_cap = rows < 1 ? 1 : (int)rows;
+    }
+    w->f16 = h5_float16_type();
+    w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->file < 0 || w->f16 < 0) {
+        kv_fail(err, "%s: cannot create HDF5 file", path);
+        goto fail;
+    }
+    hid_t g = H5Gcreate2(w->file, "sequences", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0 || write_root_meta(w) || alloc_staging(w)) {
+        if (g >= 0) H5Gclose(g);
+        kv_fail(err, "%s: cannot write trace header (disk full or out of memory?)", path);
+        goto fail;
+    }
+    H5Gclose(g);
+    return w;
+fail:
+    if (w->file >= 0) H5Fclose(w->file);
+    if (w->f16 >= 0) H5Tclose(w->f16);
+    free_staging(w);
+    free(w);
+    return NULL;
+}
+
+int trace_writer_stage_rows(const TraceWriter *w) { return w->stage_cap; }
+int trace_writer_pending(const TraceWriter *w) { return w->staged - w->flushed; }
+
+static int create_layer_datasets(TraceWriter *w, hid_t layer_group, hid_t *d)
+{
+    const TraceMeta *m = &w->meta;
+    hsize_t H = (hsize_t)m->n_heads, KV = (hsize_t)m->n_kv_heads, D = (hsize_t)m->head_dim, C = CHUNK_ROWS;
+    hid_t qkv_type = w->opt.half ? w->f16 : H5T_IEEE_F32LE;
+    hsize_t qdims[3] = {0, H, D}, qchunk[3] = {C, H, D};
+    hsize_t kdims[3] = {0, KV, D}, kchunk[3] = {C, KV, D};
+    hsize_t ndims[2] = {0, KV}, nchunk[2] = {C, KV};
+    d[D_Q] = h5_create_growable(layer_group, "q", qkv_type, 3, qdims, qchunk, 1, DEFLATE_LEVEL);
+    d[D_K] = h5_create_growable(layer_group, "k", qkv_type, 3, kdims, kchunk, 1, DEFLATE_LEVEL);
+    d[D_V] = h5_create_growable(layer_group, "v", qkv_type, 3, kdims, kchunk, 1, DEFLATE_LEVEL);
+    d[D_KNORM] = h5_create_growable(layer_group, "k_norm", H5T_IEEE_F32LE, 2, ndims, nchunk, 1, DEFLATE_LEVEL);
+    d[D_VL1] = h5_create_growable(layer_group, "v_norm_l1", H5T_IEEE_F32LE, 2, ndims, nchunk, 1, DEFLATE_LEVEL);
+    d[D_VL2] = h5_create_growable(layer_group, "v_norm_l2", H5T_IEEE_F32LE, 2, ndims, nchunk, 1, DEFLATE_LEVEL);
+    d[D_ATTN] = -1;
+    if (w->opt.store_attention) {
+        /* both T axes grow, the head axis does not: built by hand */
+        hsize_t achunk[3] = {1, C, C}, cur[3] = {H, 0, 0}, max[3] = {H, H5S_UNLIMITED, H5S_UNLIMITED};
+        hid_t space = H5Screate_simple(3, cur, max), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 3, achunk) >= 0 && H5Pset_shuffle(dcpl) >= 0 &&
+            H5Pset_deflate(dcpl, DEFLATE_LEVEL) >= 0)
+            d[D_ATTN] = H5Dcreate2(layer_group, "attention", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        if (dcpl >= 0) H5Pclose(dcpl);
+        if (space >= 0) H5Sclose(space);
+        if (d[D_ATTN] < 0) return -1;
+    }
+    for (int i = 0; i < D_ATTN; i++)
+        if (d[i] < 0) return -1;
+    return 0;
+}
+
+static int create_sequence_datasets(TraceWriter *w)
+{
+    hsize_t dims[1] = {0}, chunk[1] = {256};
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    w->d_tokens = h5_create_growable(w->seq, "tokens", H5T_STD_I32LE, 1, dims, chunk, 1, DEFLATE_LEVEL);
+    w->d_pieces = h5_create_growable(w->seq, "pieces", str, 1, dims, chunk, 1, DEFLATE_LEVEL);
+    w->d_nll = h5_create_growable(w->seq, "nll", H5T_IEEE_F32LE, 1, dims, chunk, 1, DEFLATE_LEVEL);
+    H5Tclose(str);
+    if (w->d_tokens < 0 || w->d_pieces < 0 || w->d_nll < 0) return -1;
+    hid_t layers = H5Gcreate2(w->seq, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (layers < 0) return -1;
+    for (int l = 0; l < w->meta.n_layers; l++) {
+        char name[16];
+        snprintf(name, sizeof name, "%03d", l);
+        hid_t g = H5Gcreate2(layers, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        int bad = g < 0 || create_layer_datasets(w, g, w->d_layer + (size_t)l * D_PER_LAYER);
+        if (g >= 0) H5Gclose(g);
+        if (bad) { H5Gclose(layers); return -1; }
+    }
+    H5Gclose(layers);
+    return 0;
+}
+
+int trace_writer_begin_sequence(TraceWriter *w, const char *prompt, int n_prompt, KvError *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "sequences/%04d", w->n_sequences);
+    for (size_t i = 0; i < (size_t)w->meta.n_layers * D_PER_LAYER; i++) w->d_layer[i] = -1;
+    w->seq = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->seq < 0 || h5_attr_write_str(w->seq, "prompt", prompt ? prompt : "") ||
+        h5_attr_write_int(w->seq, "n_prompt", n_prompt) || h5_attr_write_int(w->seq, "complete", 0) ||
+        create_sequence_datasets(w))
+        return kv_fail(err, "%s: cannot create sequence %d", w->path, w->n_sequences);
+    w->n_sequences++;
+    if (h5_attr_write_int(w->file, "n_sequences", w->n_sequences))
+        return kv_fail(err, "%s: cannot update n_sequences", w->path);
+    w->flushed = w->staged = 0;
+    for (int i = 0; i < w->capacity; i++) w->nll[i] = NAN;
+    return 0;
+}
+
+int trace_writer_sequence_attr(TraceWriter *w, const char *name, double value, KvError *err)
+{
+    if (h5_attr_write_double(w->seq, name, value)) return kv_fail(err, "%s: cannot write attribute %s", w->path, name);
+    return 0;
+}
+
+int trace_writer_stage_token(TraceWriter *w, int pos, int token, const char *piece)
+{
+    int slot = pos - w->flushed;
+    if (slot < 0 || slot >= w->stage_cap || pos >= w->capacity) return -1;
+    w->tokens[slot] = token;
+    free(w->pieces[slot]);
+    w->pieces[slot] = strdup(piece ? piece : "");
+    if (!w->pieces[slot]) return -1;
+    if (pos + 1 > w->staged) w->staged = pos + 1;
+    return 0;
+}
+
+static void vector_norms(const float *x, int d, float *l1, float *l2)
+{
+    double s1 = 0, s2 = 0;
+    for (int i = 0; i < d; i++) {
+        s1 += fabsf(x[i]);
+        s2 += (double)x[i] * x[i];
+    }
+    if (l1) *l1 = (float)s1;
+    *l2 = (float)sqrt(s2);
+}
+
+int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const float *q, const float *k,
+                           const float *v)
+{
+    const TraceMeta *m = &w->meta;
+    int slot0 = pos0 - w->flushed, KV = m->n_kv_heads, d = m->head_dim;
+    if (slot0 < 0 || slot0 + n > w->stage_cap) return -1;
+    size_t qd = (size_t)m->n_heads * d, kvd = (size_t)KV * d, S = (size_t)w->stage_cap;
+    size_t row = (size_t)layer * S + (size_t)slot0;
+    memcpy(w->q + row * qd, q, (size_t)n * qd * sizeof(float));
+    memcpy(w->k + row * kvd, k, (size_t)n * kvd * sizeof(float));
+    memcpy(w->v + row * kvd, v, (size_t)n * kvd * sizeof(float));
+    for (int r = 0; r < n; r++)
+        for (int g = 0; g < KV; g++) {
+            size_t at = (row + (size_t)r) * KV + (size_t)g, src = ((size_t)r * KV + g) * d;
+            vector_norms(k + src, d, NULL, &w->k_norm[at]);
+            vector_norms(v + src, d, &w->v_l1[at], &w->v_l2[at]);
+        }
+    return 0;
+}
+
+int trace_writer_stage_attention(TraceWriter *w, int layer, int head, int pos0, int n, const float *probs, int ld)
+{
+    if (!w->attention) return 0;
+    int slot0 = pos0 - w->flushed;
+    if (slot0 < 0 || slot0 + n > w->stage_cap) return -1;
+    size_t C = (size_t)w->capacity;
+    float *dst = w->attention + (((size_t)layer * w->meta.n_heads + head) * w->stage_cap + slot0) * C;
+    for (int r = 0; r < n; r++) {
+        size_t len = (size_t)pos0 + r + 1;
+        memcpy(dst + r * C, probs + (size_t)r * ld, len * sizeof(float));
+        memset(dst + r * C + len, 0, (C - len) * sizeof(float));
+    }
+    return 0;
+}
+
+void trace_writer_set_nll(TraceWriter *w, int pos, float nll)
+{
+    if (pos >= 0 && pos < w->capacity) w->nll[pos] = nll;
+}
+
+/* Appends rows of a q/k/v array, converting to float16 when asked. */
+static int append_qkv(TraceWriter *w, hid_t d, const float *rows, size_t n_rows, size_t width)
+{
+    if (!w->opt.half) return h5_append_rows(d, H5T_NATIVE_FLOAT, (hsize_t)w->flushed, n_rows, rows);
+    for (size_t i = 0; i < n_rows * width; i++) w->half[i] = float_to_fp16(rows[i]);
+    return h5_append_rows(d, w->f16, (hsize_t)w->flushed, n_rows, w->half);
+}
+
+static int write_attention(TraceWriter *w, int layer, int rows)
+{
+    hid_t d = w->d_layer[(size_t)layer * D_PER_LAYER + D_ATTN];
+    hsize_t H = (hsize_t)w->meta.n_heads, T = (hsize_t)w->staged;
+    hsize_t ext[3] = {H, T, T};
+    if (H5Dset_extent(d, ext) < 0) return -1;
+    hid_t fs = H5Dget_space(d);
+    hsize_t mdims[2] = {(hsize_t)w->stage_cap, (hsize_t)w->capacity}, mstart[2] = {0, 0}, mcount[2] = {rows, T};
+    hid_t ms = H5Screate_simple(2, mdims, NULL);
+    int rc = fs >= 0 && ms >= 0 ? 0 : -1;
+    for (hsize_t h = 0; h < H && rc == 0; h++) {
+        hsize_t start[3] = {h, (hsize_t)w->flushed, 0}, count[3] = {1, (hsize_t)rows, T};
+        const float *src = w->attention + ((size_t)layer * H + h) * (size_t)w->stage_cap * w->capacity;
+        if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+            H5Sselect_hyperslab(ms, H5S_SELECT_SET, mstart, NULL, mcount, NULL) < 0 ||
+            H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, src) < 0)
+            rc = -1;
+    }
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
+}
+
+static int flush_layer(TraceWriter *w, int l, int rows)
+{
+    const TraceMeta *m = &w->meta;
+    size_t S = (size_t)w->stage_cap, qd = (size_t)m->n_heads * m->head_dim, kvd = (size_t)m->n_kv_heads * m->head_dim;
+    size_t KV = (size_t)m->n_kv_heads, base = (size_t)l * S;
+    hid_t *d = w->d_layer + (size_t)l * D_PER_LAYER;
+    hsize_t at = (hsize_t)w->flushed;
+    if (append_qkv(w, d[D_Q], w->q + base * qd, (size_t)rows, qd) ||
+        append_qkv(w, d[D_K], w->k + base * kvd, (size_t)rows, kvd) ||
+        append_qkv(w, d[D_V], w->v + base * kvd, (size_t)rows, kvd) ||
+        h5_append_rows(d[D_KNORM], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->k_norm + base * KV) ||
+        h5_append_rows(d[D_VL1], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->v_l1 + base * KV) ||
+        h5_append_rows(d[D_VL2], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->v_l2 + base * KV))
+        return -1;
+    return w->attention ? write_attention(w, l, rows) : 0;
+}
+
+int trace_writer_flush(TraceWriter *w, KvError *err)
+{
+    int rows = w->staged - w->flushed;
+    if (rows <= 0) return 0;
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    int bad = h5_append_rows(w->d_tokens, H5T_NATIVE_INT, (hsize_t)w->flushed, (hsize_t)rows, w->tokens) ||
+              h5_append_rows(w->d_pieces, str, (hsize_t)w->flushed, (hsize_t)rows, w->pieces) ||
+              h5_append_rows(w->d_nll, H5T_NATIVE_FLOAT, 0, (hsize_t)w->staged, w->nll);
+    H5Tclose(str);
+    for (int l = 0; l < w->meta.n_layers && !bad; l++) bad = flush_layer(w, l, rows);
+    if (bad || H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
+        return kv_fail(err, "%s: writing trace rows failed (disk full?)", w->path);
+    w->flushed = w->staged;
+    return 0;
+}
+
+static void close_sequence_handles(TraceWriter *w)
+{
+    for (size_t i = 0; i < (size_t)w->meta.n_layers * D_PER_LAYER; i++)
+        if (w->d_layer[i] >= 0) H5Dclose(w->d_layer[i]);
+    if (w->d_tokens >= 0) H5Dclose(w->d_tokens);
+    if (w->d_pieces >= 0) H5Dclose(w->d_pieces);
+    if (w->d_nll >= 0) H5Dclose(w->d_nll);
+    if (w->seq >= 0) H5Gclose(w->seq);
+    w->seq = w->d_tokens = w->d_pieces = w->d_nll = -1;
+}
+
+int trace_writer_end_sequence(TraceWriter *w, int complete, KvError *err)
+{
+    if (w->seq < 0) return 0;
+    int rc = trace_writer_flush(w, err);
+    /* the complete flag is the last thing written for a sequence */
+    if (rc == 0 && complete && (h5_attr_write_int(w->seq, "complete", 1) || H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0))
+        rc = kv_fail(err, "%s: cannot mark sequence complete", w->path);
+    if (!complete || rc) w->all_complete = 0;
+    close_sequence_handles(w);
+    return rc;
+}
+
+int trace_writer_close(TraceWriter *w, int complete, KvError *err)
+{
+    int rc = 0;
+    if (w->seq >= 0) rc = trace_writer_end_sequence(w, 0, err);
+    if (rc == 0 && complete && w->all_complete && h5_attr_write_int(w->file, "complete", 1))
+        rc = kv_fail(err, "%s: cannot mark trace complete", w->path);
+    if (H5Fclose(w->file) < 0 && rc == 0) rc = kv_fail(err, "%s: closing the trace failed", w->path);
+    H5Tclose(w->f16);
+    free_staging(w);
+    free(w);
+    return rc;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static int read_meta(TraceReader *r, KvError *err)
+{
+    hid_t f = (hid_t)r->file;
+    TraceMeta *m = &r->meta;
+    long long L, H, KV, D, dim, V, complete;
+    if (h5_attr_read_int(f, "n_layers", &L) || h5_attr_read_int(f, "n_heads", &H) ||
+        h5_attr_read_int(f, "n_kv_heads", &KV) || h5_attr_read_int(f, "head_dim", &D) ||
+        h5_attr_read_int(f, "model_dim", &dim) || h5_attr_read_int(f, "vocab_size", &V) ||
+        h5_attr_read_double(f, "rope_theta", &m->rope_theta) || h5_attr_read_int(f, "complete", &complete))
+        return kv_fail(err, "%s: trace is missing required root attributes (model shape)", r->path);
+    if (L <= 0 || L > 1024 || H <= 0 || H > 1024 || KV <= 0 || KV > H || H % KV || D <= 0 || D > 4096)
+        return kv_fail(err, "%s: trace root attributes give an absurd model shape (layers %lld, heads %lld/%lld, "
+                       "head_dim %lld)", r->path, L, H, KV, D);
+    *m = (TraceMeta){.n_layers = (int)L, .n_heads = (int)H, .n_kv_heads = (int)KV, .head_dim = (int)D,
+                     .dim = (int)dim, .vocab_size = (int)V, .rope_theta = m->rope_theta};
+    h5_attr_read_str(f, "model_name", m->model_name, sizeof m->model_name);
+    h5_attr_read_str(f, "model_architecture", m->model_arch, sizeof m->model_arch);
+    h5_attr_read_str(f, "model_sha256", m->model_digest, sizeof m->model_digest);
+    h5_attr_read_str(f, "model_file", m->model_file, sizeof m->model_file);
+    h5_attr_read_str(f, "model_weight_type", m->model_weight_type, sizeof m->model_weight_type);
+    h5_attr_read_str(f, "recorder_version", m->recorder_version, sizeof m->recorder_version);
+    h5_attr_read_str(f, "created", m->created, sizeof m->created);
+    h5_attr_read_str(f, "command", m->command, sizeof m->command);
+    r->complete = complete == 1;
+    return 0;
+}
+
+int trace_open(TraceReader *r, const char *path, KvError *err)
+{
+    memset(r, 0, sizeof *r);
+    r->file = -1;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return kv_fail(err, "%s: cannot open trace: no such file or not readable", path);
+    fclose(probe);
+    if (H5Fis_hdf5(path) <= 0) return kv_fail(err, "%s: not an HDF5 file (corrupt or wrong file)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return kv_fail(err, "%s: HDF5 cannot open the file (truncated or corrupt)", path);
+    r->file = f;
+    char format[64];
+    if (h5_attr_read_str(f, "format", format, sizeof format)) {
+        trace_close(r);
+        return kv_fail(err, "%s: not a kvtrace trace (no 'format' attribute)", path);
+    }
+    if (strcmp(format, TRACE_FORMAT) != 0) {
+        trace_close(r);
+        return kv_fail(err, "%s: trace format '%s' is not supported (this kvtrace reads '%s')", path, format,
+                       TRACE_FORMAT);
+    }
+    if (read_meta(r, err)) { trace_close(r); return -1; }
+    hid_t g = h5_exists(f, "sequences") ? H5Gopen2(f, "sequences", H5P_DEFAULT) : -1;
+    H5G_info_t info;
+    if (g < 0 || H5Gget_info(g, &info) < 0) {
+        if (g >= 0) H5Gclose(g);
+        trace_close(r);
+        return kv_fail(err, "%s: trace has no 'sequences' group", path);
+    }
+    H5Gclose(g);
+    r->n_sequences = (int)info.nlinks;
+    return 0;
+}
+
+void trace_close(TraceReader *r)
+{
+    if (r->file >= 0) H5Fclose((hid_t)r->file);
+    r->file = -1;
+}
+
+static void seq_path(char *buf, size_t cap, int seq, const char *name)
+{
+    snprintf(buf, cap, "sequences/%04d/%s", seq, name);
+}
+
+static int check_shape(const TraceReader *r, int seq, const char *name, int rank, const hsize_t *want,
+                       KvError *err)
+{
+    char path[256];
+    seq_path(path, sizeof path, seq, name);
+    int got_rank;
+    hsize_t dims[8];
+    if (h5_dataset_shape((hid_t)r->file, path, &got_rank, dims))
+        return kv_fail(err, "%s: sequence %d has no dataset '%s'", r->path, seq, name);
+    int ok = got_rank == rank;
+    for (int i = 0; ok && i < rank; i++) ok = dims[i] == want[i];
+    if (!ok) return kv_fail(err, "%s: dataset '%s' has the wrong shape", r->path, path);
+    return 0;
+}
+
+int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvError *err)
+{
+    memset(info, 0, sizeof *info);
+    if (seq < 0 || seq >= r->n_sequences) return kv_fail(err, "%s: no sequence %d", r->path, seq);
+    char path[256];
+    seq_path(path, sizeof path, seq, "tokens");
+    int rank;
+    hsize_t dims[8];
+    if (h5_dataset_shape((hid_t)r->file, path, &rank, dims) || rank != 1)
+        return kv_fail(err, "%s: sequence %d has no 1-D 'tokens' dataset", r->path, seq);
+    const TraceMeta *m = &r->meta;
+    hsize_t T = dims[0];
+    info->n_tokens = (int)T;
+    seq_path(path, sizeof path, seq, "");
+    hid_t g = H5Gopen2((hid_t)r->file, path, H5P_DEFAULT);
+    long long n_prompt = -1, complete = 0;
+    if (g >= 0) {
+        h5_attr_read_int(g, "n_prompt", &n_prompt);
+        h5_attr_read_int(g, "complete", &complete);
+        H5Gclose(g);
+    }
+    if (n_prompt < 0 || n_prompt > (long long)T)
+        return kv_fail(err, "%s: sequence %d has a missing or invalid n_prompt", r->path, seq);
+    info->n_prompt = (int)n_prompt;
+    info->complete = complete == 1;
+    hsize_t tv[1] = {T}, q[3] = {T, (hsize_t)m->n_heads, (hsize_t)m->head_dim};
+    hsize_t kv[3] = {T, (hsize_t)m->n_kv_heads, (hsize_t)m->head_dim}, norms[2] = {T, (hsize_t)m->n_kv_heads};
+    if (check_shape(r, seq, "pieces", 1, tv, err) || check_shape(r, seq, "nll", 1, tv, err)) return -1;
+    for (int l = 0; l < m->n_layers; l++) {
+        char name[64];
+        const hsize_t *shapes[6] = {q, kv, kv, norms, norms, norms};
+        for (int i = 0; i < 6; i++) {
+            snprintf(name, sizeof name, "layers/%03d/%s", l, LAYER_DATASETS[i]);
+            if (check_shape(r, seq, name, i < 3 ? 3 : 2, shapes[i], err)) return -1;
+        }
+        snprintf(name, sizeof name, "layers/%03d/attention", l);
+        seq_path(path, sizeof path, seq, name);
+        int has = h5_exists((hid_t)r->file, path);
+        if (l == 0) info->has_attention = has;
+        if (has != info->has_attention) return kv_fail(err, "%s: attention stored for some layers only", r->path);
+        hsize_t a[3] = {(hsize_t)m->n_heads, T, T};
+        if (has && check_shape(r, seq, name, 3, a, err)) return -1;
+    }
+    seq_path(path, sizeof path, seq, "layers/000/q");
+    hid_t d = H5Dopen2((hid_t)r->file, path, H5P_DEFAULT);
+    if (d >= 0) {
+        hid_t t = H5Dget_type(d);
+        info->half = H5Tget_size(t) == 2;
+        H5Tclose(t);
+        H5Dclose(d);
+    }
+    return 0;
+}
+
+int trace_read_tokens(const TraceReader *r, int seq, int *tokens, int n, KvError *err)
+{
+    char path[256];
+    seq_path(path, sizeof path, seq, "tokens");
+    if (h5_read_all((hid_t)r->file, path, H5T_NATIVE_INT, tokens, (size_t)n))
+        return kv_fail(err, "%s: cannot read %s", r->path, path);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || (r->meta.vocab_size > 0 && tokens[i] >= r->meta.vocab_size))
+            return kv_fail(err, "%s: %s holds token id %d outside the vocabulary", r->path, path, tokens[i]);
+    return 0;
+}
+
+int trace_read_floats(const TraceReader *r, int seq, const char *name, float *out, size_t n, KvError *err)
+{
+    char path[256];
+    seq_path(path, sizeof path, seq, name);
+    if (h5_read_all((hid_t)r->file, path, H5T_NATIVE_FLOAT, out, n))
+        return kv_fail(err, "%s: cannot read %s (missing, wrong size or corrupt)", r->path, path);
+    return 0;
+}
+
+int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name, float *out, size_t n,
+                     KvError *err)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "layers/%03d/%s", layer, name);
+    if (trace_read_floats(r, seq, rel, out, n, err)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return kv_fail(err, "%s: sequence %d %s holds NaN or Inf", r->path, seq, rel);
+    return 0;
+}
+
+char *trace_read_prompt(const TraceReader *r, int seq)
+{
+    char path[256];
+    seq_path(path, sizeof path, seq, "");
+    hid_t g = H5Gopen2((hid_t)r->file, path, H5P_DEFAULT);
+    if (g < 0) return NULL;
+    char *s = h5_attr_read_str_alloc(g, "prompt");
+    H5Gclose(g);
+    return s;
+}
+
+char **trace_read_pieces(const TraceReader *r, int seq, int n, KvError *err)
+{
+    char path[256];
+    seq_path(path, sizeof path, seq, "pieces");
+    char **raw = calloc((size_t)(n ? n : 1), sizeof *raw), **out = calloc((size_t)(n ? n : 1), sizeof *out);
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    int rc = raw && out ? h5_read_all((hid_t)r->file, path, str, raw, (size_t)n) : -1;
+    for (int i = 0; i < n && rc == 0; i++)
+        if (!(out[i] = strdup(raw[i] ? raw[i] : ""))) rc = -1;
+    for (int i = 0; raw && i < n; i++) H5free_memory(raw[i]);
+    H5Tclose(str);
+    free(raw);
+    if (rc) {
+        trace_free_pieces(out, n);
+        return kv_fail(err, "%s: cannot read %s", r->path, path), NULL;
+    }
+    return out;
+}
+
+void trace_free_pieces(char **pieces, int n)
+{
+    if (!pieces) return;
+    for (int i = 0; i < n; i++) free(pieces[i]);
+    free(pieces);
+}

@@ -1,0 +1,96 @@
+/* trace_file.h — the kvtrace trace format (HDF5, "kvtrace-trace/1"):
+ * writing it incrementally while a model runs, and reading it back.
+ * FORMAT.md in the repository root is the specification; this module is its
+ * only implementation.
+ *
+ * Writing: rows (one per token) are staged in memory and appended to chunked,
+ * compressed datasets at each flush, after which the file is flushed to disk,
+ * so an interrupted recording leaves a readable file whose `complete`
+ * attributes say 0. */
+#ifndef KV_TRACE_FILE_H
+#define KV_TRACE_FILE_H
+
+#include <stddef.h>
+
+#include "../util/error.h"
+
+#define TRACE_FORMAT "kvtrace-trace/1"
+#define KVTRACE_VERSION "0.1.0"
+
+typedef struct {
+    char model_name[128];
+    char model_arch[32];
+    char model_digest[65];
+    char model_file[512];
+    char model_weight_type[16];
+    int n_layers, n_heads, n_kv_heads, head_dim, dim, vocab_size;
+    double rope_theta;
+    char recorder_version[32];
+    char created[40];
+    char command[4096];
+} TraceMeta;
+
+typedef struct {
+    int store_attention; /* also store attention probabilities [heads][T][T] */
+    int half;            /* q, k, v as float16 */
+} TraceOptions;
+
+/* ---- writing ---- */
+
+typedef struct TraceWriter TraceWriter;
+
+TraceWriter *trace_writer_create(const char *path, const TraceMeta *meta, const TraceOptions *opt, int capacity,
+                                 KvError *err);
+/* Starts the next sequence; capacity bounds its length. */
+int trace_writer_begin_sequence(TraceWriter *w, const char *prompt, int n_prompt, KvError *err);
+/* Sequence attributes describing how it was produced (numbers only). */
+int trace_writer_sequence_attr(TraceWriter *w, const char *name, double value, KvError *err);
+/* Rows per flush: callers never stage more rows than this between flushes. */
+int trace_writer_stage_rows(const TraceWriter *w);
+int trace_writer_stage_token(TraceWriter *w, int pos, int token, const char *piece);
+int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const float *q, const float *k,
+                           const float *v);
+int trace_writer_stage_attention(TraceWriter *w, int layer, int head, int pos0, int n, const float *probs, int ld);
+void trace_writer_set_nll(TraceWriter *w, int pos, float nll);
+/* Rows staged and not yet written. */
+int trace_writer_pending(const TraceWriter *w);
+int trace_writer_flush(TraceWriter *w, KvError *err);
+/* Flushes and marks the sequence complete (or leaves it flagged incomplete). */
+int trace_writer_end_sequence(TraceWriter *w, int complete, KvError *err);
+/* Closes the file; marks it complete when asked and every sequence was. Frees w. */
+int trace_writer_close(TraceWriter *w, int complete, KvError *err);
+
+/* ---- reading ---- */
+
+typedef struct {
+    long long file; /* hid_t */
+    char path[512];
+    TraceMeta meta;
+    int n_sequences;
+    int complete;
+} TraceReader;
+
+typedef struct {
+    int n_tokens;
+    int n_prompt;
+    int complete;
+    int has_attention;
+    int half; /* q/k/v stored as float16 */
+} TraceSeqInfo;
+
+/* Opens and checks the root: format version and model shape. */
+int trace_open(TraceReader *r, const char *path, KvError *err);
+void trace_close(TraceReader *r);
+/* Checks one sequence's datasets against the shapes FORMAT.md gives. */
+int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvError *err);
+int trace_read_tokens(const TraceReader *r, int seq, int *tokens, int n, KvError *err);
+int trace_read_floats(const TraceReader *r, int seq, const char *name, float *out, size_t n, KvError *err);
+/* name is one of q, k, v, k_norm, v_norm_l1, v_norm_l2, attention; out holds n floats. */
+int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name, float *out, size_t n,
+                     KvError *err);
+/* malloc'd strings; NULL on failure. */
+char *trace_read_prompt(const TraceReader *r, int seq);
+char **trace_read_pieces(const TraceReader *r, int seq, int n, KvError *err);
+void trace_free_pieces(char **pieces, int n);
+
+#endif
