@@ -54,6 +54,7 @@ static int parse_args(int argc, char **argv, RecordArgs *a)
     long v;
     double d;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'p': a->prompt = optarg; break;
@@ -83,7 +84,7 @@ static int parse_args(int argc, char **argv, RecordArgs *a)
         case 'F': a->force = 1; break;
         case 'n': a->rec.stop_at_eos = 0; break;
         case 'h': fputs(RECORD_HELP, stdout); return -1;
-        default: return cli_usage_error("record", "unknown option");
+        default: return cli_usage_error("record", "unknown option or missing value: %s", argv[optind - 1]);
         }
     }
     if (optind != argc - 1) return cli_usage_error("record", "expected exactly one MODEL argument");

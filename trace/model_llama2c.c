@@ -82,11 +82,14 @@ int model_load_llama2c(Model *m, const char *path, const char *tokenizer_path, K
     *c = (ModelConfig){.dim = h[0], .hidden_dim = h[1], .n_layers = h[2], .n_heads = h[3], .n_kv_heads = h[4],
                        .vocab_size = h[5] > 0 ? h[5] : -h[5], .max_seq_len = h[6], .rope_theta = 10000.0f,
                        .norm_eps = 1e-5f};
-    if (c->n_heads <= 0 || c->dim <= 0) /* also catches files that are neither format */
-        return kv_fail(err, "%s: neither a GGUF file nor a llama2.c checkpoint (header dim %d, heads %d)", path,
-                       c->dim, c->n_heads);
+    /* there is no magic number: a header of implausible sizes means some other file */
+    if (c->dim <= 0 || c->dim > 65536 || c->hidden_dim <= 0 || c->hidden_dim > 1 << 18 || c->n_layers <= 0 ||
+        c->n_layers > 1024 || c->n_heads <= 0 || c->n_heads > 1024 || c->n_kv_heads <= 0 ||
+        c->n_kv_heads > c->n_heads || c->vocab_size <= 0 || c->vocab_size > 1 << 22 || c->max_seq_len <= 0 ||
+        c->max_seq_len > 1 << 20)
+        return kv_fail(err, "%s: neither a GGUF file nor a llama2.c checkpoint (header gives dim %d, %d layers, "
+                       "%d heads, vocab %d)", path, c->dim, c->n_layers, c->n_heads, c->vocab_size);
     c->head_dim = c->dim / c->n_heads;
-    if (c->max_seq_len > 1 << 20) return kv_fail(err, "%s: absurd context length %d", path, c->max_seq_len);
     if (model_check_config(m, err)) return -1;
     const char *base = strrchr(path, '/');
     snprintf(m->name, sizeof m->name, "%s", base ? base + 1 : path);

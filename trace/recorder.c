@@ -158,8 +158,8 @@ static int sequence_tokens(const Model *m, const RecordOptions *opt, int i, int 
     int total = n + opt->generate;
     if (total > m->cfg.max_seq_len) {
         free(ids);
-        return kv_fail(err, "sequence %d needs %d tokens (%d prompt + %d generated), more than the model's "
-                       "context of %d", i, total, n, opt->generate, m->cfg.max_seq_len);
+        return kv_fail(err, "%s: sequence %d needs %d tokens (%d prompt + %d generated), more than the model's "
+                       "context of %d", m->path, i, total, n, opt->generate, m->cfg.max_seq_len);
     }
     int *grown = realloc(ids, (size_t)(total > 0 ? total : 1) * sizeof *ids);
     if (!grown) { free(ids); return kv_fail(err, "out of memory"); }
