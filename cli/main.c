@@ -16,6 +16,7 @@ typedef struct {
 static const Subcommand SUBCOMMANDS[] = {
     {"record", cmd_record, "run a model over prompts and record q/k/v (and attention) into an HDF5 trace"},
     {"info", cmd_info, "describe and validate a trace file"},
+    {"simulate", cmd_simulate, "replay traces under eviction policies and budgets; write metrics"},
     {"demo", cmd_demo, "the main job: record example traces and report on them"},
 };
 

@@ -174,7 +174,7 @@ static int longest_sequence(const Model *m, const RecordOptions *opt, int *longe
     *longest = 1;
     *total = 0;
     for (int i = 0; i < n_seq; i++) {
-        int *ids, n;
+        int *ids = NULL, n = 0;
         if (sequence_tokens(m, opt, i, &ids, &n, err)) return -1;
         free(ids);
         if (n + opt->generate > *longest) *longest = n + opt->generate;
@@ -188,7 +188,7 @@ static int record_all(Recording *rec, RecordSummary *sum, KvError *err)
     const RecordOptions *opt = rec->opt;
     int n_seq = opt->token_ids ? 1 : opt->n_prompts;
     for (int i = 0; i < n_seq; i++) {
-        int *tokens, n_prompt;
+        int *tokens = NULL, n_prompt = 0;
         if (sequence_tokens(rec->model, opt, i, &tokens, &n_prompt, err)) return -1;
         const char *text = opt->token_ids ? "" : opt->prompts[i];
         int rc = record_sequence(rec, tokens, n_prompt, text, err);

@@ -501,10 +501,15 @@ int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvErr
     for (int l = 0; l < m->n_layers; l++) {
         char name[64];
         const hsize_t *shapes[6] = {q, kv, kv, norms, norms, norms};
+        int values = 1;
         for (int i = 0; i < 6; i++) {
             snprintf(name, sizeof name, "layers/%03d/%s", l, LAYER_DATASETS[i]);
+            seq_path(path, sizeof path, seq, name);
+            int optional = i == D_V || i == D_VL1 || i == D_VL2; /* values may be left out */
+            if (optional && !h5_exists((hid_t)r->file, path)) { values = 0; continue; }
             if (check_shape(r, seq, name, i < 3 ? 3 : 2, shapes[i], err)) return -1;
         }
+        info->has_values = l == 0 ? values : info->has_values && values;
         snprintf(name, sizeof name, "layers/%03d/attention", l);
         seq_path(path, sizeof path, seq, name);
         int has = h5_exists((hid_t)r->file, path);
@@ -554,6 +559,32 @@ int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name,
     for (size_t i = 0; i < n; i++)
         if (!isfinite(out[i]))
             return kv_fail(err, "%s: sequence %d %s holds NaN or Inf", r->path, seq, rel);
+    return 0;
+}
+
+int trace_read_attention_rows(const TraceReader *r, int seq, int layer, int head, int t0, int n, float *out,
+                              long ld, KvError *err)
+{
+    char path[256], rel[64];
+    snprintf(rel, sizeof rel, "layers/%03d/attention", layer);
+    seq_path(path, sizeof path, seq, rel);
+    hid_t d = H5Dopen2((hid_t)r->file, path, H5P_DEFAULT);
+    if (d < 0) return kv_fail(err, "%s: cannot open %s", r->path, path);
+    hsize_t start[3] = {(hsize_t)head, (hsize_t)t0, 0}, count[3] = {1, (hsize_t)n, (hsize_t)(t0 + n)};
+    hsize_t mdims[2] = {(hsize_t)n, (hsize_t)ld}, mstart[2] = {0, 0}, mcount[2] = {(hsize_t)n, (hsize_t)(t0 + n)};
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, mdims, NULL);
+    int rc = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+                     H5Sselect_hyperslab(ms, H5S_SELECT_SET, mstart, NULL, mcount, NULL) >= 0 &&
+                     H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, out) >= 0
+                 ? 0 : -1;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    H5Dclose(d);
+    if (rc) return kv_fail(err, "%s: cannot read rows %d..%d of %s", r->path, t0, t0 + n - 1, path);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j <= t0 + i; j++)
+            if (!isfinite(out[(long)i * ld + j]) || out[(long)i * ld + j] < 0)
+                return kv_fail(err, "%s: %s holds a negative, NaN or Inf probability", r->path, path);
     return 0;
 }
 

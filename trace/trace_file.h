@@ -75,7 +75,8 @@ typedef struct {
     int n_prompt;
     int complete;
     int has_attention;
-    int half; /* q/k/v stored as float16 */
+    int has_values; /* v and its norms (needed for output error and vatp) */
+    int half;       /* q/k/v stored as float16 */
 } TraceSeqInfo;
 
 /* Opens and checks the root: format version and model shape. */
@@ -85,10 +86,15 @@ void trace_close(TraceReader *r);
 int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvError *err);
 int trace_read_tokens(const TraceReader *r, int seq, int *tokens, int n, KvError *err);
 int trace_read_floats(const TraceReader *r, int seq, const char *name, float *out, size_t n, KvError *err);
-/* name is one of q, k, v, k_norm, v_norm_l1, v_norm_l2, attention; out holds n floats. */
+/* name is one of q, k, v, k_norm, v_norm_l1, v_norm_l2, attention; out holds n floats.
+ * Values must be finite. */
 int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name, float *out, size_t n,
                      KvError *err);
 /* malloc'd strings; NULL on failure. */
+/* Rows t0..t0+n-1, columns 0..t0+n-1 of one head's stored attention into
+ * out (row stride ld). */
+int trace_read_attention_rows(const TraceReader *r, int seq, int layer, int head, int t0, int n, float *out,
+                              long ld, KvError *err);
 char *trace_read_prompt(const TraceReader *r, int seq);
 char **trace_read_pieces(const TraceReader *r, int seq, int n, KvError *err);
 void trace_free_pieces(char **pieces, int n);

@@ -1,0 +1,167 @@
+/* kvtrace simulate TRACE.h5 [...] --policy ... --budget ... -o results.h5 */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../sim/simulate.h"
+#include "cli.h"
+
+static const char SIMULATE_HELP[] =
+    "usage: kvtrace simulate TRACE.h5 [TRACE2.h5 ...] [--policy P[:k=v,...]]... [--budget LIST] -o RESULTS.h5\n"
+    "\n"
+    "Replays every sequence under each policy and budget (DESIGN.md, 'Replay semantics') and writes\n"
+    "retained mass, attention KL, output error, overlap with ideal and eviction ages (FORMAT.md).\n"
+    "\n"
+    "  --policy P[:k=v,...]   repeatable; default: every policy with its defaults. Policies:\n"
+    "%s"
+    "  --budget LIST          tokens (64), fractions (0.2) or percentages (20%%), comma-separated;\n"
+    "                         fractions are of T (streaming) or the prompt length P (prefill); default 10%%,20%%,40%%\n"
+    "  --prefill              compress the prompt once at its end, then stream (else streaming from t = 0)\n"
+    "  --granularity G        kv_head (default: one cache per kv head) or layer (one per layer)\n"
+    "  --layers LIST          only these layers;  --heads LIST  only these kv heads (cache units)\n"
+    "  --error-stride N       output error on every N-th reported row (default 1; 0 = off)\n"
+    "  --recompute            recompute attention from q and k even when the trace stores it\n"
+    "  --retention L:U        record which tokens each policy holds at each step for unit U of layer L\n"
+    "                         of the first sequence (for retention maps)\n"
+    "  --threads N            worker threads (default: all cores); results do not depend on N\n"
+    "  --allow-incomplete     replay traces whose recording was interrupted\n"
+    "  --csv FILE             also write a tidy CSV (default: RESULTS with .csv)\n"
+    "  -o, --output FILE      results file (HDF5)\n";
+
+static void print_help(void)
+{
+    char list[2048] = "";
+    for (const PolicyOps *const *o = policy_registry(); *o; o++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "                           %-10s %-38s %s\n",
+                 (*o)->name, *(*o)->defaults ? (*o)->defaults : "-", (*o)->cost);
+    printf(SIMULATE_HELP, list);
+}
+
+typedef struct {
+    SimOptions sim;
+    PolicySpec *policies;
+    BudgetSpec *budgets;
+    int *layers, *units;
+    const char *output, *csv;
+} SimArgs;
+
+static int add_policy(SimArgs *a, const char *text, KvError *err)
+{
+    PolicySpec *p = realloc(a->policies, (size_t)(a->sim.n_policies + 1) * sizeof *p);
+    if (!p) return kv_fail(err, "out of memory");
+    a->policies = p;
+    if (policy_parse(text, &p[a->sim.n_policies], err)) return -1;
+    a->sim.n_policies++;
+    return 0;
+}
+
+static int set_budgets(SimArgs *a, const char *text, KvError *err)
+{
+    int n = 1;
+    for (const char *c = text; *c; c++) n += *c == ',';
+    free(a->budgets);
+    a->budgets = calloc((size_t)n, sizeof *a->budgets);
+    if (!a->budgets) return kv_fail(err, "out of memory");
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", text);
+    a->sim.n_budgets = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (parse_budget(tok, &a->budgets[a->sim.n_budgets++], err)) return -1;
+    if (a->sim.n_budgets == 0) return kv_fail(err, "--budget needs at least one budget");
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
+{
+    static const struct option longopts[] = {
+        {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"prefill", 0, 0, 'P'}, {"granularity", 1, 0, 'g'},
+        {"layers", 1, 0, 'l'}, {"heads", 1, 0, 'u'}, {"error-stride", 1, 0, 'e'}, {"recompute", 0, 0, 'r'},
+        {"retention", 1, 0, 'R'}, {"threads", 1, 0, 't'}, {"allow-incomplete", 0, 0, 'i'}, {"csv", 1, 0, 'c'},
+        {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    SimOptions *s = &a->sim;
+    s->error_stride = 1;
+    s->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    s->retention_layer = s->retention_unit = -1;
+    int c;
+    long v;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p': if (add_policy(a, optarg, err)) return 1; break;
+        case 'b': if (set_budgets(a, optarg, err)) return 1; break;
+        case 'P': s->prefill = 1; break;
+        case 'g':
+            if (strcmp(optarg, "layer") && strcmp(optarg, "kv_head")) return kv_fail(err, "--granularity is kv_head or layer"), 2;
+            s->layer_granularity = !strcmp(optarg, "layer");
+            break;
+        case 'l': if (parse_int_list(optarg, &a->layers, &s->n_layers)) return kv_fail(err, "--layers needs a list of layer numbers"), 2; break;
+        case 'u': if (parse_int_list(optarg, &a->units, &s->n_units)) return kv_fail(err, "--heads needs a list of kv head numbers"), 2; break;
+        case 'e': if (parse_int(optarg, 0, 1 << 30, &v)) return kv_fail(err, "--error-stride needs a count >= 0"), 2; s->error_stride = (int)v; break;
+        case 'r': s->recompute = 1; break;
+        case 'R':
+            if (sscanf(optarg, "%d:%d", &s->retention_layer, &s->retention_unit) != 2)
+                return kv_fail(err, "--retention needs LAYER:UNIT"), 2;
+            break;
+        case 't': if (parse_int(optarg, 1, 64, &v)) return kv_fail(err, "--threads needs 1..64"), 2; s->threads = (int)v; break;
+        case 'i': s->allow_incomplete = 1; break;
+        case 'c': a->csv = optarg; break;
+        case 'o': a->output = optarg; break;
+        case 'h': print_help(); return -1;
+        default: return kv_fail(err, "unknown option or missing value: %s", argv[optind - 1]), 2;
+        }
+    }
+    if (optind >= argc) return kv_fail(err, "expected at least one TRACE.h5"), 2;
+    if (!a->output) return kv_fail(err, "missing -o RESULTS.h5"), 2;
+    s->traces = (const char *const *)argv + optind;
+    s->n_traces = argc - optind;
+    if (s->n_policies == 0)
+        for (const PolicyOps *const *o = policy_registry(); *o; o++)
+            if (add_policy(a, (*o)->name, err)) return 1;
+    if (s->n_budgets == 0 && set_budgets(a, "10%,20%,40%", err)) return 1;
+    s->policies = a->policies;
+    s->budgets = a->budgets;
+    s->layers = a->layers;
+    s->units = a->units;
+    return 0;
+}
+
+int cmd_simulate(int argc, char **argv)
+{
+    char cmdline[4096], full[4200], csv[1100];
+    join_argv(argc, argv, cmdline, sizeof cmdline);
+    snprintf(full, sizeof full, "kvtrace %s", cmdline);
+    SimArgs a = {0};
+    KvError err;
+    int rc = parse_args(argc, argv, &a, &err);
+    if (rc == 0) {
+        a.sim.command_line = full;
+        if (!a.csv) {
+            snprintf(csv, sizeof csv, "%s", a.output);
+            char *dot = strrchr(csv, '.');
+            snprintf(dot && !strchr(dot, '/') ? dot : csv + strlen(csv), 8, ".csv");
+            a.csv = csv;
+        }
+        SimResults res;
+        if (simulate_run(&a.sim, &res, &err) == 0) {
+            if (sim_write_hdf5(&res, &a.sim, a.output, &err) || sim_write_csv(&res, a.csv, &err)) {
+                remove(a.output);
+                rc = 1;
+            } else {
+                sim_print_table(&res, stdout);
+                fprintf(stderr, "%d configurations x %d sequences in %.2f s -> %s, %s\n", res.n_configs,
+                        res.n_sequences, res.seconds, a.output, a.csv);
+            }
+            sim_results_free(&res);
+        } else {
+            rc = 1;
+        }
+    }
+    free(a.policies); free(a.budgets); free(a.layers); free(a.units);
+    if (rc < 0) return 0;
+    if (rc == 2) return cli_usage_error("simulate", "%s", err.msg);
+    return rc ? cli_error("simulate", err.msg) : 0;
+}

@@ -1,0 +1,306 @@
+/* The machinery every policy shares: parameters, the held-token view, the
+ * victim scan and the static-score heap.  Policies supply only scores. */
+#include "policy.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ parameters */
+
+static int key_allowed(const PolicyOps *ops, const char *key)
+{
+    size_t len = strlen(key);
+    for (const char *k = ops->keys; k && *k;) {
+        const char *end = strchr(k, ',');
+        size_t n = end ? (size_t)(end - k) : strlen(k);
+        if (n == len && strncmp(k, key, n) == 0) return 1;
+        k = end ? end + 1 : k + n;
+    }
+    return 0;
+}
+
+static int set_param(PolicySpec *s, const PolicyOps *ops, const char *key, const char *value, KvError *err)
+{
+    char *end;
+    if (!key_allowed(ops, key))
+        return kv_fail(err, "policy %s has no parameter '%s' (it takes: %s)", ops->name, key,
+                       ops->keys && *ops->keys ? ops->keys : "none");
+    double v = strtod(value, &end);
+    int numeric = *value && !*end && isfinite(v);
+    if (!strcmp(key, "alpha")) {
+        if (!numeric || v < 0 || v >= 1) return kv_fail(err, "%s: alpha must be in [0, 1), got '%s'", ops->name, value);
+        s->alpha = v;
+    } else if (!strcmp(key, "recent")) {
+        if (!numeric || v < 0 || v > 1) return kv_fail(err, "%s: recent must be a fraction in [0, 1], got '%s'", ops->name, value);
+        s->recent = v;
+    } else if (!strcmp(key, "sink") || !strcmp(key, "window") || !strcmp(key, "kernel") || !strcmp(key, "seed")) {
+        if (!numeric || v < 0 || v != floor(v) || v > 1e15)
+            return kv_fail(err, "%s: %s must be a whole number >= 0, got '%s'", ops->name, key, value);
+        if (!strcmp(key, "sink")) s->sink = (int)v;
+        else if (!strcmp(key, "window")) s->window = (int)v;
+        else if (!strcmp(key, "seed")) s->seed = (uint64_t)v;
+        else if ((int)v % 2 == 0) return kv_fail(err, "%s: kernel must be odd, got %s", ops->name, value);
+        else s->kernel = (int)v;
+        if (!strcmp(key, "window") && v < 1) return kv_fail(err, "%s: window must be >= 1", ops->name);
+    } else if (!strcmp(key, "base")) {
+        if (strcmp(value, "h2o") && strcmp(value, "a2sf"))
+            return kv_fail(err, "%s: base must be h2o or a2sf, got '%s'", ops->name, value);
+        snprintf(s->base, sizeof s->base, "%s", value);
+    } else if (!strcmp(key, "skip")) { /* layers joined by '+': skip=0+1 */
+        s->n_skip = 0;
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", value);
+        char *save = NULL;
+        for (char *tok = strtok_r(buf, "+", &save); tok; tok = strtok_r(NULL, "+", &save)) {
+            long layer = strtol(tok, &end, 10);
+            if (*end || layer < 0 || s->n_skip == POLICY_MAX_SKIP)
+                return kv_fail(err, "%s: skip must list layers joined by '+', got '%s'", ops->name, value);
+            s->skip[s->n_skip++] = (int)layer;
+        }
+    }
+    return 0;
+}
+
+/* Applies "key=value,key=value" to s. */
+static int apply_params(PolicySpec *s, const PolicyOps *ops, const char *text, KvError *err)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", text);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq) return kv_fail(err, "policy %s: parameter '%s' needs key=value", ops->name, item);
+        *eq = 0;
+        if (set_param(s, ops, item, eq + 1, err)) return -1;
+    }
+    return 0;
+}
+
+static void canonical(PolicySpec *s, const PolicyOps *ops)
+{
+    size_t used = 0;
+    s->canonical[0] = 0;
+    char keys[128];
+    snprintf(keys, sizeof keys, "%s", ops->keys ? ops->keys : "");
+    char *save = NULL;
+    for (char *k = strtok_r(keys, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+        char v[96];
+        if (!strcmp(k, "alpha")) snprintf(v, sizeof v, "%g", s->alpha);
+        else if (!strcmp(k, "recent")) snprintf(v, sizeof v, "%g", s->recent);
+        else if (!strcmp(k, "sink")) snprintf(v, sizeof v, "%d", s->sink);
+        else if (!strcmp(k, "window")) snprintf(v, sizeof v, "%d", s->window);
+        else if (!strcmp(k, "kernel")) snprintf(v, sizeof v, "%d", s->kernel);
+        else if (!strcmp(k, "seed")) snprintf(v, sizeof v, "%llu", (unsigned long long)s->seed);
+        else if (!strcmp(k, "base")) snprintf(v, sizeof v, "%s", s->base);
+        else {
+            size_t n = 0;
+            v[0] = 0;
+            for (int i = 0; i < s->n_skip && n + 8 < sizeof v; i++)
+                n += (size_t)snprintf(v + n, sizeof v - n, "%s%d", i ? "+" : "", s->skip[i]);
+        }
+        used += (size_t)snprintf(s->canonical + used, sizeof s->canonical - used, "%s%s=%s", used ? "," : "", k, v);
+        if (used >= sizeof s->canonical) break;
+    }
+}
+
+int policy_parse(const char *text, PolicySpec *spec, KvError *err)
+{
+    memset(spec, 0, sizeof *spec);
+    const char *colon = strchr(text, ':');
+    size_t n = colon ? (size_t)(colon - text) : strlen(text);
+    if (n == 0 || n >= sizeof spec->name) return kv_fail(err, "unknown policy '%s'", text);
+    memcpy(spec->name, text, n);
+    const PolicyOps *ops = policy_lookup(spec->name);
+    if (!ops) {
+        char names[256] = "";
+        for (const PolicyOps *const *o = policy_registry(); *o; o++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? ", " : "", (*o)->name);
+        return kv_fail(err, "unknown policy '%s' (known: %s)", spec->name, names);
+    }
+    if (apply_params(spec, ops, ops->defaults ? ops->defaults : "", err)) return -1;
+    if (colon && apply_params(spec, ops, colon + 1, err)) return -1;
+    canonical(spec, ops);
+    return 0;
+}
+
+/* ------------------------------------------------------------ static-score heap */
+
+/* Order: lower score first, then the older token. */
+static int heap_less(const Policy *p, int a, int b)
+{
+    float sa = p->token_score[a], sb = p->token_score[b];
+    return sa < sb || (sa == sb && a < b);
+}
+
+static void heap_push(Policy *p, int token)
+{
+    int i = p->heap_n++;
+    p->heap[i] = token;
+    while (i > 0 && heap_less(p, p->heap[i], p->heap[(i - 1) / 2])) {
+        int parent = (i - 1) / 2, tmp = p->heap[i];
+        p->heap[i] = p->heap[parent];
+        p->heap[parent] = tmp;
+        i = parent;
+    }
+}
+
+static int heap_pop(Policy *p)
+{
+    int top = p->heap[0];
+    p->heap[0] = p->heap[--p->heap_n];
+    for (int i = 0;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < p->heap_n && heap_less(p, p->heap[l], p->heap[m])) m = l;
+        if (r < p->heap_n && heap_less(p, p->heap[r], p->heap[m])) m = r;
+        if (m == i) break;
+        int tmp = p->heap[i];
+        p->heap[i] = p->heap[m];
+        p->heap[m] = tmp;
+        i = m;
+    }
+    return top;
+}
+
+/* ------------------------------------------------------------ the cache */
+
+int policy_recent_tokens(double recent, int budget) { return (int)floor(recent * budget + 0.5); }
+
+int policy_check_room(const Policy *p, KvError *err)
+{
+    if (p->ops->kind == KIND_FULL || p->ops->kind == KIND_IDEAL || p->budget >= p->capacity) return 0;
+    if (p->sink + p->recent >= p->budget)
+        return kv_fail(err, "%s:%s at budget %d protects %d sink + %d recent tokens, leaving no room to evict "
+                       "(need sink + recent < budget)", p->spec.name, p->spec.canonical, p->budget, p->sink,
+                       p->recent);
+    return 0;
+}
+
+int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, int layer, int unit, KvError *err)
+{
+    memset(p, 0, sizeof *p);
+    p->ops = policy_lookup(spec->name);
+    if (!p->ops) return kv_fail(err, "unknown policy '%s'", spec->name);
+    p->spec = *spec;
+    p->budget = p->ops->kind == KIND_FULL ? capacity : budget; /* full never evicts */
+    p->capacity = capacity;
+    p->layer = layer;
+    p->unit = unit;
+    p->scale = 1.0;
+    size_t cap = (size_t)capacity + 1;
+    p->tokens = malloc(cap * sizeof *p->tokens);
+    p->score = calloc(cap, sizeof *p->score);
+    p->aux = calloc(cap, sizeof *p->aux);
+    if (p->ops->kind == KIND_STATIC) {
+        p->token_score = calloc(cap, sizeof *p->token_score);
+        p->heap = malloc(cap * sizeof *p->heap);
+    }
+    if (!p->tokens || !p->score || !p->aux || (p->ops->kind == KIND_STATIC && (!p->token_score || !p->heap))) {
+        policy_destroy(p);
+        return kv_fail(err, "out of memory for a %d-token cache", capacity);
+    }
+    if ((p->ops->init && p->ops->init(p, err)) || policy_check_room(p, err)) {
+        policy_destroy(p);
+        return -1;
+    }
+    return 0;
+}
+
+void policy_destroy(Policy *p)
+{
+    if (p->ops && p->ops->destroy) p->ops->destroy(p);
+    free(p->tokens);
+    free(p->score);
+    free(p->aux);
+    free(p->token_score);
+    free(p->heap);
+    memset(p, 0, sizeof *p);
+}
+
+void policy_insert(Policy *p, int token, const TokenFeatures *f)
+{
+    int slot = p->n++;
+    p->tokens[slot] = token;
+    p->score[slot] = 0.0f;
+    p->aux[slot] = f ? f->v_l1 : 0.0f;
+    if (p->ops->enter_score) {
+        float s = p->ops->enter_score(p, token, f);
+        if (p->ops->kind == KIND_STATIC) p->token_score[token] = s;
+        else p->score[slot] = s;
+    }
+}
+
+int policy_find(const Policy *p, int token)
+{
+    int lo = 0, hi = p->n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (p->tokens[mid] < token) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < p->n && p->tokens[lo] == token ? lo : -1;
+}
+
+static void remove_slot(Policy *p, int slot)
+{
+    size_t tail = (size_t)(p->n - slot - 1);
+    memmove(p->tokens + slot, p->tokens + slot + 1, tail * sizeof *p->tokens);
+    memmove(p->score + slot, p->score + slot + 1, tail * sizeof *p->score);
+    memmove(p->aux + slot, p->aux + slot + 1, tail * sizeof *p->aux);
+    p->n--;
+}
+
+/* Unprotected slots: after the sink prefix, before the recent suffix (which
+ * always holds token t).  Neither is ever evicted, so both are whole and
+ * their lengths follow from t alone. */
+static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
+{
+    int recent = p->recent > 1 ? p->recent : 1;
+    int first_recent = t - recent + 1 > 0 ? t - recent + 1 : 0;
+    *lo = p->sink < t + 1 ? p->sink : t + 1;
+    *hi = p->n - (t - first_recent + 1);
+    if (first_recent < *lo) *hi = *lo; /* the windows overlap: nothing is free */
+}
+
+static int lowest_score(const Policy *p, int lo, int hi)
+{
+    int best = lo;
+    float best_score = p->score[lo];
+    for (int j = lo + 1; j < hi; j++)
+        if (p->score[j] < best_score) { /* strict: ties keep the older slot */
+            best_score = p->score[j];
+            best = j;
+        }
+    return best;
+}
+
+/* Static scores: tokens join the heap as they leave protection. */
+static int static_victim(Policy *p, int t)
+{
+    int recent = p->recent > 1 ? p->recent : 1;
+    for (; p->next_unprotected <= t - recent; p->next_unprotected++)
+        if (p->next_unprotected >= p->sink) heap_push(p, p->next_unprotected);
+    return p->heap_n ? heap_pop(p) : -1;
+}
+
+int policy_evict(Policy *p, int t)
+{
+    if (p->ops->kind == KIND_STATIC) {
+        int token = static_victim(p, t), slot = token >= 0 ? policy_find(p, token) : -1;
+        if (slot >= 0) remove_slot(p, slot);
+        return slot >= 0 ? token : -1;
+    }
+    int lo, hi;
+    unprotected_range(p, t, &lo, &hi);
+    if (lo >= hi) return -1;
+    int slot = p->ops->kind == KIND_ORDER ? lo : p->ops->victim ? p->ops->victim(p, lo, hi, t) : lowest_score(p, lo, hi);
+    int token = p->tokens[slot];
+    remove_slot(p, slot);
+    return token;
+}
+
+void policy_observe(Policy *p, const float *r, int t)
+{
+    if (p->ops->observe) p->ops->observe(p, r, t);
+}

@@ -1,0 +1,125 @@
+/* policy.h — KV-cache eviction policies behind one small function table.
+ *
+ * A Policy is one cache unit's eviction state: the tokens it holds (positions
+ * in increasing order), a score per held token, and what the policy needs to
+ * update them.  Whoever owns the cache — the offline replay (simulate) or the
+ * live model (eval) — drives it the same way, once per step t:
+ *
+ *     policy_insert(p, t, features);          token t enters (protected now)
+ *     while (p->n > p->budget) policy_evict(p, t);
+ *     ... the queries attend over p->tokens[0..n) ...
+ *     policy_observe(p, r, t);                r[j] = observed attention of tokens[j]
+ *
+ * (DESIGN.md, "Replay semantics".)  The victim is the unprotected token with
+ * the lowest score, ties to the oldest; protected are the first `sink`
+ * tokens, the `recent` newest ones (i > t - recent), and token t itself.
+ * Since tokens are kept in position order, the unprotected tokens are one
+ * contiguous slot range [lo, hi), which is all a victim function scans.
+ *
+ * Adding a policy: one file defining a PolicyOps, a line in registry.c, a test. */
+#ifndef KV_POLICY_H
+#define KV_POLICY_H
+
+#include <stdint.h>
+
+#include "../util/error.h"
+
+#define POLICY_MAX_SKIP 64
+
+/* Parsed "name:key=value,..." with every parameter a policy may take. */
+typedef struct {
+    char name[16];
+    double alpha;           /* a2sf, vatp with base=a2sf: forgetting factor */
+    double recent;          /* recent window as a fraction of the budget */
+    int sink;               /* first tokens never evicted */
+    int window, kernel;     /* snapkv observation window and pooling width */
+    uint64_t seed;          /* random */
+    char base[8];           /* vatp: "h2o" or "a2sf" */
+    int skip[POLICY_MAX_SKIP], n_skip; /* knorm: layers that keep everything */
+    char canonical[160];    /* "alpha=0.2,recent=0": every parameter, as used */
+} PolicySpec;
+
+/* Per-token features of one cache unit, known when the token enters. */
+typedef struct {
+    float k_norm;   /* ‖k‖₂ */
+    float v_l1;     /* ‖v‖₁ */
+} TokenFeatures;
+
+typedef enum {
+    KIND_ORDER,   /* victim by position alone (window, streaming) */
+    KIND_SCAN,    /* scores change every row; victim by a scan of [lo, hi) */
+    KIND_STATIC,  /* a score fixed when the token enters; victim from a heap */
+    KIND_FULL,    /* never evicts */
+    KIND_IDEAL,   /* per-row top-B oracle: not a cache, handled by the replay */
+} PolicyKind;
+
+typedef struct Policy Policy;
+
+typedef struct {
+    const char *name;
+    const char *defaults;   /* parameter defaults, "key=value,..." */
+    const char *keys;       /* parameters it accepts, "key,key" */
+    const char *cost;       /* cost per step, for the documentation and --list */
+    PolicyKind kind;
+    int uses_attention;     /* needs observed rows (else observe is skipped) */
+    int needs_hindsight;    /* oracle that needs the whole trace (optimal) */
+    /* resolves protection (sink, recent) and allocates private state */
+    int (*init)(Policy *p, KvError *err);
+    void (*destroy)(Policy *p);
+    /* KIND_SCAN: initial score of a new token; KIND_STATIC: its fixed score */
+    float (*enter_score)(Policy *p, int token, const TokenFeatures *f);
+    void (*observe)(Policy *p, const float *r, int t);
+    /* returns the slot in [lo, hi) to evict; NULL = lowest score, oldest on ties */
+    int (*victim)(Policy *p, int lo, int hi, int t);
+    /* hindsight oracles: sees the whole unit's attention before the replay.
+     * rows[t*ld + i] = group-summed full attention of query t on key i. */
+    int (*prepare)(Policy *p, const float *rows, long ld, int n_rows, int first_step, KvError *err);
+} PolicyOps;
+
+struct Policy {
+    const PolicyOps *ops;
+    PolicySpec spec;
+    int budget;          /* B: most tokens held */
+    int capacity;        /* most tokens ever inserted (sequence length) */
+    int sink, recent;    /* protection, in tokens */
+    int layer, unit;     /* which cache unit (random seeds, knorm skip) */
+    /* the cache */
+    int n;
+    int *tokens;         /* [capacity] positions held, increasing */
+    float *score;        /* [capacity] per slot: lowest goes first */
+    float *aux;          /* [capacity] per slot: policy's own (vatp: ‖v‖₁) */
+    /* KIND_SCAN with decay: true score = score * scale */
+    double scale;
+    /* KIND_STATIC */
+    float *token_score;  /* [capacity] fixed score by position */
+    int *heap;           /* [capacity] token positions, min-heap on (token_score, position) */
+    int heap_n, next_unprotected;
+    void *priv;
+};
+
+/* Parses "name[:key=value,...]" with the policy's defaults applied. */
+int policy_parse(const char *text, PolicySpec *spec, KvError *err);
+const PolicyOps *policy_lookup(const char *name);
+/* NULL-terminated list of every registered policy. */
+const PolicyOps *const *policy_registry(void);
+
+/* Budget B and capacity (the longest sequence); layer/unit identify the unit. */
+int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, int layer, int unit, KvError *err);
+void policy_destroy(Policy *p);
+void policy_insert(Policy *p, int token, const TokenFeatures *f);
+/* Evicts one token at step t and returns its position (-1 if none can go). */
+int policy_evict(Policy *p, int t);
+/* r[j] is the observed attention (group sum) of tokens[j], j < n. */
+void policy_observe(Policy *p, const float *r, int t);
+/* Slot of a held token, or -1. */
+int policy_find(const Policy *p, int token);
+
+/* Helpers shared by policies. */
+void a2sf_decayed_add(Policy *p, const float *r, const float *weight);
+
+/* Recent-window tokens for a budget: floor(recent * B + 0.5). */
+int policy_recent_tokens(double recent, int budget);
+/* Refuses protection that leaves no room to evict (sink + recent >= B). */
+int policy_check_room(const Policy *p, KvError *err);
+
+#endif

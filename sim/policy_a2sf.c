@@ -1,0 +1,51 @@
+/* a2sf (Jo & Shin 2024): score <- alpha*score + r_t, so old contributions
+ * fade and tokens of different ages compete fairly.
+ *
+ * The decay is a running scale: stored = score / scale with scale = alpha^t,
+ * so a step adds r/scale to each held token instead of multiplying every
+ * score.  When the scale nears underflow the stored scores are multiplied
+ * through and the scale reset.  The victim order is unchanged by the common
+ * positive factor.  Cost per step: O(B) add, O(B) scan. */
+#include <stddef.h>
+
+#include "policy.h"
+
+#define RESCALE_BELOW 1e-30
+
+static int a2sf_init(Policy *p, KvError *err)
+{
+    (void)err;
+    p->recent = policy_recent_tokens(p->spec.recent, p->budget);
+    return 0;
+}
+
+/* Shared with vatp (base=a2sf): adds weight[j]*r[j] under the decay. */
+void a2sf_decayed_add(Policy *p, const float *r, const float *weight)
+{
+    double alpha = p->spec.alpha;
+    if (alpha == 0.0) { /* no memory: the score is the latest row */
+        for (int j = 0; j < p->n; j++) p->score[j] = weight ? r[j] * weight[j] : r[j];
+        return;
+    }
+    p->scale *= alpha;
+    if (p->scale < RESCALE_BELOW) {
+        for (int j = 0; j < p->n; j++) p->score[j] = (float)(p->score[j] * p->scale);
+        p->scale = 1.0;
+    }
+    float inv = (float)(1.0 / p->scale);
+    if (weight)
+        for (int j = 0; j < p->n; j++) p->score[j] += r[j] * weight[j] * inv;
+    else
+        for (int j = 0; j < p->n; j++) p->score[j] += r[j] * inv;
+}
+
+static void a2sf_observe(Policy *p, const float *r, int t)
+{
+    (void)t;
+    a2sf_decayed_add(p, r, NULL);
+}
+
+const PolicyOps POLICY_A2SF = {
+    .name = "a2sf", .defaults = "alpha=0.2,recent=0", .keys = "alpha,recent", .cost = "O(B)", .kind = KIND_SCAN,
+    .uses_attention = 1, .init = a2sf_init, .observe = a2sf_observe,
+};

@@ -1,0 +1,23 @@
+/* h2o (Heavy-Hitter Oracle): score = sum of the observed attention a token has
+ * received, plus a recent window of floor(recent*B + 0.5) tokens.  Old tokens
+ * have been summed over more rows: the age bias A2SF corrects.
+ * Cost per step: O(B) to add the row, O(B) to scan for the victim. */
+#include "policy.h"
+
+static int h2o_init(Policy *p, KvError *err)
+{
+    (void)err;
+    p->recent = policy_recent_tokens(p->spec.recent, p->budget);
+    return 0;
+}
+
+static void h2o_observe(Policy *p, const float *r, int t)
+{
+    (void)t;
+    for (int j = 0; j < p->n; j++) p->score[j] += r[j];
+}
+
+const PolicyOps POLICY_H2O = {
+    .name = "h2o", .defaults = "recent=0.5", .keys = "recent", .cost = "O(B)", .kind = KIND_SCAN,
+    .uses_attention = 1, .init = h2o_init, .observe = h2o_observe,
+};

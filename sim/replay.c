@@ -1,0 +1,358 @@
+#include "replay.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_ROW_BLOCK 64
+#define MIN_MASS 1e-30
+
+int replay_result_alloc(ReplayResult *r, int n_heads, int T, int retention)
+{
+    memset(r, 0, sizeof *r);
+    r->mass = calloc((size_t)n_heads, sizeof(double));
+    r->kl = calloc((size_t)n_heads, sizeof(double));
+    r->error = calloc((size_t)n_heads, sizeof(double));
+    r->overlap = calloc((size_t)n_heads, sizeof(double));
+    r->evict_age = calloc((size_t)T, sizeof(long));
+    r->curve = malloc((size_t)T * sizeof(float));
+    if (retention) r->retention = calloc((size_t)T * T, 1);
+    if (!r->mass || !r->kl || !r->error || !r->overlap || !r->evict_age || !r->curve || (retention && !r->retention)) {
+        replay_result_free(r);
+        return -1;
+    }
+    for (int t = 0; t < T; t++) r->curve[t] = NAN;
+    return 0;
+}
+
+void replay_result_free(ReplayResult *r)
+{
+    free(r->mass); free(r->kl); free(r->error); free(r->overlap); free(r->evict_age); free(r->curve);
+    free(r->retention);
+    memset(r, 0, sizeof *r);
+}
+
+int replay_first_reported(const ReplayOptions *opt, int budget)
+{
+    return opt->n_prompt > 0 ? opt->n_prompt : budget;
+}
+
+/* Everything one unit's replay works with. */
+typedef struct {
+    const UnitData *u;
+    const ReplayConfig *cfg;
+    int n_cfg;
+    const ReplayOptions *opt;
+    ReplayResult *out;
+    Policy *pol;          /* [n_cfg]; unused for ideal */
+    int rb;               /* rows per block */
+    float *block;         /* [n_heads][rb][T] full attention rows */
+    float *group_row;     /* [T] Σ_h a_t^h */
+    float *select;        /* [T] scratch for top-B selection */
+    int *budgets;         /* distinct budgets */
+    int n_budgets;
+    uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set */
+    float *observed;      /* [T] r_t over held tokens */
+    float *full_out;      /* [n_heads][d] o_t with the full cache */
+    float *held_out;      /* [d] õ_t */
+    int *ideal_tokens;    /* [T] scratch: the ideal set as a token list */
+} Replay;
+
+/* ---------------------------------------------------------------- attention */
+
+static void causal_softmax_rows(float *rows, long ld, int t0, int n)
+{
+    for (int r = 0; r < n; r++) {
+        float *row = rows + r * ld;
+        int len = t0 + r + 1;
+        float max = row[0];
+        for (int i = 1; i < len; i++) max = row[i] > max ? row[i] : max;
+        double sum = 0;
+        for (int i = 0; i < len; i++) sum += row[i] = expf(row[i] - max);
+        float inv = (float)(1.0 / sum);
+        for (int i = 0; i < len; i++) row[i] *= inv;
+    }
+}
+
+/* Full attention rows t0..t0+n-1 of every head of the unit into x->block. */
+static int attention_block(Replay *x, int t0, int n, KvError *err)
+{
+    const UnitData *u = x->u;
+    long ld = u->T;
+    for (int h = 0; h < u->n_heads; h++) {
+        float *dst = x->block + (size_t)h * x->rb * ld;
+        if (u->read_attention) {
+            if (u->read_attention(u->read_ctx, h, t0, n, dst, ld, err)) return -1;
+            continue;
+        }
+        float scale = 1.0f / sqrtf((float)u->d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, t0 + n, u->d, scale, u->q[h] + (size_t)t0 * u->d,
+                    u->d, u->k[h], u->d, 0.0f, dst, (int)ld);
+        causal_softmax_rows(dst, ld, t0, n);
+    }
+    return 0;
+}
+
+static const float *row_of(const Replay *x, int h, int r) { return x->block + ((size_t)h * x->rb + r) * x->u->T; }
+
+/* ---------------------------------------------------------------- ideal sets */
+
+/* k-th largest (0-based) of v[0..n) by quickselect; v is scrambled. */
+static float kth_largest(float *v, int n, int k)
+{
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float pivot = v[(lo + hi) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else return v[k];
+    }
+    return v[k];
+}
+
+/* Marks the B tokens of highest group attention in row t (ties: oldest). */
+static void ideal_set(Replay *x, int t, int budget, uint8_t *flags)
+{
+    int len = t + 1;
+    if (len <= budget) {
+        memset(flags, 1, (size_t)len);
+        return;
+    }
+    memcpy(x->select, x->group_row, (size_t)len * sizeof(float));
+    float threshold = kth_largest(x->select, len, budget - 1);
+    int taken = 0;
+    for (int i = 0; i < len; i++) taken += flags[i] = x->group_row[i] > threshold;
+    for (int i = 0; i < len && taken < budget; i++)
+        if (x->group_row[i] == threshold) { flags[i] = 1; taken++; }
+}
+
+static int budget_index(const Replay *x, int budget)
+{
+    for (int b = 0; b < x->n_budgets; b++)
+        if (x->budgets[b] == budget) return b;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- metrics */
+
+static float output_error(Replay *x, int h, int r, const int *held, int n, float inv_mass)
+{
+    const UnitData *u = x->u;
+    int d = u->d;
+    const float *a = row_of(x, h, r), *v = u->v[h], *full = x->full_out + (size_t)h * d;
+    memset(x->held_out, 0, (size_t)d * sizeof(float));
+    for (int j = 0; j < n; j++) {
+        float w = a[held[j]] * inv_mass;
+        const float *vi = v + (size_t)held[j] * d;
+        for (int c = 0; c < d; c++) x->held_out[c] += w * vi[c];
+    }
+    double diff = 0, norm = 0;
+    for (int c = 0; c < d; c++) {
+        diff += (double)(full[c] - x->held_out[c]) * (full[c] - x->held_out[c]);
+        norm += (double)full[c] * full[c];
+    }
+    return norm > 0 ? (float)sqrt(diff / norm) : 0.0f;
+}
+
+/* o_t = Σ_i a_t(i) v_i for every head: once per error row, shared by all configs. */
+static void full_outputs(Replay *x, int t, int r)
+{
+    const UnitData *u = x->u;
+    for (int h = 0; h < u->n_heads; h++)
+        cblas_sgemv(CblasRowMajor, CblasTrans, t + 1, u->d, 1.0f, u->v[h], u->d, row_of(x, h, r), 1, 0.0f,
+                    x->full_out + (size_t)h * u->d, 1);
+}
+
+/* Mass, KL, error of the held set for every head; builds the observed row. */
+static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, int reported, int error_row,
+                        float *observed)
+{
+    ReplayResult *res = &x->out[c];
+    const UnitData *u = x->u;
+    double mean_mass = 0;
+    for (int h = 0; h < u->n_heads; h++) {
+        const float *a = row_of(x, h, r);
+        double m = 0;
+        for (int j = 0; j < n; j++) m += a[held[j]];
+        if (m < MIN_MASS) m = MIN_MASS;
+        float inv = (float)(1.0 / m);
+        if (observed) {
+            if (h == 0)
+                for (int j = 0; j < n; j++) observed[j] = a[held[j]] * inv;
+            else
+                for (int j = 0; j < n; j++) observed[j] += a[held[j]] * inv;
+        }
+        if (!reported) continue;
+        res->mass[h] += m;
+        res->kl[h] += -log(m) + 0.0; /* no "-0" for a full cache */
+        mean_mass += m;
+        if (error_row) res->error[h] += output_error(x, h, r, held, n, inv);
+    }
+    if (reported) {
+        res->curve[t] = (float)(mean_mass / u->n_heads);
+        res->rows++;
+        res->error_rows += error_row;
+    }
+}
+
+static void record_retention(const Replay *x, int c, int t, const int *held, int n)
+{
+    uint8_t *row = x->out[c].retention;
+    if (!row) return;
+    row += (size_t)t * x->u->T;
+    for (int j = 0; j < n; j++) row[held[j]] = 1;
+}
+
+/* ---------------------------------------------------------------- one step */
+
+static void evict_to_budget(Replay *x, int c, int t)
+{
+    Policy *p = &x->pol[c];
+    while (p->n > p->budget) {
+        int token = policy_evict(p, t);
+        if (token < 0) break; /* all protected: refused up front, so unreachable */
+        x->out[c].evict_age[t - token]++;
+    }
+}
+
+static void step_policy(Replay *x, int c, int t, int r, int error_row)
+{
+    Policy *p = &x->pol[c];
+    const UnitData *u = x->u;
+    int P = x->opt->n_prompt;
+    TokenFeatures f = {u->k_norm ? u->k_norm[t] : 0.0f, u->v_l1 ? u->v_l1[t] : 0.0f};
+    policy_insert(p, t, &f);
+    if (t >= P) evict_to_budget(x, c, t);
+    int reported = t >= replay_first_reported(x->opt, x->cfg[c].budget);
+    if (reported) {
+        int b = budget_index(x, x->cfg[c].budget);
+        const uint8_t *flags = x->ideal + (size_t)b * u->T;
+        int overlap = 0;
+        for (int j = 0; j < p->n; j++) overlap += flags[p->tokens[j]];
+        for (int h = 0; h < u->n_heads; h++) x->out[c].overlap[h] += (double)overlap / x->cfg[c].budget;
+    }
+    attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
+                p->ops->uses_attention ? x->observed : NULL);
+    if (p->ops->uses_attention) policy_observe(p, x->observed, t);
+    record_retention(x, c, t, p->tokens, p->n);
+    if (P > 0 && t == P - 1) evict_to_budget(x, c, t); /* prefill: compress at the end of the prompt */
+}
+
+static void step_ideal(Replay *x, int c, int t, int r, int error_row)
+{
+    const UnitData *u = x->u;
+    int budget = x->cfg[c].budget, reported = t >= replay_first_reported(x->opt, budget);
+    const uint8_t *flags = x->ideal + (size_t)budget_index(x, budget) * u->T;
+    int n = 0;
+    for (int i = 0; i <= t; i++)
+        if (flags[i]) x->ideal_tokens[n++] = i;
+    if (reported)
+        for (int h = 0; h < u->n_heads; h++) x->out[c].overlap[h] += 1.0;
+    attend_held(x, c, t, r, x->ideal_tokens, n, reported, error_row && reported, NULL);
+    record_retention(x, c, t, x->ideal_tokens, n);
+}
+
+static void step_row(Replay *x, int t, int r)
+{
+    const UnitData *u = x->u;
+    int stride = x->opt->error_stride, error_row = 0;
+    memset(x->group_row, 0, (size_t)(t + 1) * sizeof(float));
+    for (int h = 0; h < u->n_heads; h++) {
+        const float *a = row_of(x, h, r);
+        for (int i = 0; i <= t; i++) x->group_row[i] += a[i];
+    }
+    for (int b = 0; b < x->n_budgets; b++) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
+    if (stride > 0 && u->v && t % stride == 0) {
+        error_row = 1;
+        full_outputs(x, t, r);
+    }
+    for (int c = 0; c < x->n_cfg; c++) {
+        if (x->pol[c].ops->kind == KIND_IDEAL) step_ideal(x, c, t, r, error_row);
+        else step_policy(x, c, t, r, error_row);
+    }
+}
+
+/* ---------------------------------------------------------------- setup */
+
+/* The hindsight oracle sees the unit's whole group-summed attention first. */
+static int prepare_hindsight(Replay *x, KvError *err)
+{
+    const UnitData *u = x->u;
+    int needed = 0;
+    for (int c = 0; c < x->n_cfg; c++) needed |= x->pol[c].ops->needs_hindsight;
+    if (!needed) return 0;
+    size_t T = (size_t)u->T;
+    float *all = calloc(T * T, sizeof(float));
+    if (!all) return kv_fail(err, "out of memory for the %zu x %zu attention the optimal schedule needs", T, T);
+    int rc = 0;
+    for (int t0 = 0; t0 < u->T && rc == 0; t0 += x->rb) {
+        int n = u->T - t0 < x->rb ? u->T - t0 : x->rb;
+        rc = attention_block(x, t0, n, err);
+        for (int r = 0; r < n && rc == 0; r++)
+            for (int h = 0; h < u->n_heads; h++) {
+                const float *a = row_of(x, h, r);
+                float *dst = all + (size_t)(t0 + r) * T;
+                for (int i = 0; i <= t0 + r; i++) dst[i] += a[i];
+            }
+    }
+    for (int c = 0; c < x->n_cfg && rc == 0; c++)
+        if (x->pol[c].ops->needs_hindsight)
+            rc = x->pol[c].ops->prepare(&x->pol[c], all, (long)T, u->T, x->opt->n_prompt, err);
+    free(all);
+    return rc;
+}
+
+static int setup(Replay *x, KvError *err)
+{
+    const UnitData *u = x->u;
+    size_t T = (size_t)u->T;
+    x->rb = x->opt->row_block > 0 ? x->opt->row_block : DEFAULT_ROW_BLOCK;
+    x->pol = calloc((size_t)x->n_cfg, sizeof *x->pol);
+    x->block = malloc((size_t)u->n_heads * x->rb * T * sizeof(float));
+    x->group_row = malloc(T * sizeof(float));
+    x->select = malloc(T * sizeof(float));
+    x->budgets = malloc((size_t)x->n_cfg * sizeof(int));
+    x->ideal = malloc((size_t)x->n_cfg * T);
+    x->observed = malloc((T + 1) * sizeof(float));
+    x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
+    x->held_out = malloc((size_t)u->d * sizeof(float));
+    x->ideal_tokens = malloc(T * sizeof(int));
+    if (!x->pol || !x->block || !x->group_row || !x->select || !x->budgets || !x->ideal || !x->observed ||
+        !x->full_out || !x->held_out || !x->ideal_tokens)
+        return kv_fail(err, "out of memory replaying a %zu-token unit", T);
+    for (int c = 0; c < x->n_cfg; c++) {
+        if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
+        if (policy_create(&x->pol[c], &x->cfg[c].spec, x->cfg[c].budget, u->T, u->layer, u->unit, err))
+            return -1;
+    }
+    return prepare_hindsight(x, err);
+}
+
+static void teardown(Replay *x)
+{
+    for (int c = 0; x->pol && c < x->n_cfg; c++)
+        if (x->pol[c].ops) policy_destroy(&x->pol[c]);
+    free(x->pol); free(x->block); free(x->group_row); free(x->select); free(x->budgets); free(x->ideal);
+    free(x->observed); free(x->full_out); free(x->held_out); free(x->ideal_tokens);
+}
+
+int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
+                ReplayResult *out, KvError *err)
+{
+    Replay x = {.u = u, .cfg = cfg, .n_cfg = n_cfg, .opt = opt, .out = out};
+    int rc = setup(&x, err);
+    for (int t0 = 0; t0 < u->T && rc == 0; t0 += x.rb) {
+        int n = u->T - t0 < x.rb ? u->T - t0 : x.rb;
+        rc = attention_block(&x, t0, n, err);
+        for (int r = 0; r < n && rc == 0; r++) step_row(&x, t0 + r, r);
+    }
+    teardown(&x);
+    return rc;
+}

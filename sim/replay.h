@@ -1,0 +1,62 @@
+/* replay.h — replaying one cache unit of a trace under many eviction
+ * configurations at once (DESIGN.md, "Replay semantics").
+ *
+ * A cache unit is (layer, kv head), or a whole layer at `layer` granularity;
+ * its query heads share one cache.  The replay walks the rows in blocks: the
+ * full attention of each block (stored, or recomputed from q and k with one
+ * sgemm per head) is computed once and fed to every configuration, so a long
+ * trace never needs its whole T×T matrix (except for the hindsight oracle).
+ * The replay loop knows nothing about any policy beyond policy.h. */
+#ifndef KV_REPLAY_H
+#define KV_REPLAY_H
+
+#include <stdint.h>
+
+#include "../util/error.h"
+#include "policy.h"
+
+typedef struct {
+    int n_heads;              /* query heads sharing the cache */
+    int T, d;                 /* rows (tokens) and head size */
+    int layer, unit;          /* identity, for seeds and skip lists */
+    const float *const *q;    /* [n_heads] -> [T][d] queries */
+    const float *const *k;    /* [n_heads] -> [T][d] the keys each head attends to */
+    const float *const *v;    /* [n_heads] -> [T][d] values, or NULL (no output error) */
+    const float *k_norm;      /* [T] key L2 norm of the unit (mean over its kv heads) */
+    const float *v_l1;        /* [T] value L1 norm of the unit, or NULL */
+    /* stored attention: rows t0..t0+n-1 of unit head `head` into out (row
+     * stride ld, columns 0..t); NULL = recompute from q and k */
+    int (*read_attention)(void *ctx, int head, int t0, int n, float *out, long ld, KvError *err);
+    void *read_ctx;
+} UnitData;
+
+typedef struct {
+    PolicySpec spec;
+    int budget;  /* tokens */
+} ReplayConfig;
+
+typedef struct {
+    int n_prompt;       /* prefill mode: P >= 1; 0 = streaming mode */
+    int error_stride;   /* output error on every stride-th reported row; 0 = none */
+    int row_block;      /* rows per attention block (default 64) */
+    int retention;      /* record which tokens are held at each step */
+} ReplayOptions;
+
+typedef struct {
+    double *mass, *kl, *error, *overlap; /* [n_heads] sums over reported rows */
+    long rows, error_rows;
+    long *evict_age;    /* [T] evictions by age t - i */
+    float *curve;       /* [T] mean over heads of the retained mass; NaN where not reported */
+    uint8_t *retention; /* [T][T] 1 = token i held at step t, or NULL */
+} ReplayResult;
+
+int replay_result_alloc(ReplayResult *r, int n_heads, int T, int retention);
+void replay_result_free(ReplayResult *r);
+
+/* First row whose metrics count: B in streaming mode, P in prefill mode. */
+int replay_first_reported(const ReplayOptions *opt, int budget);
+
+int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
+                ReplayResult *out, KvError *err);
+
+#endif

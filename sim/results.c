@@ -1,0 +1,197 @@
+/* Writing simulation results: HDF5 ("kvtrace-results/1", see FORMAT.md), a
+ * tidy CSV, and the short table on the terminal.  Files are written under a
+ * temporary name and renamed, so a failure never leaves a partial file that
+ * looks complete. */
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../trace/h5util.h"
+#include "../trace/trace_file.h"
+#include "simulate.h"
+
+static const char *METRICS[4] = {"retained_mass", "attention_kl", "output_error", "ideal_overlap"};
+
+static const double *metric_of(const SimResults *r, int m)
+{
+    return m == 0 ? r->mass : m == 1 ? r->kl : m == 2 ? r->error : r->overlap;
+}
+
+static int write_strings(hid_t loc, const char *name, const char *const *v, int n)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hsize_t dims[1] = {(hsize_t)n};
+    int rc = h5_write_array(loc, name, t, t, 1, dims, v);
+    H5Tclose(t);
+    return rc;
+}
+
+static int write_summary(hid_t f, const SimResults *r)
+{
+    hid_t g = H5Gcreate2(f, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    double *mean = malloc((size_t)r->n_configs * sizeof(double)), *std = malloc((size_t)r->n_configs * sizeof(double));
+    int rc = mean && std ? 0 : -1;
+    hsize_t dims[1] = {(hsize_t)r->n_configs};
+    for (int m = 0; m < 4 && rc == 0; m++) {
+        for (int c = 0; c < r->n_configs; c++) sim_overall(r, c, m, &mean[c], &std[c]);
+        char a[64], b[64];
+        snprintf(a, sizeof a, "%s_mean", METRICS[m]);
+        snprintf(b, sizeof b, "%s_std", METRICS[m]);
+        rc = h5_write_array(g, a, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, mean) ||
+             h5_write_array(g, b, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims, std);
+    }
+    free(mean);
+    free(std);
+    H5Gclose(g);
+    return rc;
+}
+
+static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
+{
+    int C = r->n_configs, S = r->n_sequences;
+    char traces[4096] = "", created[40];
+    for (int i = 0; i < opt->n_traces; i++)
+        snprintf(traces + strlen(traces), sizeof traces - strlen(traces), "%s%s", i ? "\n" : "", opt->traces[i]);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (h5_attr_write_str(f, "format", "kvtrace-results/1") || h5_attr_write_str(f, "traces", traces) ||
+        h5_attr_write_str(f, "mode", opt->prefill ? "prefill" : "streaming") ||
+        h5_attr_write_str(f, "granularity", opt->layer_granularity ? "layer" : "kv_head") ||
+        h5_attr_write_int(f, "error_stride", opt->error_stride) || h5_attr_write_str(f, "created", created) ||
+        h5_attr_write_str(f, "command", opt->command_line ? opt->command_line : "") ||
+        h5_attr_write_str(f, "kvtrace_version", KVTRACE_VERSION) || h5_attr_write_double(f, "seconds", r->seconds))
+        return -1;
+    hid_t g = H5Gcreate2(f, "configs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t dc[1] = {(hsize_t)C}, dcs[2] = {(hsize_t)C, (hsize_t)S};
+    int rc = g < 0 || write_strings(g, "policy", r->config_policy, C) || write_strings(g, "params", r->config_params, C) ||
+             write_strings(g, "budget", r->config_budget, C) ||
+             h5_write_array(g, "budget_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, r->config_fraction) ||
+             h5_write_array(g, "budget_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dcs, r->budget_tokens);
+    if (g >= 0) H5Gclose(g);
+    if (rc) return -1;
+    g = H5Gcreate2(f, "sequences", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t ds[1] = {(hsize_t)S};
+    rc = g < 0 || write_strings(g, "source", (const char *const *)r->seq_source, S) ||
+         h5_write_array(g, "n_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, r->seq_length) ||
+         h5_write_array(g, "n_prompt", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, r->seq_prompt);
+    if (g >= 0) H5Gclose(g);
+    if (rc) return -1;
+    g = H5Gcreate2(f, "metrics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t dm[4] = {(hsize_t)C, (hsize_t)S, (hsize_t)r->n_layers, (hsize_t)r->n_heads};
+    for (int m = 0; m < 4 && rc == 0 && g >= 0; m++)
+        rc = h5_write_array(g, METRICS[m], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 4, dm, metric_of(r, m));
+    if (g >= 0) H5Gclose(g);
+    hsize_t de[2] = {(hsize_t)C, (hsize_t)r->max_T}, dcv[3] = {(hsize_t)C, (hsize_t)S, (hsize_t)r->max_T};
+    if (rc || g < 0 || write_summary(f, r) ||
+        h5_write_array(f, "eviction_age", H5T_STD_I64LE, H5T_NATIVE_LONG, 2, de, r->evict_age) ||
+        h5_write_array(f, "curve_retained_mass", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 3, dcv, r->curve))
+        return -1;
+    if (r->retention) {
+        hsize_t dr[3] = {(hsize_t)C, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
+        hid_t space = H5Screate_simple(3, dr, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        hsize_t chunk[3] = {1, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
+        H5Pset_chunk(dcpl, 3, chunk);
+        H5Pset_deflate(dcpl, 4);
+        hid_t d = H5Dcreate2(f, "retention", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        rc = d < 0 || H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->retention) < 0 ||
+             h5_attr_write_int(d, "layer", opt->retention_layer) || h5_attr_write_int(d, "unit", opt->retention_unit) ||
+             h5_attr_write_str(d, "sequence", r->seq_source[0]);
+        if (d >= 0) H5Dclose(d);
+        H5Pclose(dcpl);
+        H5Sclose(space);
+    }
+    return rc ? -1 : 0;
+}
+
+int sim_write_hdf5(const SimResults *r, const SimOptions *opt, const char *path, KvError *err)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return kv_fail(err, "%s: cannot create the results file (is the folder writable?)", path);
+    int rc = write_body(f, r, opt);
+    if (H5Fclose(f) < 0) rc = -1;
+    if (rc || rename(tmp, path) != 0) {
+        remove(tmp);
+        return kv_fail(err, "%s: writing the results failed (disk full?)", path);
+    }
+    return 0;
+}
+
+/* Mean and standard deviation over sequences of one cell (config, layer, head). */
+static void cell_stats(const SimResults *r, const double *a, int c, int l, int h, double *mean, double *std, int *n)
+{
+    double sum = 0, sum2 = 0;
+    *n = 0;
+    for (int s = 0; s < r->n_sequences; s++) {
+        double v = a[(((size_t)c * r->n_sequences + s) * r->n_layers + l) * r->n_heads + h];
+        if (isnan(v)) continue;
+        sum += v;
+        sum2 += v * v;
+        (*n)++;
+    }
+    *mean = *n ? sum / *n : NAN;
+    *std = *n > 1 ? sqrt(fmax(0, (sum2 - sum * sum / *n) / (*n - 1))) : 0;
+}
+
+static double mean_budget(const SimResults *r, int c)
+{
+    double sum = 0;
+    for (int s = 0; s < r->n_sequences; s++) sum += r->budget_tokens[(size_t)c * r->n_sequences + s];
+    return sum / r->n_sequences;
+}
+
+int sim_write_csv(const SimResults *r, const char *path, KvError *err)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *fp = fopen(tmp, "w");
+    if (!fp) return kv_fail(err, "%s: cannot create the CSV file", path);
+    fprintf(fp, "policy,params,budget,budget_tokens,layer,head,retained_mass,retained_mass_std,attention_kl,"
+                "output_error,ideal_overlap,n_sequences\n");
+    for (int c = 0; c < r->n_configs; c++) {
+        const char *params = r->config_params[c];
+        for (int l = 0; l < r->n_layers; l++)
+            for (int h = 0; h < r->n_heads; h++) {
+                double m[4], sd[4];
+                int n;
+                for (int k = 0; k < 4; k++) cell_stats(r, metric_of(r, k), c, l, h, &m[k], &sd[k], &n);
+                if (!n) continue;
+                fprintf(fp, "%s,\"%s\",%s,%.1f,%d,%d,%.8g,%.8g,%.8g,%.8g,%.8g,%d\n", r->config_policy[c], params,
+                        r->config_budget[c], mean_budget(r, c), l, h, m[0], sd[0], m[1], m[2], m[3], n);
+            }
+        double m[4], sd[4];
+        for (int k = 0; k < 4; k++) sim_overall(r, c, k, &m[k], &sd[k]);
+        fprintf(fp, "%s,\"%s\",%s,%.1f,all,all,%.8g,%.8g,%.8g,%.8g,%.8g,%d\n", r->config_policy[c], params,
+                r->config_budget[c], mean_budget(r, c), m[0], sd[0], m[1], m[2], m[3], r->n_sequences);
+    }
+    int bad = ferror(fp);
+    if (fclose(fp) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return kv_fail(err, "%s: writing the CSV failed", path);
+    }
+    return 0;
+}
+
+void sim_print_table(const SimResults *r, FILE *out)
+{
+    fprintf(out, "%-10s %-34s %7s %7s  %-17s %9s %9s %8s\n", "policy", "params", "budget", "tokens",
+            "retained mass", "attn KL", "out err", "overlap");
+    for (int c = 0; c < r->n_configs; c++) {
+        double m[4], sd[4];
+        for (int k = 0; k < 4; k++) sim_overall(r, c, k, &m[k], &sd[k]);
+        char mass[32];
+        snprintf(mass, sizeof mass, "%.4f ± %.4f", m[0], sd[0]);
+        fprintf(out, "%-10s %-34.34s %7s %7.1f  %-17s %9.4f %9.4f %8.3f\n", r->config_policy[c], r->config_params[c],
+                r->config_budget[c], mean_budget(r, c), mass, m[1], m[2], m[3]);
+    }
+}

@@ -1,0 +1,561 @@
+/* kvtrace simulate: traces in, metrics out.  The main thread reads one layer
+ * of one sequence at a time; worker threads replay its cache units; results
+ * land in fixed slots, so any thread count gives identical numbers. */
+#include "simulate.h"
+
+#include <cblas.h>
+#include <glpk.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../trace/trace_file.h"
+#include "../util/progress.h"
+#include "replay.h"
+
+int parse_budget(const char *text, BudgetSpec *b, KvError *err)
+{
+    memset(b, 0, sizeof *b);
+    snprintf(b->text, sizeof b->text, "%s", text);
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || !isfinite(v)) return kv_fail(err, "budget '%s' is not a number, a fraction or a percentage", text);
+    if (*end == '%' && end[1] == 0) {
+        v /= 100.0;
+    } else if (*end != 0) {
+        return kv_fail(err, "budget '%s' is not a number, a fraction or a percentage", text);
+    } else if (v == floor(v) && !strchr(text, '.')) {
+        if (v < 1 || v > 1e9) return kv_fail(err, "budget %s must be at least 1 token", text);
+        b->tokens = (int)v;
+        return 0;
+    }
+    if (!(v > 0) || v > 1) return kv_fail(err, "budget fraction '%s' must be in (0, 1]", text);
+    b->fraction = v;
+    return 0;
+}
+
+int resolve_budget(const BudgetSpec *b, int n)
+{
+    if (b->tokens > 0) return b->tokens;
+    int tokens = (int)floor(b->fraction * n + 0.5);
+    return tokens < 1 ? 1 : tokens;
+}
+
+/* ---------------------------------------------------------------- inputs */
+
+typedef struct {
+    TraceReader *readers;
+    int n_readers;
+    int *seq_reader, *seq_index; /* [S] where each sequence lives */
+    TraceSeqInfo *seq_info;      /* [S] */
+    int n_seq;
+    int *layers, n_layers;       /* selected layers */
+    int *units, n_units;         /* selected units */
+    int n_unit_heads;            /* query heads per unit */
+    ReplayConfig *configs;       /* [C][S]: budgets resolve per sequence */
+    int n_configs;
+} Plan;
+
+static int open_traces(const SimOptions *opt, Plan *plan, KvError *err)
+{
+    plan->readers = calloc((size_t)opt->n_traces, sizeof *plan->readers);
+    if (!plan->readers) return kv_fail(err, "out of memory");
+    for (int i = 0; i < opt->n_traces; i++) {
+        if (trace_open(&plan->readers[i], opt->traces[i], err)) return -1;
+        plan->n_readers++;
+        const TraceMeta *a = &plan->readers[0].meta, *b = &plan->readers[i].meta;
+        if (a->n_layers != b->n_layers || a->n_heads != b->n_heads || a->n_kv_heads != b->n_kv_heads ||
+            a->head_dim != b->head_dim || strcmp(a->model_digest, b->model_digest))
+            return kv_fail(err, "%s: mismatched traces: recorded from a different model than %s (shape or sha256 "
+                           "differ)", opt->traces[i], opt->traces[0]);
+    }
+    return 0;
+}
+
+static int collect_sequences(const SimOptions *opt, Plan *plan, int need_values, KvError *err)
+{
+    int total = 0;
+    for (int i = 0; i < plan->n_readers; i++) total += plan->readers[i].n_sequences;
+    if (total == 0) return kv_fail(err, "%s: the trace holds no sequences", opt->traces[0]);
+    plan->seq_reader = malloc((size_t)total * sizeof(int));
+    plan->seq_index = malloc((size_t)total * sizeof(int));
+    plan->seq_info = calloc((size_t)total, sizeof(TraceSeqInfo));
+    if (!plan->seq_reader || !plan->seq_index || !plan->seq_info) return kv_fail(err, "out of memory");
+    for (int i = 0; i < plan->n_readers; i++)
+        for (int s = 0; s < plan->readers[i].n_sequences; s++) {
+            TraceSeqInfo *info = &plan->seq_info[plan->n_seq];
+            const char *path = opt->traces[i];
+            if (trace_sequence_info(&plan->readers[i], s, info, err)) return -1;
+            if (!info->complete && !opt->allow_incomplete)
+                return kv_fail(err, "%s: sequence %d is incomplete (its recording was interrupted); use "
+                               "--allow-incomplete to replay what was recorded", path, s);
+            if (info->n_tokens < 2) return kv_fail(err, "%s: sequence %d has fewer than 2 tokens", path, s);
+            if (opt->prefill && (info->n_prompt < 1 || info->n_prompt >= info->n_tokens))
+                return kv_fail(err, "%s: sequence %d has %d prompt and %d generated tokens; prefill mode needs both",
+                               path, s, info->n_prompt, info->n_tokens - info->n_prompt);
+            if (need_values && !info->has_values)
+                return kv_fail(err, "%s: sequence %d stores no values (v); output error and vatp need them "
+                               "(use --error-stride 0 and leave out vatp)", path, s);
+            plan->seq_reader[plan->n_seq] = i;
+            plan->seq_index[plan->n_seq++] = s;
+        }
+    return 0;
+}
+
+static int select_list(const int *given, int n_given, int limit, const char *what, int **out, int *n, KvError *err)
+{
+    *out = malloc((size_t)(n_given ? n_given : limit) * sizeof(int));
+    if (!*out) return kv_fail(err, "out of memory");
+    *n = given ? n_given : limit;
+    for (int i = 0; i < *n; i++) {
+        (*out)[i] = given ? given[i] : i;
+        if ((*out)[i] < 0 || (*out)[i] >= limit) return kv_fail(err, "%s %d does not exist (0..%d)", what, (*out)[i], limit - 1);
+    }
+    return 0;
+}
+
+/* Resolves every budget per sequence and checks each configuration once. */
+static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
+{
+    plan->n_configs = opt->n_policies * opt->n_budgets;
+    plan->configs = calloc((size_t)plan->n_configs * plan->n_seq, sizeof *plan->configs);
+    if (!plan->configs) return kv_fail(err, "out of memory");
+    for (int p = 0; p < opt->n_policies; p++)
+        for (int b = 0; b < opt->n_budgets; b++)
+            for (int s = 0; s < plan->n_seq; s++) {
+                const TraceSeqInfo *info = &plan->seq_info[s];
+                int c = p * opt->n_budgets + b, T = info->n_tokens;
+                int budget = resolve_budget(&opt->budgets[b], opt->prefill ? info->n_prompt : T);
+                const char *path = opt->traces[plan->seq_reader[s]];
+                if (budget > T)
+                    return kv_fail(err, "%s: budget %s = %d tokens is larger than sequence %d (%d tokens)", path,
+                                   opt->budgets[b].text, budget, plan->seq_index[s], T);
+                ReplayConfig *rc = &plan->configs[(size_t)c * plan->n_seq + s];
+                rc->spec = opt->policies[p];
+                rc->budget = budget;
+                Policy probe; /* refuses configurations with no room to evict */
+                if (policy_create(&probe, &rc->spec, budget, T, 0, 0, err))
+                    return kv_wrap(err, "%s sequence %d", path, plan->seq_index[s]);
+                policy_destroy(&probe);
+            }
+    return 0;
+}
+
+static void plan_free(Plan *plan)
+{
+    for (int i = 0; i < plan->n_readers; i++) trace_close(&plan->readers[i]);
+    free(plan->readers); free(plan->seq_reader); free(plan->seq_index); free(plan->seq_info);
+    free(plan->layers); free(plan->units); free(plan->configs);
+}
+
+/* ---------------------------------------------------------------- one layer */
+
+typedef struct {
+    int T, H, KV, d;
+    float *q, *k, *v;          /* per head: [H][T][d], [KV][T][d] */
+    float *k_norm, *v_l1;      /* [KV][T] */
+    float *unit_k_norm, *unit_v_l1; /* [units][T] unit features */
+} LayerData;
+
+static void layer_free(LayerData *ld)
+{
+    free(ld->q); free(ld->k); free(ld->v); free(ld->k_norm); free(ld->v_l1);
+    free(ld->unit_k_norm); free(ld->unit_v_l1);
+    memset(ld, 0, sizeof *ld);
+}
+
+/* [T][heads][d] -> [heads][T][d] */
+static void by_head(const float *src, float *dst, int T, int heads, int d)
+{
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < heads; h++)
+            memcpy(dst + ((size_t)h * T + t) * d, src + ((size_t)t * heads + h) * d, (size_t)d * sizeof(float));
+}
+
+static int load_layer(const TraceReader *r, int seq, int layer, const TraceSeqInfo *info, int values,
+                      LayerData *ld, KvError *err)
+{
+    const TraceMeta *m = &r->meta;
+    ld->T = info->n_tokens; ld->H = m->n_heads; ld->KV = m->n_kv_heads; ld->d = m->head_dim;
+    size_t T = (size_t)ld->T, qn = T * ld->H * ld->d, kn = T * ld->KV * ld->d, nn = T * ld->KV;
+    float *raw = malloc(qn * sizeof(float)), *norms = malloc(nn * sizeof(float));
+    ld->q = malloc(qn * sizeof(float));
+    ld->k = malloc(kn * sizeof(float));
+    ld->v = values ? malloc(kn * sizeof(float)) : NULL;
+    ld->k_norm = malloc(nn * sizeof(float));
+    ld->v_l1 = values ? malloc(nn * sizeof(float)) : NULL;
+    int rc = -1;
+    if (!raw || !norms || !ld->q || !ld->k || (values && (!ld->v || !ld->v_l1)) || !ld->k_norm) {
+        kv_fail(err, "out of memory loading layer %d", layer);
+        goto done;
+    }
+    if (trace_read_layer(r, seq, layer, "q", raw, qn, err)) goto done;
+    by_head(raw, ld->q, ld->T, ld->H, ld->d);
+    if (trace_read_layer(r, seq, layer, "k", raw, kn, err)) goto done;
+    by_head(raw, ld->k, ld->T, ld->KV, ld->d);
+    if (trace_read_layer(r, seq, layer, "k_norm", norms, nn, err)) goto done;
+    by_head(norms, ld->k_norm, ld->T, ld->KV, 1);
+    if (values) {
+        if (trace_read_layer(r, seq, layer, "v", raw, kn, err)) goto done;
+        by_head(raw, ld->v, ld->T, ld->KV, ld->d);
+        if (trace_read_layer(r, seq, layer, "v_norm_l1", norms, nn, err)) goto done;
+        by_head(norms, ld->v_l1, ld->T, ld->KV, 1);
+    }
+    rc = 0;
+done:
+    free(raw);
+    free(norms);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- workers */
+
+typedef struct {
+    const TraceReader *reader;
+    int seq, layer;
+    const int *heads;         /* unit head -> query head */
+    pthread_mutex_t *hdf5;    /* the HDF5 library is not thread-safe */
+} StoredAttention;
+
+static int read_stored(void *ctx, int head, int t0, int n, float *out, long ld, KvError *err)
+{
+    StoredAttention *s = ctx;
+    pthread_mutex_lock(s->hdf5);
+    int rc = trace_read_attention_rows(s->reader, s->seq, s->layer, s->heads[head], t0, n, out, ld, err);
+    pthread_mutex_unlock(s->hdf5);
+    return rc;
+}
+
+typedef struct {
+    UnitData data;
+    const float **q, **k, **v;
+    int *heads;
+    StoredAttention stored;
+    ReplayResult *results;   /* [C] */
+    int failed;
+    KvError err;
+} UnitJob;
+
+typedef struct {
+    UnitJob *jobs;
+    int n_jobs, next;
+    pthread_mutex_t lock;
+    const ReplayConfig *configs; /* this sequence's configs, [C] with stride */
+    long config_stride;
+    int n_configs;
+    ReplayOptions ropt;
+    Progress *progress;
+    long *done, total;
+} Pool;
+
+static void *worker(void *arg)
+{
+    Pool *pool = arg;
+    ReplayConfig *cfg = malloc((size_t)pool->n_configs * sizeof *cfg);
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        int j = pool->next < pool->n_jobs ? pool->next++ : -1;
+        pthread_mutex_unlock(&pool->lock);
+        if (j < 0) break;
+        UnitJob *job = &pool->jobs[j];
+        if (!cfg) { job->failed = 1; kv_fail(&job->err, "out of memory"); continue; }
+        for (int c = 0; c < pool->n_configs; c++) cfg[c] = pool->configs[(long)c * pool->config_stride];
+        job->failed = replay_unit(&job->data, cfg, pool->n_configs, &pool->ropt, job->results, &job->err) != 0;
+        pthread_mutex_lock(&pool->lock);
+        progress_update(pool->progress, ++*pool->done, pool->total, "units");
+        pthread_mutex_unlock(&pool->lock);
+    }
+    free(cfg);
+    glp_free_env(); /* GLPK keeps a per-thread environment */
+    return NULL;
+}
+
+static int run_pool(Pool *pool, int threads, KvError *err)
+{
+    pthread_t tid[64];
+    int n = threads < 1 ? 1 : threads > 64 ? 64 : threads, started = 0;
+    if (n > pool->n_jobs) n = pool->n_jobs;
+    pthread_mutex_init(&pool->lock, NULL);
+    for (; started < n - 1; started++)
+        if (pthread_create(&tid[started], NULL, worker, pool)) break;
+    worker(pool); /* the calling thread works too */
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&pool->lock);
+    for (int j = 0; j < pool->n_jobs; j++)
+        if (pool->jobs[j].failed) {
+            *err = pool->jobs[j].err;
+            return -1;
+        }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the run */
+
+typedef struct {
+    double *curve_sum; /* [C][S][maxT] */
+    int *curve_count;
+} Accumulators;
+
+static int layer_jobs(const SimOptions *opt, const Plan *plan, LayerData *ld, int s, int layer,
+                      pthread_mutex_t *hdf5, UnitJob **out, int *n_out, KvError *err)
+{
+    int group = ld->H / ld->KV, n_units = opt->layer_granularity ? 1 : plan->n_units;
+    int heads_per = opt->layer_granularity ? ld->H : group;
+    size_t T = (size_t)ld->T;
+    UnitJob *jobs = calloc((size_t)n_units, sizeof *jobs);
+    ld->unit_k_norm = malloc((size_t)n_units * T * sizeof(float));
+    ld->unit_v_l1 = ld->v_l1 ? malloc((size_t)n_units * T * sizeof(float)) : NULL;
+    if (!jobs || !ld->unit_k_norm || (ld->v_l1 && !ld->unit_v_l1)) { free(jobs); return kv_fail(err, "out of memory"); }
+    *out = jobs;
+    *n_out = n_units;
+    for (int u = 0; u < n_units; u++) {
+        UnitJob *job = &jobs[u];
+        int g = opt->layer_granularity ? 0 : plan->units[u];
+        job->heads = malloc((size_t)heads_per * sizeof(int));
+        job->q = malloc((size_t)heads_per * sizeof(float *));
+        job->k = malloc((size_t)heads_per * sizeof(float *));
+        job->v = malloc((size_t)heads_per * sizeof(float *));
+        job->results = calloc((size_t)plan->n_configs, sizeof(ReplayResult));
+        if (!job->heads || !job->q || !job->k || !job->v || !job->results) return kv_fail(err, "out of memory");
+        for (int i = 0; i < heads_per; i++) {
+            int h = opt->layer_granularity ? i : g * group + i, kvh = h / group;
+            job->heads[i] = h;
+            job->q[i] = ld->q + (size_t)h * T * ld->d;
+            job->k[i] = ld->k + (size_t)kvh * T * ld->d;
+            job->v[i] = ld->v ? ld->v + (size_t)kvh * T * ld->d : NULL;
+        }
+        /* features: the unit's kv head, or the mean over a layer's kv heads */
+        float *kn = ld->unit_k_norm + (size_t)u * T, *vn = ld->unit_v_l1 ? ld->unit_v_l1 + (size_t)u * T : NULL;
+        int first = opt->layer_granularity ? 0 : g, count = opt->layer_granularity ? ld->KV : 1;
+        for (size_t t = 0; t < T; t++) {
+            double a = 0, b = 0;
+            for (int x = first; x < first + count; x++) {
+                a += ld->k_norm[(size_t)x * T + t];
+                if (vn) b += ld->v_l1[(size_t)x * T + t];
+            }
+            kn[t] = (float)(a / count);
+            if (vn) vn[t] = (float)(b / count);
+        }
+        job->stored = (StoredAttention){&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, job->heads, hdf5};
+        job->data = (UnitData){.n_heads = heads_per, .T = ld->T, .d = ld->d, .layer = layer, .unit = g,
+                               .q = job->q, .k = job->k, .v = ld->v ? job->v : NULL, .k_norm = kn, .v_l1 = vn,
+                               .read_attention = plan->seq_info[s].has_attention && !opt->recompute ? read_stored : NULL,
+                               .read_ctx = &job->stored};
+        for (int c = 0; c < plan->n_configs; c++)
+            if (replay_result_alloc(&job->results[c], heads_per, ld->T,
+                                    s == 0 && layer == opt->retention_layer && g == opt->retention_unit))
+                return kv_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+static void free_jobs(UnitJob *jobs, int n, int n_configs)
+{
+    for (int u = 0; jobs && u < n; u++) {
+        for (int c = 0; jobs[u].results && c < n_configs; c++) replay_result_free(&jobs[u].results[c]);
+        free(jobs[u].results); free(jobs[u].heads); free(jobs[u].q); free(jobs[u].k); free(jobs[u].v);
+    }
+    free(jobs);
+}
+
+static double safe_div(double a, long n) { return n > 0 ? a / (double)n : NAN; }
+
+/* Folds one layer's unit results into the result arrays, in unit order. */
+static void reduce_layer(const Plan *plan, SimResults *res, Accumulators *acc, const UnitJob *jobs, int n_jobs,
+                         int s, int layer)
+{
+    int L = res->n_layers, H = res->n_heads, S = res->n_sequences, maxT = res->max_T, T = plan->seq_info[s].n_tokens;
+    for (int u = 0; u < n_jobs; u++)
+        for (int c = 0; c < plan->n_configs; c++) {
+            const ReplayResult *r = &jobs[u].results[c];
+            for (int i = 0; i < jobs[u].data.n_heads; i++) {
+                size_t at = (((size_t)c * S + s) * L + layer) * H + jobs[u].heads[i];
+                res->mass[at] = safe_div(r->mass[i], r->rows);
+                res->kl[at] = safe_div(r->kl[i], r->rows);
+                res->error[at] = safe_div(r->error[i], r->error_rows);
+                res->overlap[at] = safe_div(r->overlap[i], r->rows);
+            }
+            for (int t = 0; t < T; t++) {
+                res->evict_age[(size_t)c * maxT + t] += r->evict_age[t];
+                if (!isnan(r->curve[t])) {
+                    acc->curve_sum[((size_t)c * S + s) * maxT + t] += r->curve[t];
+                    acc->curve_count[((size_t)c * S + s) * maxT + t]++;
+                }
+            }
+            int budget = plan->configs[(size_t)c * plan->n_seq + s].budget;
+            for (int t = 0; t < T; t++) res->entries += t + 1 < budget ? t + 1 : budget;
+            if (r->retention) memcpy(res->retention + (size_t)c * T * T, r->retention, (size_t)T * T);
+        }
+}
+
+static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, KvError *err)
+{
+    const TraceMeta *m = &plan->readers[0].meta;
+    int C = plan->n_configs, S = plan->n_seq;
+    res->n_configs = C;
+    res->n_sequences = S;
+    res->n_layers = m->n_layers;
+    res->n_heads = m->n_heads;
+    res->n_units = opt->layer_granularity ? 1 : m->n_kv_heads;
+    for (int s = 0; s < S; s++)
+        if (plan->seq_info[s].n_tokens > res->max_T) res->max_T = plan->seq_info[s].n_tokens;
+    size_t cells = (size_t)C * S * m->n_layers * m->n_heads, curve = (size_t)C * S * res->max_T;
+    res->config_policy = calloc((size_t)C, sizeof(char *));
+    res->config_params = calloc((size_t)C, sizeof(char *));
+    res->config_budget = calloc((size_t)C, sizeof(char *));
+    res->config_fraction = malloc((size_t)C * sizeof(double));
+    res->budget_tokens = malloc((size_t)C * S * sizeof(int));
+    res->seq_length = malloc((size_t)S * sizeof(int));
+    res->seq_prompt = malloc((size_t)S * sizeof(int));
+    res->seq_source = calloc((size_t)S, sizeof(char *));
+    res->mass = malloc(cells * sizeof(double));
+    res->kl = malloc(cells * sizeof(double));
+    res->error = malloc(cells * sizeof(double));
+    res->overlap = malloc(cells * sizeof(double));
+    res->evict_age = calloc((size_t)C * res->max_T, sizeof(long));
+    res->curve = malloc(curve * sizeof(float));
+    acc->curve_sum = calloc(curve, sizeof(double));
+    acc->curve_count = calloc(curve, sizeof(int));
+    if (opt->retention_layer >= 0) {
+        res->retention_T = plan->seq_info[0].n_tokens;
+        res->retention = calloc((size_t)C * res->retention_T * res->retention_T, 1);
+    }
+    if (!res->config_policy || !res->config_params || !res->config_budget || !res->config_fraction ||
+        !res->budget_tokens || !res->seq_length || !res->seq_prompt || !res->seq_source || !res->mass || !res->kl ||
+        !res->error || !res->overlap || !res->evict_age || !res->curve || !acc->curve_sum || !acc->curve_count ||
+        (opt->retention_layer >= 0 && !res->retention))
+        return kv_fail(err, "out of memory for the results");
+    for (size_t i = 0; i < cells; i++) res->mass[i] = res->kl[i] = res->error[i] = res->overlap[i] = NAN;
+    for (int c = 0; c < C; c++) {
+        const BudgetSpec *b = &opt->budgets[c % opt->n_budgets];
+        res->config_policy[c] = opt->policies[c / opt->n_budgets].name;
+        res->config_params[c] = opt->policies[c / opt->n_budgets].canonical;
+        res->config_budget[c] = b->text;
+        res->config_fraction[c] = b->fraction > 0 ? b->fraction : NAN;
+        for (int s = 0; s < S; s++) res->budget_tokens[(size_t)c * S + s] = plan->configs[(size_t)c * S + s].budget;
+    }
+    for (int s = 0; s < S; s++) {
+        char buf[600];
+        const char *path = opt->traces[plan->seq_reader[s]], *base = strrchr(path, '/');
+        snprintf(buf, sizeof buf, "%s#%d", base ? base + 1 : path, plan->seq_index[s]);
+        res->seq_source[s] = strdup(buf);
+        res->seq_length[s] = plan->seq_info[s].n_tokens;
+        res->seq_prompt[s] = plan->seq_info[s].n_prompt;
+        if (!res->seq_source[s]) return kv_fail(err, "out of memory");
+    }
+    return 0;
+}
+
+static int run_sequence(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, int s,
+                        Progress *progress, long *done, long total, int values, KvError *err)
+{
+    pthread_mutex_t hdf5 = PTHREAD_MUTEX_INITIALIZER;
+    for (int li = 0; li < plan->n_layers; li++) {
+        int layer = plan->layers[li];
+        LayerData ld = {0};
+        UnitJob *jobs = NULL;
+        int n_jobs = 0;
+        int rc = load_layer(&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, &plan->seq_info[s],
+                            values, &ld, err) ||
+                 layer_jobs(opt, plan, &ld, s, layer, &hdf5, &jobs, &n_jobs, err);
+        if (rc == 0) {
+            Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = plan->configs + s, .config_stride = plan->n_seq,
+                         .n_configs = plan->n_configs, .progress = progress, .done = done, .total = total,
+                         .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0,
+                                  .error_stride = values ? opt->error_stride : 0}};
+            rc = run_pool(&pool, opt->threads, err);
+            if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
+        }
+        free_jobs(jobs, n_jobs, plan->n_configs);
+        layer_free(&ld);
+        if (rc) return kv_wrap(err, "%s sequence %d layer %d", opt->traces[plan->seq_reader[s]], plan->seq_index[s], layer);
+    }
+    return 0;
+}
+
+static int needs_values(const SimOptions *opt)
+{
+    int need = opt->error_stride > 0;
+    for (int p = 0; p < opt->n_policies; p++) need |= !strcmp(opt->policies[p].name, "vatp");
+    return need;
+}
+
+int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
+{
+    memset(res, 0, sizeof *res);
+    Plan plan = {0};
+    Accumulators acc = {0};
+    double t0 = kv_now_seconds();
+    int values = needs_values(opt);
+    int rc = open_traces(opt, &plan, err) || collect_sequences(opt, &plan, values, err);
+    if (rc == 0) {
+        const TraceMeta *m = &plan.readers[0].meta;
+        if (opt->layer_granularity && opt->units)
+            rc = kv_fail(err, "--heads selects cache units per kv head; it does not apply at layer granularity");
+        rc = rc || select_list(opt->layers, opt->n_layers, m->n_layers, "layer", &plan.layers, &plan.n_layers, err) ||
+             select_list(opt->units, opt->n_units, m->n_kv_heads, "kv head", &plan.units, &plan.n_units, err);
+        if (rc == 0 && opt->retention_layer >= 0 &&
+            (opt->retention_layer >= m->n_layers || opt->retention_unit < 0 ||
+             opt->retention_unit >= (opt->layer_granularity ? 1 : m->n_kv_heads)))
+            rc = kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
+    }
+    rc = rc || plan_configs(opt, &plan, err) || alloc_results(opt, &plan, res, &acc, err);
+    if (rc == 0) {
+        openblas_set_num_threads(1); /* the parallelism is across cache units */
+        Progress progress;
+        progress_begin(&progress, "simulate");
+        long done = 0, total = (long)plan.n_seq * plan.n_layers * (opt->layer_granularity ? 1 : plan.n_units);
+        for (int s = 0; s < plan.n_seq && rc == 0; s++)
+            rc = run_sequence(opt, &plan, res, &acc, s, &progress, &done, total, values, err);
+        progress_end(&progress);
+    }
+    if (rc == 0) {
+        size_t n = (size_t)res->n_configs * res->n_sequences * res->max_T;
+        for (size_t i = 0; i < n; i++)
+            res->curve[i] = acc.curve_count[i] ? (float)(acc.curve_sum[i] / acc.curve_count[i]) : NAN;
+    }
+    free(acc.curve_sum);
+    free(acc.curve_count);
+    plan_free(&plan);
+    res->seconds = kv_now_seconds() - t0;
+    if (rc) sim_results_free(res);
+    return rc ? -1 : 0;
+}
+
+void sim_results_free(SimResults *res)
+{
+    for (int s = 0; res->seq_source && s < res->n_sequences; s++) free(res->seq_source[s]);
+    free(res->config_policy); free(res->config_params); free(res->config_budget); free(res->config_fraction);
+    free(res->budget_tokens); free(res->seq_length); free(res->seq_prompt); free(res->seq_source);
+    free(res->mass); free(res->kl); free(res->error); free(res->overlap); free(res->evict_age); free(res->curve);
+    free(res->retention);
+    memset(res, 0, sizeof *res);
+}
+
+static const double *metric_array(const SimResults *res, int metric)
+{
+    return metric == 0 ? res->mass : metric == 1 ? res->kl : metric == 2 ? res->error : res->overlap;
+}
+
+void sim_overall(const SimResults *res, int config, int metric, double *mean, double *std)
+{
+    const double *a = metric_array(res, metric);
+    size_t per_seq = (size_t)res->n_layers * res->n_heads;
+    double sum = 0, sum2 = 0;
+    int n = 0;
+    for (int s = 0; s < res->n_sequences; s++) {
+        const double *cell = a + ((size_t)config * res->n_sequences + s) * per_seq;
+        double seq_sum = 0;
+        int seq_n = 0;
+        for (size_t i = 0; i < per_seq; i++)
+            if (!isnan(cell[i])) { seq_sum += cell[i]; seq_n++; }
+        if (!seq_n) continue;
+        double v = seq_sum / seq_n;
+        sum += v;
+        sum2 += v * v;
+        n++;
+    }
+    *mean = n ? sum / n : NAN;
+    *std = n > 1 ? sqrt(fmax(0, (sum2 - sum * sum / n) / (n - 1))) : (n ? 0 : NAN);
+}
