@@ -33,9 +33,10 @@ void replay_result_free(ReplayResult *r)
     memset(r, 0, sizeof *r);
 }
 
-int replay_first_reported(const ReplayOptions *opt, int budget)
+int replay_first_reported(const ReplayOptions *opt, int budget, int T)
 {
-    return opt->n_prompt > 0 ? opt->n_prompt : budget;
+    if (opt->n_prompt > 0) return opt->n_prompt;
+    return budget < T ? budget : 0;
 }
 
 /* Everything one unit's replay works with. */
@@ -230,7 +231,7 @@ static void step_policy(Replay *x, int c, int t, int r, int error_row)
     TokenFeatures f = {u->k_norm ? u->k_norm[t] : 0.0f, u->v_l1 ? u->v_l1[t] : 0.0f};
     policy_insert(p, t, &f);
     if (t >= P) evict_to_budget(x, c, t);
-    int reported = t >= replay_first_reported(x->opt, x->cfg[c].budget);
+    int reported = t >= replay_first_reported(x->opt, x->cfg[c].budget, u->T);
     if (reported) {
         int b = budget_index(x, x->cfg[c].budget);
         const uint8_t *flags = x->ideal + (size_t)b * u->T;
@@ -248,7 +249,7 @@ static void step_policy(Replay *x, int c, int t, int r, int error_row)
 static void step_ideal(Replay *x, int c, int t, int r, int error_row)
 {
     const UnitData *u = x->u;
-    int budget = x->cfg[c].budget, reported = t >= replay_first_reported(x->opt, budget);
+    int budget = x->cfg[c].budget, reported = t >= replay_first_reported(x->opt, budget, u->T);
     const uint8_t *flags = x->ideal + (size_t)budget_index(x, budget) * u->T;
     int n = 0;
     for (int i = 0; i <= t; i++)

@@ -53,8 +53,10 @@ typedef struct {
 int replay_result_alloc(ReplayResult *r, int n_heads, int T, int retention);
 void replay_result_free(ReplayResult *r);
 
-/* First row whose metrics count: B in streaming mode, P in prefill mode. */
-int replay_first_reported(const ReplayOptions *opt, int budget);
+/* First row whose metrics count: B in streaming mode, P in prefill mode.
+ * A streaming budget B >= T never evicts: then every row counts (each one
+ * equals the full cache), rather than none. */
+int replay_first_reported(const ReplayOptions *opt, int budget, int T);
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
                 ReplayResult *out, KvError *err);

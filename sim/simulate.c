@@ -4,7 +4,6 @@
 #include "simulate.h"
 
 #include <cblas.h>
-#include <glpk.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -267,7 +266,6 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&pool->lock);
     }
     free(cfg);
-    glp_free_env(); /* GLPK keeps a per-thread environment */
     return NULL;
 }
 

@@ -1,0 +1,459 @@
+/* Every policy on hand-built attention rows, with the evictions and metrics
+ * worked out by hand in the comments; `optimal` against brute force and
+ * against GLPK.
+ *
+ * usage: test_policies CASE */
+#include <glpk.h>
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "../sim/flow.h"
+#include "../sim/replay.h"
+#include "check.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+/* A one-head unit whose attention rows are given (row t has t+1 entries). */
+typedef struct {
+    int T;
+    const double *rows; /* packed lower triangle */
+} HandRows;
+
+static int hand_read(void *ctx, int head, int t0, int n, float *out, long ld, KvError *err)
+{
+    (void)head; (void)err;
+    const HandRows *h = ctx;
+    for (int r = 0; r < n; r++) {
+        int t = t0 + r;
+        const double *row = h->rows + (long)t * (t + 1) / 2;
+        for (int i = 0; i <= t; i++) out[(long)r * ld + i] = (float)row[i];
+    }
+    return 0;
+}
+
+typedef struct {
+    UnitData unit;
+    HandRows rows;
+    float *k_norm, *v_l1;
+} HandUnit;
+
+static void hand_unit(HandUnit *h, int T, const double *rows, const float *k_norm, const float *v_l1)
+{
+    memset(h, 0, sizeof *h);
+    h->rows = (HandRows){T, rows};
+    h->unit = (UnitData){.n_heads = 1, .T = T, .d = 1, .k_norm = k_norm, .v_l1 = v_l1, .read_attention = hand_read,
+                         .read_ctx = &h->rows};
+}
+
+static ReplayConfig config(const char *policy, int budget)
+{
+    ReplayConfig c;
+    KvError err;
+    if (policy_parse(policy, &c.spec, &err)) fprintf(stderr, "%s\n", err.msg);
+    c.budget = budget;
+    return c;
+}
+
+/* Replays one config with retention and returns which tokens are held at the end. */
+static void replay_one(HandUnit *h, const char *policy, int budget, ReplayResult *res, int prefill)
+{
+    ReplayConfig c = config(policy, budget);
+    ReplayOptions opt = {.n_prompt = prefill, .retention = 1};
+    KvError err;
+    replay_result_alloc(res, 1, h->unit.T, 1);
+    CHECK(replay_unit(&h->unit, &c, 1, &opt, res, &err) == 0, "%s: %s", policy, err.msg);
+}
+
+static int held(const ReplayResult *r, int T, int t, int token) { return r->retention[(long)t * T + token]; }
+
+/* Which token was evicted at step t (held at t-1, gone at t), -1 if none. */
+static int evicted_at(const ReplayResult *r, int T, int t)
+{
+    for (int i = 0; i < t; i++)
+        if (held(r, T, t - 1, i) && !held(r, T, t, i)) return i;
+    return -1;
+}
+
+/* Rows used by several cases: T = 4. */
+static const double ROWS_A[] = {
+    1.0,
+    0.3, 0.7,
+    0.2, 0.5, 0.3,
+    0.1, 0.2, 0.3, 0.4,
+};
+
+/* ---------------------------------------------------------------- cases */
+
+/* H2O, B = 2, no recent window.
+ * step 1: scores s0 = 1 + 0.3 = 1.3, s1 = 0.7.  step 2: evict 1 (0.7 < 1.3).
+ * Row 2 over {0, 2}: m = 0.2 + 0.3 = 0.5, r = (0.4, 0.6) -> s0 = 1.7, s2 = 0.6.
+ * step 3: evict 2.  Row 3 over {0, 3}: m = 0.5.
+ * Reported rows 2, 3: mass 0.5, KL ln 2; eviction ages 1 and 1. */
+static void h2o(void)
+{
+    HandUnit h;
+    hand_unit(&h, 4, ROWS_A, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "h2o:recent=0", 2, &r, 0);
+    CHECK(evicted_at(&r, 4, 2) == 1 && evicted_at(&r, 4, 3) == 2, "evicted %d then %d", evicted_at(&r, 4, 2), evicted_at(&r, 4, 3));
+    CHECK(r.rows == 2 && fabs(r.mass[0] / r.rows - 0.5) < 1e-6, "mass %g over %ld rows", r.mass[0] / r.rows, r.rows);
+    CHECK(fabs(r.kl[0] / r.rows - log(2.0)) < 1e-6, "kl %g", r.kl[0] / r.rows);
+    CHECK(r.evict_age[1] == 2, "ages: %ld at 1", r.evict_age[1]);
+    replay_result_free(&r);
+}
+
+/* The age bias: each row gives every visible token the same attention
+ * (1/(t+1)), so per row nobody is more important — yet H2O's sums favour
+ * the old: at step 2 (B = 2) token 0 has 1 + 1/2, token 1 has 1/2: token 1
+ * goes, and at every later step the newest unprotected token goes. */
+static void h2o_age_bias(void)
+{
+    enum { T = 8 };
+    double rows[T * (T + 1) / 2];
+    for (int t = 0, k = 0; t < T; t++)
+        for (int i = 0; i <= t; i++) rows[k++] = 1.0 / (t + 1);
+    HandUnit h;
+    hand_unit(&h, T, rows, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "h2o:recent=0", 2, &r, 0);
+    for (int t = 2; t < T; t++) CHECK(evicted_at(&r, T, t) == t - 1, "step %d evicted %d", t, evicted_at(&r, T, t));
+    CHECK(held(&r, T, T - 1, 0), "the oldest token survives");
+    replay_result_free(&r);
+}
+
+/* A2SF with alpha = 0.2: step 1: s0 = 0.2*1 + 0.3 = 0.5, s1 = 0.7 -> evict 0
+ * (the old token's early attention faded).  H2O evicts 1 on the same rows. */
+static void a2sf_decay(void)
+{
+    HandUnit h;
+    hand_unit(&h, 4, ROWS_A, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "a2sf:alpha=0.2", 2, &r, 0);
+    CHECK(evicted_at(&r, 4, 2) == 0, "a2sf evicted %d at step 2", evicted_at(&r, 4, 2));
+    replay_result_free(&r);
+    replay_one(&h, "a2sf:alpha=0.5", 2, &r, 0); /* 0.5 + 0.3 = 0.8 > 0.7: now token 1 goes */
+    CHECK(evicted_at(&r, 4, 2) == 1, "a2sf(0.5) evicted %d at step 2", evicted_at(&r, 4, 2));
+    replay_result_free(&r);
+}
+
+/* A2SF's running scale over 300 steps (alpha^300 underflows: the scale is
+ * renormalised many times) against a direct double-precision recurrence. */
+static void a2sf_long(void)
+{
+    enum { T = 300, B = 24 };
+    static double rows[T * (T + 1) / 2];
+    unsigned seed = 7;
+    for (int t = 0, k = 0; t < T; t++) {
+        double sum = 0;
+        int start = k;
+        for (int i = 0; i <= t; i++) sum += rows[k++] = 0.05 + (double)rand_r(&seed) / RAND_MAX;
+        for (int i = start; i < k; i++) rows[i] /= sum;
+    }
+    HandUnit h;
+    hand_unit(&h, T, rows, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "a2sf:alpha=0.2", B, &r, 0);
+    /* reference: the same semantics written plainly */
+    static double score[T];
+    static int in[T];
+    int n = 0, mismatches = 0;
+    for (int t = 0; t < T; t++) {
+        in[t] = 1;
+        score[t] = 0;
+        if (++n > B) {
+            int victim = -1;
+            for (int i = 0; i < t; i++)
+                if (in[i] && (victim < 0 || score[i] < score[victim])) victim = i;
+            in[victim] = 0;
+            n--;
+            mismatches += evicted_at(&r, T, t) != victim;
+        }
+        const double *row = rows + (long)t * (t + 1) / 2;
+        double m = 0;
+        for (int i = 0; i <= t; i++) m += in[i] ? row[i] : 0;
+        for (int i = 0; i <= t; i++)
+            if (in[i]) score[i] = 0.2 * score[i] + row[i] / m;
+    }
+    CHECK(mismatches == 0, "%d of %d evictions differ from the direct recurrence", mismatches, T - B);
+    replay_result_free(&r);
+}
+
+/* VATP (base h2o, sink = 1, recent = 0), B = 3, uniform rows, value norms
+ * v = (0.01, 1, 3, 1).  Step 3: token 0 is a sink, token 3 current; token 1
+ * has (1/2 + 1/3) * 1 = 0.83, token 2 has (1/3) * 3 = 1.0 -> evict 1.
+ * Plain H2O evicts token 2 (1/3 < 0.83). */
+static void vatp(void)
+{
+    double rows[10];
+    for (int t = 0, k = 0; t < 4; t++)
+        for (int i = 0; i <= t; i++) rows[k++] = 1.0 / (t + 1);
+    float v_l1[4] = {0.01f, 1, 3, 1};
+    HandUnit h;
+    hand_unit(&h, 4, rows, NULL, v_l1);
+    ReplayResult r;
+    replay_one(&h, "vatp:sink=1,recent=0", 3, &r, 0);
+    CHECK(evicted_at(&r, 4, 3) == 1, "vatp evicted %d", evicted_at(&r, 4, 3));
+    CHECK(held(&r, 4, 3, 0), "the sink stays");
+    replay_result_free(&r);
+    replay_one(&h, "h2o:recent=0", 3, &r, 0);
+    CHECK(evicted_at(&r, 4, 3) == 2, "h2o evicted %d", evicted_at(&r, 4, 3));
+    replay_result_free(&r);
+    /* without the sink, token 0's tiny value norm makes it the victim */
+    replay_one(&h, "vatp:sink=0,recent=0", 3, &r, 0);
+    CHECK(evicted_at(&r, 4, 3) == 0, "vatp without sink evicted %d", evicted_at(&r, 4, 3));
+    replay_result_free(&r);
+}
+
+/* K-norm, B = 2, key norms (1, 5, 2, 3): step 2 evicts 1 (highest of {0, 1}),
+ * step 3 evicts 2 (norm 2 > 1).  Attention plays no part. */
+static void knorm(void)
+{
+    float k_norm[4] = {1, 5, 2, 3};
+    HandUnit h;
+    hand_unit(&h, 4, ROWS_A, k_norm, NULL);
+    ReplayResult r;
+    replay_one(&h, "knorm", 2, &r, 0);
+    CHECK(evicted_at(&r, 4, 2) == 1 && evicted_at(&r, 4, 3) == 2, "knorm evicted %d, %d", evicted_at(&r, 4, 2), evicted_at(&r, 4, 3));
+    replay_result_free(&r);
+    replay_one(&h, "knorm:skip=0", 2, &r, 0); /* layer 0 skipped: keeps everything */
+    CHECK(r.rows == 2 && fabs(r.mass[0] / r.rows - 1.0) < 1e-6, "skipped layer mass %g", r.mass[0] / r.rows);
+    replay_result_free(&r);
+}
+
+/* TOVA, B = 2: row 1 = (0.3, 0.7) -> step 2 evicts 0.  Row 2 over {1, 2}:
+ * m = 0.8, r = (0.625, 0.375) -> step 3 evicts 2. */
+static void tova(void)
+{
+    HandUnit h;
+    hand_unit(&h, 4, ROWS_A, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "tova", 2, &r, 0);
+    CHECK(evicted_at(&r, 4, 2) == 0 && evicted_at(&r, 4, 3) == 2, "tova evicted %d, %d", evicted_at(&r, 4, 2), evicted_at(&r, 4, 3));
+    replay_result_free(&r);
+}
+
+/* SnapKV, window 1, kernel 3, B = 4, driven directly.  After row 3 the
+ * window sums are (0.1, 0.5, 0.05, 0.35); at step 4 token 4 is protected.
+ * Pooled over held neighbours: (0.5, 0.5, 0.5, 0.35) -> evict token 3,
+ * although token 2 has the lowest raw sum. */
+static void snapkv(void)
+{
+    PolicySpec spec;
+    KvError err;
+    Policy p;
+    CHECK(policy_parse("snapkv:window=1,kernel=3", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 4, 10, 0, 0, &err) == 0, "%s", err.msg);
+    float r[5] = {0};
+    for (int t = 0; t < 4; t++) {
+        policy_insert(&p, t, NULL);
+        for (int j = 0; j < p.n; j++) r[j] = 1.0f / p.n;
+        if (t == 3) { r[0] = 0.1f; r[1] = 0.5f; r[2] = 0.05f; r[3] = 0.35f; }
+        policy_observe(&p, r, t);
+    }
+    policy_insert(&p, 4, NULL);
+    CHECK(policy_evict(&p, 4) == 3, "snapkv evicted the wrong token");
+    policy_destroy(&p);
+    /* a window that covers the budget is refused */
+    CHECK(policy_parse("snapkv:window=4", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 4, 10, 0, 0, &err) != 0, "window 4 at budget 4 was accepted");
+}
+
+/* window: the oldest goes; streaming (sink 1): the oldest non-sink goes. */
+static void window_and_streaming(void)
+{
+    HandUnit h;
+    hand_unit(&h, 4, ROWS_A, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "window", 2, &r, 0);
+    CHECK(evicted_at(&r, 4, 2) == 0 && evicted_at(&r, 4, 3) == 1, "window evicted %d, %d", evicted_at(&r, 4, 2), evicted_at(&r, 4, 3));
+    replay_result_free(&r);
+    replay_one(&h, "streaming:sink=1", 2, &r, 0);
+    CHECK(evicted_at(&r, 4, 2) == 1 && evicted_at(&r, 4, 3) == 2, "streaming evicted %d, %d", evicted_at(&r, 4, 2), evicted_at(&r, 4, 3));
+    CHECK(held(&r, 4, 3, 0) && held(&r, 4, 3, 3), "streaming holds the sink and the newest");
+    replay_result_free(&r);
+    replay_one(&h, "full", 2, &r, 0);
+    CHECK(r.rows == 2 && fabs(r.mass[0] / r.rows - 1) < 1e-6 && fabs(r.kl[0]) < 1e-6, "full mass %g", r.mass[0] / r.rows);
+    replay_result_free(&r);
+}
+
+/* Ties go to the oldest: rows (1), (0, 1) give tokens 0 and 1 both H2O score 1. */
+static void ties(void)
+{
+    static const double rows[] = {1.0, 0.0, 1.0, 0.25, 0.25, 0.5};
+    HandUnit h;
+    hand_unit(&h, 3, rows, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "h2o:recent=0", 2, &r, 0);
+    CHECK(evicted_at(&r, 3, 2) == 0, "tie went to %d", evicted_at(&r, 3, 2));
+    replay_result_free(&r);
+}
+
+/* Output error on one row: values v = (1, 0, -1) in one dimension (d = 1),
+ * row 2 = (0.2, 0.5, 0.3), held {0, 2}: o = 0.2 - 0.3 = -0.1,
+ * õ = (0.2*1 + 0.3*-1)/0.5 = -0.2, error = |-0.1 - -0.2| / 0.1 = 1. */
+static void output_error(void)
+{
+    HandUnit h;
+    hand_unit(&h, 3, ROWS_A, NULL, NULL);
+    static const float v[3] = {1, 0, -1};
+    const float *vp[1] = {v};
+    h.unit.v = vp;
+    ReplayConfig c = config("h2o:recent=0", 2);
+    ReplayOptions opt = {.error_stride = 1};
+    ReplayResult r;
+    KvError err;
+    replay_result_alloc(&r, 1, 3, 0);
+    CHECK(replay_unit(&h.unit, &c, 1, &opt, &r, &err) == 0, "%s", err.msg);
+    CHECK(r.error_rows == 1 && fabs(r.error[0] - 1.0) < 1e-6, "error %g over %ld rows", r.error[0], r.error_rows);
+    replay_result_free(&r);
+}
+
+/* Prefill (P = 3, B = 2, H2O): prompt rows see everything; at the end of the
+ * prompt the scores are the column sums (1.5, 1.2, 0.3) and token 2 is
+ * protected as the current token, so token 1 goes.  Step 3: {0, 2, 3} is one
+ * over budget; token 2 (0.3) goes.  Row 3 over {0, 3}: mass 0.1 + 0.4. */
+static void prefill(void)
+{
+    HandUnit h;
+    hand_unit(&h, 4, ROWS_A, NULL, NULL);
+    ReplayResult r;
+    replay_one(&h, "h2o:recent=0", 2, &r, 3);
+    CHECK(held(&r, 4, 2, 1) && !held(&r, 4, 3, 1), "token 1 compressed away at the end of the prompt");
+    CHECK(held(&r, 4, 3, 0) && held(&r, 4, 3, 3) && !held(&r, 4, 3, 2), "held at step 3");
+    CHECK(r.rows == 1 && fabs(r.mass[0] - 0.5) < 1e-6, "prefill reports decoding rows only (%ld, mass %g)", r.rows, r.mass[0]);
+    replay_result_free(&r);
+}
+
+/* ---------------------------------------------------------------- optimal */
+
+/* Best total retained mass by trying every victim sequence (always evicting
+ * exactly when over budget; keeping a token longer never costs mass). */
+static double brute_force(const double *rows, int T, int B, int t, unsigned long held_mask, double acc)
+{
+    if (t == T) return acc;
+    held_mask |= 1ul << t;
+    int n = __builtin_popcountl(held_mask);
+    double best = -1;
+    for (int victim = -1; victim < t; victim++) {
+        if (n > B && (victim < 0 || !(held_mask >> victim & 1))) continue;
+        if (n <= B && victim >= 0) break;
+        unsigned long m = victim >= 0 ? held_mask & ~(1ul << victim) : held_mask;
+        double mass = 0;
+        const double *row = rows + (long)t * (t + 1) / 2;
+        for (int i = 0; i <= t; i++) mass += m >> i & 1 ? row[i] : 0;
+        double v = brute_force(rows, T, B, t + 1, m, acc + mass);
+        if (v > best) best = v;
+    }
+    return best;
+}
+
+static void random_rows(double *rows, int T, unsigned seed)
+{
+    for (int t = 0, k = 0; t < T; t++) {
+        double sum = 0;
+        int start = k;
+        for (int i = 0; i <= t; i++) sum += rows[k++] = (double)(rand_r(&seed) % 1000 + 1);
+        for (int i = start; i < k; i++) rows[i] /= sum;
+    }
+}
+
+static double total_mass(const ReplayResult *r, int T, int B)
+{
+    double sum = 0;
+    for (int t = B; t < T; t++) sum += r->curve[t];
+    return sum;
+}
+
+static void optimal_brute_force(void)
+{
+    enum { T = 11 };
+    double rows[T * (T + 1) / 2];
+    for (unsigned seed = 1; seed <= 6; seed++) {
+        random_rows(rows, T, seed);
+        int B = 2 + (int)(seed % 3);
+        HandUnit h;
+        hand_unit(&h, T, rows, NULL, NULL);
+        ReplayResult r;
+        replay_one(&h, "optimal", B, &r, 0);
+        double best = brute_force(rows, T, B, 0, 0, 0), got = 0;
+        for (int t = 0; t < T; t++) got += isnan(r.curve[t]) ? 1.0 : r.curve[t]; /* rows < B hold everything */
+        CHECK(fabs(got - best) < 1e-5, "seed %u B %d: optimal %.6f, brute force %.6f", seed, B, got, best);
+        const char *others[] = {"h2o:recent=0", "a2sf", "tova", "window", "knorm", "random"};
+        for (size_t o = 0; o < sizeof others / sizeof *others; o++) {
+            ReplayResult q;
+            replay_one(&h, others[o], B, &q, 0);
+            CHECK(total_mass(&q, T, B) <= total_mass(&r, T, B) + 1e-6, "%s beats optimal", others[o]);
+            replay_result_free(&q);
+        }
+        replay_result_free(&r);
+    }
+}
+
+/* The flow solver against GLPK's out-of-kilter on the same random networks
+ * (integer costs, so both are exact). */
+static void flow_vs_glpk(void)
+{
+    for (unsigned seed = 1; seed <= 20; seed++) {
+        int n = 12, amount = 3;
+        FlowGraph g;
+        flow_init(&g, n, 64);
+        glp_graph *G = glp_create_graph(sizeof(double), 4 * sizeof(double));
+        glp_add_vertices(G, n);
+        *(double *)G->v[1]->data = amount;
+        *(double *)G->v[n]->data = -amount;
+        unsigned s = seed;
+        for (int u = 0; u < n - 1; u++) /* a chain keeps it feasible, plus random forward arcs */
+            for (int k = 0; k < 3; k++) {
+                int v = k == 0 ? u + 1 : u + 1 + (int)(rand_r(&s) % (unsigned)(n - u - 1));
+                int cap = k == 0 ? amount : 1 + (int)(rand_r(&s) % 2);
+                double cost = (double)((int)(rand_r(&s) % 21) - 10);
+                flow_add_arc(&g, u, v, cap, cost);
+                glp_arc *a = glp_add_arc(G, u + 1, v + 1);
+                double *d = a->data;
+                d[0] = 0; d[1] = cap; d[2] = cost;
+            }
+        double mine, theirs;
+        int rc = flow_min_cost(&g, 0, n - 1, amount, &mine);
+        glp_term_out(GLP_OFF);
+        int grc = glp_mincost_okalg(G, 0, 0, sizeof(double), 2 * sizeof(double), &theirs, 3 * sizeof(double), -1);
+        CHECK(rc == 0 && grc == 0 && fabs(mine - theirs) < 1e-9, "seed %u: flow %g, GLPK %g", seed, mine, theirs);
+        glp_delete_graph(G);
+        flow_free(&g);
+    }
+    glp_free_env();
+}
+
+/* Bad configurations are refused with a clear message. */
+static void refusals(void)
+{
+    PolicySpec spec;
+    KvError err;
+    CHECK(policy_parse("h2o:alpha=0.1", &spec, &err) != 0 && strstr(err.msg, "no parameter 'alpha'"), "%s", err.msg);
+    CHECK(policy_parse("lru", &spec, &err) != 0 && strstr(err.msg, "unknown policy 'lru'"), "%s", err.msg);
+    CHECK(policy_parse("a2sf:alpha=1.5", &spec, &err) != 0, "alpha 1.5 accepted");
+    CHECK(policy_parse("streaming:sink=8", &spec, &err) == 0, "%s", err.msg);
+    Policy p;
+    CHECK(policy_create(&p, &spec, 8, 100, 0, 0, &err) != 0 && strstr(err.msg, "no room"), "%s", err.msg);
+    CHECK(policy_parse("h2o", &spec, &err) == 0 && !strcmp(spec.canonical, "recent=0.5"), "canonical %s", spec.canonical);
+    CHECK(policy_create(&p, &spec, 1, 100, 0, 0, &err) != 0, "h2o at budget 1 (recent 1) accepted");
+}
+
+int main(int argc, char **argv)
+{
+    struct { const char *name; void (*fn)(void); } cases[] = {
+        {"h2o", h2o}, {"h2o_age_bias", h2o_age_bias}, {"a2sf_decay", a2sf_decay}, {"a2sf_long", a2sf_long},
+        {"vatp", vatp}, {"knorm", knorm}, {"tova", tova}, {"snapkv", snapkv},
+        {"window_and_streaming", window_and_streaming}, {"ties", ties}, {"output_error", output_error},
+        {"prefill", prefill}, {"optimal_brute_force", optimal_brute_force}, {"flow_vs_glpk", flow_vs_glpk},
+        {"refusals", refusals},
+    };
+    if (argc != 2) return 2;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (!strcmp(argv[1], cases[i].name)) {
+            cases[i].fn();
+            return check_status();
+        }
+    fprintf(stderr, "unknown case %s\n", argv[1]);
+    return 2;
+}

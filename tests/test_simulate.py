@@ -1,0 +1,220 @@
+"""kvtrace simulate through the real command line on real stories260K traces
+and on hand-built ones; results read back with h5py and csv.
+
+usage: test_simulate.py CASE"""
+import csv
+import os
+
+import h5py
+import numpy as np
+
+from helpers import MODEL, expect_clean_failure, main, run, workdir
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRACE = os.path.join(HERE, "..", "traces", "stories260K.h5")
+PERMANENT = ["full", "window", "streaming", "h2o", "a2sf", "vatp", "knorm", "tova", "snapkv:window=4", "random"]
+
+
+def simulate(*args, trace=TRACE):
+    out = os.path.join(workdir(), "results.h5")
+    run("simulate", *(trace if isinstance(trace, (list, tuple)) else [trace]), *args, "-o", out)
+    return h5py.File(out), out
+
+
+def configs(f):
+    return [(p.decode(), b.decode()) for p, b in zip(f["configs/policy"][:], f["configs/budget"][:])]
+
+
+def full_and_whole_budget():
+    """full keeps mass 1 and error 0; a budget of the whole sequence equals full."""
+    f, _ = simulate("--budget", "100%,20%", *sum([["--policy", p] for p in PERMANENT], []))
+    mass, err = f["metrics/retained_mass"][:], f["metrics/output_error"][:]
+    for c, (policy, budget) in enumerate(configs(f)):
+        if policy == "full" or budget == "100%":
+            assert np.nanmax(np.abs(mass[c] - 1)) < 1e-5, (policy, budget, np.nanmin(mass[c]))
+            assert np.nanmax(err[c]) < 1e-5, (policy, budget, np.nanmax(err[c]))
+        else:
+            assert np.nanmean(mass[c]) < 0.999, (policy, budget)
+
+
+def bounds_per_row():
+    """Per unit and row: every policy's mass <= ideal's; optimal >= every
+    permanent policy in total and <= ideal."""
+    for layer, head in ((1, 2), (4, 0)):
+        pols = PERMANENT + ["ideal", "optimal"]
+        f, _ = simulate("--budget", "10%,25%", "--layers", str(layer), "--heads", str(head),
+                        *sum([["--policy", p] for p in pols], []))
+        curves = f["curve_retained_mass"][:]  # [C][S][T]
+        cfg = configs(f)
+        for budget in ("10%", "25%"):
+            idx = {p: c for c, (p, b) in enumerate(cfg) if b == budget}
+            ideal, optimal = curves[idx["ideal"]], curves[idx["optimal"]]
+            for p, c in idx.items():
+                if p in ("ideal", "full"):  # full is no B-token cache
+                    continue
+                ok = np.isnan(ideal) | (curves[c] <= ideal + 1e-6)
+                assert ok.all(), (p, budget, np.nanmax(curves[c] - ideal))
+                if p not in ("optimal", "full"):
+                    total_p, total_opt = np.nansum(curves[c], axis=1), np.nansum(optimal, axis=1)
+                    assert (total_p <= total_opt + 1e-5).all(), (p, budget, total_p - total_opt)
+            print(f"layer {layer} head {head} {budget}: optimal/ideal total mass",
+                  np.nansum(optimal) / np.nansum(ideal))
+
+
+def window_monotone():
+    f, _ = simulate("--policy", "window", "--budget", "4,8,16,32,64,128")
+    mass = f["metrics/retained_mass"][:]  # [C][S][L][H]
+    means = np.nanmean(mass, axis=(1, 2, 3))
+    assert np.all(np.diff(means) >= -1e-9), means
+    # per row (averaged over units), on the rows every budget reports
+    curves = f["curve_retained_mass"][:]  # [C][S][T]
+    step = np.diff(curves, axis=0)
+    assert np.all(step[~np.isnan(step)] >= -1e-6), np.nanmin(step)
+
+
+def threads_identical():
+    args = ["--budget", "10%,30%", "--policy", "h2o", "--policy", "a2sf", "--policy", "random",
+            "--policy", "optimal", "--policy", "snapkv:window=4"]
+    f1, _ = simulate(*args, "--threads", "1")
+    f2, _ = simulate(*args, "--threads", "2")
+    f3, _ = simulate(*args, "--threads", "3")
+    for key in ("metrics/retained_mass", "metrics/output_error", "metrics/ideal_overlap", "eviction_age",
+                "curve_retained_mass"):
+        a, b, c = f1[key][:], f2[key][:], f3[key][:]
+        assert np.array_equal(a, b, equal_nan=True) and np.array_equal(a, c, equal_nan=True), key
+
+
+def stored_vs_recomputed():
+    d = workdir()
+    prompts = os.path.join(d, "p.txt")
+    open(prompts, "w").write("Lily and Ben went to the park.\nThe cat was very hungry.\n")
+    trace = os.path.join(d, "att.h5")
+    run("record", MODEL, "--prompt-file", prompts, "--generate", "60", "--no-stop", "--attention", "-o", trace)
+    args = ["--budget", "10,25%", "--policy", "h2o", "--policy", "a2sf", "--policy", "tova", "--policy", "ideal",
+            "--policy", "optimal"]
+    stored, _ = simulate(*args, trace=trace)
+    recomputed, _ = simulate(*args, "--recompute", trace=trace)
+    for key in ("metrics/retained_mass", "metrics/attention_kl", "metrics/output_error", "metrics/ideal_overlap"):
+        diff = np.nanmax(np.abs(stored[key][:] - recomputed[key][:]))
+        assert diff <= 1e-5, (key, diff)
+    assert np.array_equal(stored["eviction_age"][:], recomputed["eviction_age"][:])
+
+
+def results_format():
+    """The results file and the CSV say the same thing, shaped as FORMAT.md says."""
+    f, path = simulate("--budget", "10%,20%", "--policy", "h2o", "--policy", "a2sf:alpha=0.1")
+    assert f.attrs["format"] == "kvtrace-results/1" and f.attrs["mode"] == "streaming"
+    C, S = 4, 6
+    assert f["metrics/retained_mass"].shape == (C, S, 5, 8)
+    assert f["configs/budget_tokens"].shape == (C, S)
+    assert [p.decode() for p in f["configs/params"][:]] == ["recent=0.5"] * 2 + ["alpha=0.1,recent=0"] * 2
+    T = f["sequences/n_tokens"][:]
+    assert np.array_equal(f["configs/budget_tokens"][0], np.maximum(1, np.floor(0.1 * T + 0.5)).astype(int))
+    rows = list(csv.DictReader(open(path[:-3] + ".csv")))
+    assert len(rows) == C * (5 * 8 + 1), len(rows)
+    overall = [r for r in rows if r["layer"] == "all"]
+    for c, r in enumerate(overall):
+        assert abs(float(r["retained_mass"]) - f["summary/retained_mass_mean"][c]) < 1e-6
+    h2o = [r for r in rows if r["policy"] == "h2o" and r["budget"] == "10%" and r["layer"] == "3" and r["head"] == "5"][0]
+    assert abs(float(h2o["retained_mass"]) - np.mean(f["metrics/retained_mass"][0, :, 3, 5])) < 1e-6
+    hist = f["eviction_age"][:]
+    assert hist.shape[0] == C and hist.sum() > 0
+
+
+def hand_built_trace():
+    """A trace written by hand with h5py (stored attention), replayed through
+    the CLI: H2O and A2SF evict as worked out in test_policies.c (h2o case)."""
+    path = os.path.join(workdir(), "hand.h5")
+    rows = [[1.0], [0.3, 0.7], [0.2, 0.5, 0.3], [0.1, 0.2, 0.3, 0.4]]
+    T = 4
+    with h5py.File(path, "w") as f:
+        for k, v in dict(format="kvtrace-trace/1", n_layers=1, n_heads=1, n_kv_heads=1, head_dim=2, model_dim=2,
+                         vocab_size=10, rope_theta=10000.0, complete=1, model_sha256="hand").items():
+            f.attrs[k] = v
+        s = f.create_group("sequences/0000")
+        s.attrs["n_prompt"] = 1
+        s.attrs["complete"] = 1
+        s["tokens"] = np.arange(T, dtype=np.int32)
+        s["pieces"] = np.array([b"a"] * T, dtype=h5py.string_dtype())
+        s["nll"] = np.zeros(T, np.float32)
+        lay = s.create_group("layers/000")
+        lay["q"] = np.zeros((T, 1, 2), np.float32)
+        lay["k"] = np.zeros((T, 1, 2), np.float32)
+        lay["v"] = np.ones((T, 1, 2), np.float32)
+        lay["k_norm"] = np.array([[1], [5], [2], [3]], np.float32)
+        lay["v_norm_l1"] = np.ones((T, 1), np.float32)
+        lay["v_norm_l2"] = np.ones((T, 1), np.float32)
+        att = np.zeros((1, T, T), np.float32)
+        for t, r in enumerate(rows):
+            att[0, t, :t + 1] = r
+        lay["attention"] = att
+    f, _ = simulate("--budget", "2", "--policy", "h2o:recent=0", "--policy", "a2sf:alpha=0.2", "--policy", "knorm",
+                    "--retention", "0:0", trace=path)
+    ret = f["retention"][:]  # [C][T][T]
+    assert list(ret[0, 3]) == [1, 0, 0, 1], ret[0]          # h2o: evicts 1 then 2
+    assert list(ret[1, 2]) == [0, 1, 1, 0], ret[1]          # a2sf: evicts 0 first
+    assert list(ret[2, 3]) == [1, 0, 0, 1], ret[2]          # knorm: highest norms 5 then 2
+    mass = f["metrics/retained_mass"][:]
+    assert abs(mass[0, 0, 0, 0] - 0.5) < 1e-6, mass[0]       # rows 2, 3 keep 0.5 each
+
+
+def prefill_and_layer_granularity():
+    f, _ = simulate("--prefill", "--budget", "50%,100%", "--policy", "h2o", "--policy", "snapkv:window=4",
+                    "--policy", "knorm", "--policy", "ideal")
+    assert f.attrs["mode"] == "prefill"
+    P = f["sequences/n_prompt"][:]
+    assert np.array_equal(f["configs/budget_tokens"][0], np.floor(0.5 * P + 0.5).astype(int))
+    mass = f["metrics/retained_mass"][:]
+    cfg = configs(f)
+    for c, (p, b) in enumerate(cfg):
+        assert np.nanmax(mass[c]) <= 1 + 1e-6 and np.nanmin(mass[c]) > 0
+    g, _ = simulate("--granularity", "layer", "--budget", "20%", "--policy", "h2o", "--policy", "a2sf",
+                    "--policy", "ideal")
+    assert g.attrs["granularity"] == "layer"
+    m = g["metrics/retained_mass"][:]
+    assert not np.isnan(m).any() and (m <= 1 + 1e-6).all()
+    assert np.nanmean(m[2]) >= np.nanmean(m[0]) and np.nanmean(m[2]) >= np.nanmean(m[1])
+
+
+def fails(args, mention, trace=TRACE):
+    out = os.path.join(workdir(), "r.h5")
+    p = run("simulate", *(trace if isinstance(trace, list) else [trace]), *args, "-o", out, check=False)
+    line = expect_clean_failure(p)
+    assert mention in line, (mention, line)
+    assert not os.path.exists(out) and not os.path.exists(out[:-3] + ".csv"), "partial results left behind"
+
+
+def bad_input():
+    fails(["--policy", "lru"], "unknown policy 'lru'")
+    fails(["--policy", "h2o:alpha=0.3"], "no parameter 'alpha'")
+    fails(["--policy", "a2sf:alpha=2"], "alpha")
+    fails(["--budget", "0"], "at least 1")
+    fails(["--budget", "5000"], "larger than sequence")
+    fails(["--budget", "ten"], "not a number")
+    fails(["--policy", "snapkv", "--budget", "10"], "no room")
+    fails(["--layers", "9"], "layer 9 does not exist")
+    fails([], "missing.h5", trace="missing.h5")
+    d = workdir()
+    no_v = os.path.join(d, "nov.h5")
+    run("record", MODEL, "--tokens", "1,403,407,261,378,432,383,286,261,376", "-o", no_v)
+    with h5py.File(no_v, "a") as f:
+        for l in range(5):
+            del f[f"sequences/0000/layers/{l:03d}/v"]
+    fails(["--budget", "4", "--policy", "h2o"], "stores no values", trace=no_v)
+    out = os.path.join(d, "ok.h5")
+    run("simulate", no_v, "--budget", "4", "--policy", "h2o", "--error-stride", "0", "-o", out)
+    partial = os.path.join(d, "partial.h5")
+    run("record", MODEL, "--tokens", "1", "--generate", "300", "--no-stop", "-o", partial,
+        env={"KVTRACE_TEST_SIGNAL": "INT:200"}, check=False)
+    fails(["--budget", "4"], "incomplete", trace=partial)
+    run("simulate", partial, "--budget", "4", "--policy", "h2o", "--allow-incomplete", "-o", out)
+    other = os.path.join(d, "other.h5")
+    run("record", MODEL, "--tokens", "1,403,407,261,378,432", "-o", other)
+    with h5py.File(other, "a") as f:
+        f.attrs["model_sha256"] = "0" * 64
+    fails(["--budget", "4"], "mismatched traces", trace=[TRACE, other])
+
+
+main({f.__name__: f for f in (full_and_whole_budget, bounds_per_row, window_monotone, threads_identical,
+                              stored_vs_recomputed, results_format, hand_built_trace,
+                              prefill_and_layer_granularity, bad_input)})
