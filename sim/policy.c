@@ -191,12 +191,12 @@ int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, i
     size_t cap = (size_t)capacity + 1;
     p->tokens = malloc(cap * sizeof *p->tokens);
     p->score = calloc(cap, sizeof *p->score);
-    p->aux = calloc(cap, sizeof *p->aux);
+    if (p->ops->uses_value_norm) p->aux = calloc(cap, sizeof *p->aux);
     if (p->ops->kind == KIND_STATIC) {
         p->token_score = calloc(cap, sizeof *p->token_score);
         p->heap = malloc(cap * sizeof *p->heap);
     }
-    if (!p->tokens || !p->score || !p->aux || (p->ops->kind == KIND_STATIC && (!p->token_score || !p->heap))) {
+    if (!p->tokens || !p->score || (p->ops->uses_value_norm && !p->aux) || (p->ops->kind == KIND_STATIC && (!p->token_score || !p->heap))) {
         policy_destroy(p);
         return kv_fail(err, "out of memory for a %d-token cache", capacity);
     }
@@ -223,7 +223,7 @@ void policy_insert(Policy *p, int token, const TokenFeatures *f)
     int slot = p->n++;
     p->tokens[slot] = token;
     p->score[slot] = 0.0f;
-    p->aux[slot] = f ? f->v_l1 : 0.0f;
+    if (p->aux) p->aux[slot] = f ? f->v_l1 : 0.0f;
     if (p->ops->enter_score) {
         float s = p->ops->enter_score(p, token, f);
         if (p->ops->kind == KIND_STATIC) p->token_score[token] = s;
@@ -247,7 +247,7 @@ static void remove_slot(Policy *p, int slot)
     size_t tail = (size_t)(p->n - slot - 1);
     memmove(p->tokens + slot, p->tokens + slot + 1, tail * sizeof *p->tokens);
     memmove(p->score + slot, p->score + slot + 1, tail * sizeof *p->score);
-    memmove(p->aux + slot, p->aux + slot + 1, tail * sizeof *p->aux);
+    if (p->aux) memmove(p->aux + slot, p->aux + slot + 1, tail * sizeof *p->aux);
     p->n--;
 }
 
@@ -263,16 +263,23 @@ static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
     if (first_recent < *lo) *hi = *lo; /* the windows overlap: nothing is free */
 }
 
+/* The lowest score in [lo, hi), the oldest slot on ties.  Two passes: a
+ * lane-wise minimum the compiler vectorises, then the first slot holding it. */
 static int lowest_score(const Policy *p, int lo, int hi)
 {
-    int best = lo;
-    float best_score = p->score[lo];
-    for (int j = lo + 1; j < hi; j++)
-        if (p->score[j] < best_score) { /* strict: ties keep the older slot */
-            best_score = p->score[j];
-            best = j;
-        }
-    return best;
+    enum { LANES = 8 };
+    const float *s = p->score;
+    float lane[LANES];
+    for (int k = 0; k < LANES; k++) lane[k] = s[lo];
+    int j = lo;
+    for (; j + LANES <= hi; j += LANES)
+        for (int k = 0; k < LANES; k++) lane[k] = s[j + k] < lane[k] ? s[j + k] : lane[k];
+    float best = lane[0];
+    for (int k = 1; k < LANES; k++) best = lane[k] < best ? lane[k] : best;
+    for (; j < hi; j++) best = s[j] < best ? s[j] : best;
+    for (j = lo; j < hi; j++)
+        if (s[j] == best) return j;
+    return lo; /* NaN scores only: unreachable with finite attention */
 }
 
 /* Static scores: tokens join the heap as they leave protection. */

@@ -63,6 +63,7 @@ typedef struct {
     PolicyKind kind;
     int uses_attention;     /* needs observed rows (else observe is skipped) */
     int needs_hindsight;    /* oracle that needs the whole trace (optimal) */
+    int uses_value_norm;    /* keeps ‖v‖₁ per held token in aux (vatp) */
     /* resolves protection (sink, recent) and allocates private state */
     int (*init)(Policy *p, KvError *err);
     void (*destroy)(Policy *p);
@@ -87,7 +88,7 @@ struct Policy {
     int n;
     int *tokens;         /* [capacity] positions held, increasing */
     float *score;        /* [capacity] per slot: lowest goes first */
-    float *aux;          /* [capacity] per slot: policy's own (vatp: ‖v‖₁) */
+    float *aux;          /* [capacity] per slot ‖v‖₁, for policies that use it (else NULL) */
     /* KIND_SCAN with decay: true score = score * scale */
     double scale;
     /* KIND_STATIC */

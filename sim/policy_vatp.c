@@ -27,5 +27,5 @@ static void vatp_observe(Policy *p, const float *r, int t)
 
 const PolicyOps POLICY_VATP = {
     .name = "vatp", .defaults = "base=h2o,alpha=0.2,recent=0.5,sink=4", .keys = "base,alpha,recent,sink",
-    .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .init = vatp_init, .observe = vatp_observe,
+    .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .uses_value_norm = 1, .init = vatp_init, .observe = vatp_observe,
 };

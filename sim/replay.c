@@ -1,5 +1,8 @@
 #include "replay.h"
 
+#include "../util/progress.h"
+#include "../util/softmax.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -52,6 +55,7 @@ typedef struct {
     float *group_row;     /* [T] Σ_h a_t^h */
     float *select;        /* [T] scratch for top-B selection */
     int *budgets;         /* distinct budgets */
+    int *ideal_every_row; /* [n_budgets] an `ideal` config needs this budget's set on every row */
     int n_budgets;
     uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set */
     float *observed;      /* [T] r_t over held tokens */
@@ -64,16 +68,7 @@ typedef struct {
 
 static void causal_softmax_rows(float *rows, long ld, int t0, int n)
 {
-    for (int r = 0; r < n; r++) {
-        float *row = rows + r * ld;
-        int len = t0 + r + 1;
-        float max = row[0];
-        for (int i = 1; i < len; i++) max = row[i] > max ? row[i] : max;
-        double sum = 0;
-        for (int i = 0; i < len; i++) sum += row[i] = expf(row[i] - max);
-        float inv = (float)(1.0 / sum);
-        for (int i = 0; i < len; i++) row[i] *= inv;
-    }
+    for (int r = 0; r < n; r++) softmax_inplace(rows + r * ld, t0 + r + 1);
 }
 
 /* Full attention rows t0..t0+n-1 of every head of the unit into x->block. */
@@ -180,8 +175,12 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
     double mean_mass = 0;
     for (int h = 0; h < u->n_heads; h++) {
         const float *a = row_of(x, h, r);
-        double m = 0;
-        for (int j = 0; j < n; j++) m += a[held[j]];
+        double part[4] = {0, 0, 0, 0}; /* four chains: the gather-add is latency bound */
+        int j = 0;
+        for (; j + 4 <= n; j += 4)
+            for (int k = 0; k < 4; k++) part[k] += a[held[j + k]];
+        for (; j < n; j++) part[0] += a[held[j]];
+        double m = (part[0] + part[1]) + (part[2] + part[3]);
         if (m < MIN_MASS) m = MIN_MASS;
         float inv = (float)(1.0 / m);
         if (observed) {
@@ -194,12 +193,12 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
         res->mass[h] += m;
         res->kl[h] += -log(m) + 0.0; /* no "-0" for a full cache */
         mean_mass += m;
-        if (error_row) res->error[h] += output_error(x, h, r, held, n, inv);
+        if (error_row && u->v) res->error[h] += output_error(x, h, r, held, n, inv);
     }
     if (reported) {
         res->curve[t] = (float)(mean_mass / u->n_heads);
         res->rows++;
-        res->error_rows += error_row;
+        res->sampled_rows += error_row;
     }
 }
 
@@ -232,7 +231,7 @@ static void step_policy(Replay *x, int c, int t, int r, int error_row)
     policy_insert(p, t, &f);
     if (t >= P) evict_to_budget(x, c, t);
     int reported = t >= replay_first_reported(x->opt, x->cfg[c].budget, u->T);
-    if (reported) {
+    if (reported && error_row) {
         int b = budget_index(x, x->cfg[c].budget);
         const uint8_t *flags = x->ideal + (size_t)b * u->T;
         int overlap = 0;
@@ -254,7 +253,7 @@ static void step_ideal(Replay *x, int c, int t, int r, int error_row)
     int n = 0;
     for (int i = 0; i <= t; i++)
         if (flags[i]) x->ideal_tokens[n++] = i;
-    if (reported)
+    if (reported && error_row)
         for (int h = 0; h < u->n_heads; h++) x->out[c].overlap[h] += 1.0;
     attend_held(x, c, t, r, x->ideal_tokens, n, reported, error_row && reported, NULL);
     record_retention(x, c, t, x->ideal_tokens, n);
@@ -263,17 +262,18 @@ static void step_ideal(Replay *x, int c, int t, int r, int error_row)
 static void step_row(Replay *x, int t, int r)
 {
     const UnitData *u = x->u;
-    int stride = x->opt->error_stride, error_row = 0;
-    memset(x->group_row, 0, (size_t)(t + 1) * sizeof(float));
-    for (int h = 0; h < u->n_heads; h++) {
-        const float *a = row_of(x, h, r);
-        for (int i = 0; i <= t; i++) x->group_row[i] += a[i];
+    int stride = x->opt->error_stride, error_row = stride > 0 && t % stride == 0, need_ideal = error_row;
+    for (int b = 0; b < x->n_budgets; b++) need_ideal |= x->ideal_every_row[b];
+    if (error_row && u->v) full_outputs(x, t, r);
+    if (need_ideal) { /* the ideal sets rank the group sum of the heads' rows */
+        memset(x->group_row, 0, (size_t)(t + 1) * sizeof(float));
+        for (int h = 0; h < u->n_heads; h++) {
+            const float *a = row_of(x, h, r);
+            for (int i = 0; i <= t; i++) x->group_row[i] += a[i];
+        }
     }
-    for (int b = 0; b < x->n_budgets; b++) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
-    if (stride > 0 && u->v && t % stride == 0) {
-        error_row = 1;
-        full_outputs(x, t, r);
-    }
+    for (int b = 0; b < x->n_budgets; b++)
+        if (error_row || x->ideal_every_row[b]) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
     for (int c = 0; c < x->n_cfg; c++) {
         if (x->pol[c].ops->kind == KIND_IDEAL) step_ideal(x, c, t, r, error_row);
         else step_policy(x, c, t, r, error_row);
@@ -320,16 +320,19 @@ static int setup(Replay *x, KvError *err)
     x->group_row = malloc(T * sizeof(float));
     x->select = malloc(T * sizeof(float));
     x->budgets = malloc((size_t)x->n_cfg * sizeof(int));
+    x->ideal_every_row = calloc((size_t)x->n_cfg, sizeof(int));
     x->ideal = malloc((size_t)x->n_cfg * T);
     x->observed = malloc((T + 1) * sizeof(float));
     x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
     x->held_out = malloc((size_t)u->d * sizeof(float));
     x->ideal_tokens = malloc(T * sizeof(int));
-    if (!x->pol || !x->block || !x->group_row || !x->select || !x->budgets || !x->ideal || !x->observed ||
+    if (!x->pol || !x->block || !x->group_row || !x->select || !x->budgets || !x->ideal_every_row || !x->ideal || !x->observed ||
         !x->full_out || !x->held_out || !x->ideal_tokens)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int c = 0; c < x->n_cfg; c++) {
         if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
+        if (policy_lookup(x->cfg[c].spec.name)->kind == KIND_IDEAL)
+            x->ideal_every_row[budget_index(x, x->cfg[c].budget)] = 1;
         if (policy_create(&x->pol[c], &x->cfg[c].spec, x->cfg[c].budget, u->T, u->layer, u->unit, err))
             return -1;
     }
@@ -340,20 +343,24 @@ static void teardown(Replay *x)
 {
     for (int c = 0; x->pol && c < x->n_cfg; c++)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
-    free(x->pol); free(x->block); free(x->group_row); free(x->select); free(x->budgets); free(x->ideal);
+    free(x->pol); free(x->block); free(x->group_row); free(x->select); free(x->budgets); free(x->ideal_every_row); free(x->ideal);
     free(x->observed); free(x->full_out); free(x->held_out); free(x->ideal_tokens);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
-                ReplayResult *out, KvError *err)
+                ReplayResult *out, double *attention_seconds, KvError *err)
 {
     Replay x = {.u = u, .cfg = cfg, .n_cfg = n_cfg, .opt = opt, .out = out};
     int rc = setup(&x, err);
+    double in_attention = 0;
     for (int t0 = 0; t0 < u->T && rc == 0; t0 += x.rb) {
         int n = u->T - t0 < x.rb ? u->T - t0 : x.rb;
+        double start = kv_now_seconds();
         rc = attention_block(&x, t0, n, err);
+        in_attention += kv_now_seconds() - start;
         for (int r = 0; r < n && rc == 0; r++) step_row(&x, t0 + r, r);
     }
     teardown(&x);
+    if (attention_seconds) *attention_seconds = in_attention;
     return rc;
 }

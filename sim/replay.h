@@ -37,14 +37,15 @@ typedef struct {
 
 typedef struct {
     int n_prompt;       /* prefill mode: P >= 1; 0 = streaming mode */
-    int error_stride;   /* output error on every stride-th reported row; 0 = none */
+    int error_stride;   /* output error and ideal overlap on rows t % stride == 0; 0 = none */
     int row_block;      /* rows per attention block (default 64) */
     int retention;      /* record which tokens are held at each step */
 } ReplayOptions;
 
 typedef struct {
-    double *mass, *kl, *error, *overlap; /* [n_heads] sums over reported rows */
-    long rows, error_rows;
+    double *mass, *kl;  /* [n_heads] sums over reported rows */
+    double *error, *overlap; /* [n_heads] sums over sampled rows (the error stride) */
+    long rows, sampled_rows;
     long *evict_age;    /* [T] evictions by age t - i */
     float *curve;       /* [T] mean over heads of the retained mass; NaN where not reported */
     uint8_t *retention; /* [T][T] 1 = token i held at step t, or NULL */
@@ -58,7 +59,9 @@ void replay_result_free(ReplayResult *r);
  * equals the full cache), rather than none. */
 int replay_first_reported(const ReplayOptions *opt, int budget, int T);
 
+/* attention_seconds (may be NULL) receives the time spent computing or
+ * reading attention, so throughput can be split into attention and replay. */
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
-                ReplayResult *out, KvError *err);
+                ReplayResult *out, double *attention_seconds, KvError *err);
 
 #endif

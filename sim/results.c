@@ -67,7 +67,9 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
         h5_attr_write_str(f, "granularity", opt->layer_granularity ? "layer" : "kv_head") ||
         h5_attr_write_int(f, "error_stride", opt->error_stride) || h5_attr_write_str(f, "created", created) ||
         h5_attr_write_str(f, "command", opt->command_line ? opt->command_line : "") ||
-        h5_attr_write_str(f, "kvtrace_version", KVTRACE_VERSION) || h5_attr_write_double(f, "seconds", r->seconds))
+        h5_attr_write_str(f, "kvtrace_version", KVTRACE_VERSION) || h5_attr_write_double(f, "seconds", r->seconds) ||
+        h5_attr_write_double(f, "cpu_seconds_attention", r->cpu_attention) ||
+        h5_attr_write_double(f, "cpu_seconds_replay", r->cpu_replay) || h5_attr_write_int(f, "entries", r->entries))
         return -1;
     hid_t g = H5Gcreate2(f, "configs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t dc[1] = {(hsize_t)C}, dcs[2] = {(hsize_t)C, (hsize_t)S};

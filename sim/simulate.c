@@ -232,6 +232,7 @@ typedef struct {
     int *heads;
     StoredAttention stored;
     ReplayResult *results;   /* [C] */
+    double seconds, attention_seconds;
     int failed;
     KvError err;
 } UnitJob;
@@ -260,7 +261,10 @@ static void *worker(void *arg)
         UnitJob *job = &pool->jobs[j];
         if (!cfg) { job->failed = 1; kv_fail(&job->err, "out of memory"); continue; }
         for (int c = 0; c < pool->n_configs; c++) cfg[c] = pool->configs[(long)c * pool->config_stride];
-        job->failed = replay_unit(&job->data, cfg, pool->n_configs, &pool->ropt, job->results, &job->err) != 0;
+        double start = kv_now_seconds();
+        job->failed = replay_unit(&job->data, cfg, pool->n_configs, &pool->ropt, job->results,
+                                  &job->attention_seconds, &job->err) != 0;
+        job->seconds = kv_now_seconds() - start;
         pthread_mutex_lock(&pool->lock);
         progress_update(pool->progress, ++*pool->done, pool->total, "units");
         pthread_mutex_unlock(&pool->lock);
@@ -364,6 +368,10 @@ static void reduce_layer(const Plan *plan, SimResults *res, Accumulators *acc, c
                          int s, int layer)
 {
     int L = res->n_layers, H = res->n_heads, S = res->n_sequences, maxT = res->max_T, T = plan->seq_info[s].n_tokens;
+    for (int u = 0; u < n_jobs; u++) {
+        res->cpu_attention += jobs[u].attention_seconds;
+        res->cpu_replay += jobs[u].seconds - jobs[u].attention_seconds;
+    }
     for (int u = 0; u < n_jobs; u++)
         for (int c = 0; c < plan->n_configs; c++) {
             const ReplayResult *r = &jobs[u].results[c];
@@ -371,8 +379,8 @@ static void reduce_layer(const Plan *plan, SimResults *res, Accumulators *acc, c
                 size_t at = (((size_t)c * S + s) * L + layer) * H + jobs[u].heads[i];
                 res->mass[at] = safe_div(r->mass[i], r->rows);
                 res->kl[at] = safe_div(r->kl[i], r->rows);
-                res->error[at] = safe_div(r->error[i], r->error_rows);
-                res->overlap[at] = safe_div(r->overlap[i], r->rows);
+                res->error[at] = safe_div(r->error[i], r->sampled_rows);
+                res->overlap[at] = safe_div(r->overlap[i], r->sampled_rows);
             }
             for (int t = 0; t < T; t++) {
                 res->evict_age[(size_t)c * maxT + t] += r->evict_age[t];
@@ -461,7 +469,7 @@ static int run_sequence(const SimOptions *opt, const Plan *plan, SimResults *res
             Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = plan->configs + s, .config_stride = plan->n_seq,
                          .n_configs = plan->n_configs, .progress = progress, .done = done, .total = total,
                          .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0,
-                                  .error_stride = values ? opt->error_stride : 0}};
+                                  .error_stride = opt->error_stride}};
             rc = run_pool(&pool, opt->threads, err);
             if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
         }

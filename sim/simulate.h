@@ -54,8 +54,10 @@ typedef struct {
     float *curve;                 /* [C][S][max_T] mean over simulated units */
     uint8_t *retention;           /* [C][T0][T0] or NULL */
     int retention_T;
-    double seconds;
-    long long entries;            /* cache entries scored (held tokens × steps × units × configs) */
+    double seconds;               /* wall clock */
+    double cpu_attention;         /* thread-seconds computing or reading attention */
+    double cpu_replay;            /* thread-seconds in the replay proper (policies and metrics) */
+    long long entries;            /* cache entries scored: held tokens × steps × units × configs */
 } SimResults;
 
 int parse_budget(const char *text, BudgetSpec *b, KvError *err);

@@ -62,7 +62,7 @@ static void replay_one(HandUnit *h, const char *policy, int budget, ReplayResult
     ReplayOptions opt = {.n_prompt = prefill, .retention = 1};
     KvError err;
     replay_result_alloc(res, 1, h->unit.T, 1);
-    CHECK(replay_unit(&h->unit, &c, 1, &opt, res, &err) == 0, "%s: %s", policy, err.msg);
+    CHECK(replay_unit(&h->unit, &c, 1, &opt, res, NULL, &err) == 0, "%s: %s", policy, err.msg);
 }
 
 static int held(const ReplayResult *r, int T, int t, int token) { return r->retention[(long)t * T + token]; }
@@ -304,8 +304,8 @@ static void output_error(void)
     ReplayResult r;
     KvError err;
     replay_result_alloc(&r, 1, 3, 0);
-    CHECK(replay_unit(&h.unit, &c, 1, &opt, &r, &err) == 0, "%s", err.msg);
-    CHECK(r.error_rows == 1 && fabs(r.error[0] - 1.0) < 1e-6, "error %g over %ld rows", r.error[0], r.error_rows);
+    CHECK(replay_unit(&h.unit, &c, 1, &opt, &r, NULL, &err) == 0, "%s", err.msg);
+    CHECK(r.sampled_rows == 1 && fabs(r.error[0] - 1.0) < 1e-6, "error %g over %ld rows", r.error[0], r.sampled_rows);
     replay_result_free(&r);
 }
 

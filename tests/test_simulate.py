@@ -74,7 +74,7 @@ def window_monotone():
 
 def threads_identical():
     args = ["--budget", "10%,30%", "--policy", "h2o", "--policy", "a2sf", "--policy", "random",
-            "--policy", "optimal", "--policy", "snapkv:window=4"]
+            "--policy", "optimal", "--policy", "snapkv:window=4", "--layers", "1,3"]
     f1, _ = simulate(*args, "--threads", "1")
     f2, _ = simulate(*args, "--threads", "2")
     f3, _ = simulate(*args, "--threads", "3")

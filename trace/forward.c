@@ -1,5 +1,7 @@
 #include "forward.h"
 
+#include "../util/softmax.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -99,6 +101,11 @@ static void causal_softmax(float *scores, int ld, int n, int pos0, const uint8_t
     for (int r = 0; r < n; r++) {
         float *row = scores + (size_t)r * ld;
         int len = pos0 + r + 1;
+        if (!keep) {
+            softmax_inplace(row, len);
+            for (int i = len; i < pos0 + n; i++) row[i] = 0.0f;
+            continue;
+        }
         float max = -INFINITY;
         for (int i = 0; i < len; i++)
             if ((!keep || keep[i] || i == len - 1) && row[i] > max) max = row[i];

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant.h"
+
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 static hid_t vlen_utf8(void)
@@ -231,4 +233,24 @@ int h5_read_all(hid_t loc, const char *name, hid_t mem_type, void *out, size_t n
     herr_t rc = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
     H5Dclose(d);
     return rc < 0 ? -1 : 0;
+}
+
+int h5_read_floats(hid_t loc, const char *name, float *out, size_t n)
+{
+    if (!h5_exists(loc, name)) return -1;
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return -1;
+    hid_t t = H5Dget_type(d);
+    int half = t >= 0 && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 2;
+    if (t >= 0) H5Tclose(t);
+    H5Dclose(d);
+    if (!half) return h5_read_all(loc, name, H5T_NATIVE_FLOAT, out, n);
+    /* read the raw halves into the second half of out, then widen in place from the front */
+    uint16_t *raw = (uint16_t *)(out + n) - n;
+    hid_t f16 = h5_float16_type();
+    int rc = f16 >= 0 ? h5_read_all(loc, name, f16, raw, n) : -1;
+    if (f16 >= 0) H5Tclose(f16);
+    if (rc) return -1;
+    for (size_t i = 0; i < n; i++) out[i] = fp16_to_float(raw[i]);
+    return 0;
 }

@@ -42,6 +42,10 @@ int h5_dataset_shape(hid_t loc, const char *name, int *rank, hsize_t dims[8]);
 /* Reads a whole dataset converted to mem_type when its element count is n. */
 int h5_read_all(hid_t loc, const char *name, hid_t mem_type, void *out, size_t n);
 
+/* Reads a whole float dataset (float32, float64 or IEEE float16) into n
+ * floats; float16 is converted here, not by HDF5's slow generic conversion. */
+int h5_read_floats(hid_t loc, const char *name, float *out, size_t n);
+
 int h5_exists(hid_t loc, const char *path);
 
 #endif

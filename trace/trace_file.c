@@ -545,7 +545,7 @@ int trace_read_floats(const TraceReader *r, int seq, const char *name, float *ou
 {
     char path[256];
     seq_path(path, sizeof path, seq, name);
-    if (h5_read_all((hid_t)r->file, path, H5T_NATIVE_FLOAT, out, n))
+    if (h5_read_floats((hid_t)r->file, path, out, n))
         return kv_fail(err, "%s: cannot read %s (missing, wrong size or corrupt)", r->path, path);
     return 0;
 }
