@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../sim/simulate.h"
 #include "../trace/recorder.h"
 #include "cli.h"
 
@@ -14,7 +15,41 @@ static const char DEMO_HELP[] =
     "\n"
     "Records traces of the prompts in traces/prompts.txt from MODEL (default: $KVTRACE_MODEL,\n"
     "models/stories260K.gguf, or ../shared/models/stories260K.gguf), or, when no model is found,\n"
-    "uses the committed traces/stories260K.h5; writes everything into DIR (default demo-out).\n";
+    "uses the committed traces/stories260K.h5; replays them under every policy at 10%, 20% and 40%\n"
+    "budgets; writes everything into DIR (default demo-out).\n";
+
+/* Every registered policy (snapkv with a window that fits small budgets). */
+static int demo_simulate(const char *trace, const char *dir)
+{
+    static const char *names[] = {"full", "window", "streaming", "h2o", "a2sf", "vatp", "knorm", "tova",
+                                  "snapkv:window=8", "random", "ideal", "optimal"};
+    enum { N_POLICIES = sizeof names / sizeof names[0] };
+    PolicySpec policies[N_POLICIES];
+    BudgetSpec budgets[3];
+    KvError err;
+    const char *budget_text[3] = {"10%", "20%", "40%"};
+    for (int i = 0; i < N_POLICIES; i++)
+        if (policy_parse(names[i], &policies[i], &err)) return cli_error("demo", err.msg);
+    for (int i = 0; i < 3; i++)
+        if (parse_budget(budget_text[i], &budgets[i], &err)) return cli_error("demo", err.msg);
+    const char *traces[1] = {trace};
+    SimOptions opt = {.traces = traces, .n_traces = 1, .policies = policies, .n_policies = N_POLICIES,
+                      .budgets = budgets, .n_budgets = 3, .error_stride = 1, .threads = 2,
+                      .retention_layer = -1, .retention_unit = -1, .command_line = "kvtrace demo"};
+    char results[1024], csv[1024];
+    snprintf(results, sizeof results, "%s/results.h5", dir);
+    snprintf(csv, sizeof csv, "%s/results.csv", dir);
+    SimResults res;
+    if (simulate_run(&opt, &res, &err)) return cli_error("demo", err.msg);
+    int rc = sim_write_hdf5(&res, &opt, results, &err) || sim_write_csv(&res, csv, &err);
+    if (rc == 0) {
+        printf("\nsimulated %d configurations over %d sequences in %.1f s -> %s, %s\n\n", res.n_configs,
+               res.n_sequences, res.seconds, results, csv);
+        sim_print_table(&res, stdout);
+    }
+    sim_results_free(&res);
+    return rc ? cli_error("demo", err.msg) : 0;
+}
 
 static const char *find_model(const char *given)
 {
@@ -78,5 +113,7 @@ int cmd_demo(int argc, char **argv)
         printf("no model found (see scripts/get-model); using the committed %s\n", trace);
     }
     char *info_argv[] = {"info", trace, NULL};
-    return cmd_info(2, info_argv);
+    int rc = cmd_info(2, info_argv);
+    if (rc != 0) return rc;
+    return demo_simulate(trace, dir);
 }

@@ -191,7 +191,7 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
         }
         if (!reported) continue;
         res->mass[h] += m;
-        res->kl[h] += -log(m) + 0.0; /* no "-0" for a full cache */
+        res->kl[h] += m < 1.0 ? -log(m) : 0.0; /* a full cache may sum to 1 + rounding */
         mean_mass += m;
         if (error_row && u->v) res->error[h] += output_error(x, h, r, held, n, inv);
     }
