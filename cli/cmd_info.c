@@ -16,7 +16,6 @@ static const char INFO_HELP[] =
 static void print_sequence(const TraceReader *r, int s, const TraceSeqInfo *si)
 {
     KvError err;
-    int *tokens = malloc((size_t)(si->n_tokens ? si->n_tokens : 1) * sizeof *tokens);
     char **pieces = trace_read_pieces(r, s, si->n_tokens, &err);
     char preview[80] = "";
     size_t used = 0;
@@ -29,7 +28,6 @@ static void print_sequence(const TraceReader *r, int s, const TraceSeqInfo *si)
     printf("  %4d  %6d  %6d  %6d  %-8s  %s\n", s, si->n_tokens, si->n_prompt, si->n_tokens - si->n_prompt,
            si->complete ? "yes" : "NO", preview);
     trace_free_pieces(pieces, si->n_tokens);
-    free(tokens);
 }
 
 static int info_one(const char *path)

@@ -159,7 +159,9 @@ int cmd_record(int argc, char **argv)
     Model m;
     KvError err;
     if (model_load(&m, a.model, a.tokenizer, &err)) return cli_error("record", err.msg);
-    if (!m.has_tokenizer) fprintf(stderr, "kvtrace record: note: no usable tokenizer (%s)\n", m.tokenizer_note);
+    if (!m.has_tokenizer && a.tokens) /* text prompts fail below with the reason instead */
+        fprintf(stderr, "kvtrace record: note: no usable tokenizer, recording ids without pieces (%s)\n",
+                m.tokenizer_note);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);

@@ -158,4 +158,27 @@ def overwrite():
     assert os.listdir(d) == ["t.h5"], os.listdir(d)
 
 
-main({f.__name__: f for f in (greedy200, h5py_readback, half, prompt_file_and_info, interrupted, killed, overwrite)})
+def foreign_tokenizer():
+    """A GGUF whose tokenizer kvtrace cannot handle (here: a BPE 'gpt2' model
+    name) refuses text prompts clearly and still records from token ids."""
+    data = bytearray(open(MODEL, "rb").read())
+    at = data.find(b"tokenizer.ggml.model")
+    assert at > 0
+    value = at + len(b"tokenizer.ggml.model") + 4 + 8  # type u32, then the string's u64 length
+    assert data[value:value + 5] == b"llama"
+    data[value:value + 5] = b"gpt2x"
+    d = workdir()
+    model = os.path.join(d, "bpe.gguf")
+    open(model, "wb").write(data)
+    out = os.path.join(d, "t.h5")
+    p = run("record", model, "--prompt", "Once upon a time", "-o", out, check=False)
+    line = expect_clean_failure(p, must_mention="--tokens")
+    assert "gpt2x" in line, line
+    p = run("record", model, "--tokens", "1,403,407,261", "--generate", "5", "-o", out)
+    assert "no usable tokenizer" in p.stderr.decode()
+    with h5py.File(out) as f:
+        assert list(f["sequences/0000/tokens"][:4]) == [1, 403, 407, 261]
+        assert f["sequences/0000/tokens"].shape == (9,)
+
+
+main({f.__name__: f for f in (foreign_tokenizer, greedy200, h5py_readback, half, prompt_file_and_info, interrupted, killed, overwrite)})

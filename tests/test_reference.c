@@ -4,7 +4,7 @@
  * copies of the GGUF written here.
  *
  * usage: test_reference CASE MODEL.gguf GOLDEN.h5 WORKDIR
- *   CASE: tokenizer | forward | forward-stepwise | llama2c | f16 | q8_0 */
+ *   CASE: tokenizer | forward | forward-stepwise | llama2c | f16 | q8_0 | q4_0 */
 #include <hdf5.h>
 #include <stdint.h>
 #include <string.h>
@@ -222,6 +222,30 @@ static void write_converted_gguf(const char *src_path, const char *dst_path, uin
     gguf_close(&f);
 }
 
+/* 4-bit weights move a 260K-parameter model's logits a lot: the check is
+ * that the file loads as Q4_0, runs, and still predicts like the original. */
+static void q4_check(const char *path, const Golden *g)
+{
+    Model m;
+    KvError err;
+    CHECK(model_load(&m, path, NULL, &err) == 0, "%s", err.msg);
+    CHECK(!strcmp(m.weight_type, "Q4_0"), "weight type %s", m.weight_type);
+    ForwardState s;
+    CHECK(forward_state_init(&s, &m.cfg, g->T, g->T, &err) == 0, "%s", err.msg);
+    float *logits = malloc((size_t)g->T * g->V * sizeof(float));
+    CHECK(forward_block(&m, &s, g->tokens, g->T, 0, logits, NULL, NULL, &err) == 0, "%s", err.msg);
+    double e = rel_max_error(logits, g->logits, (size_t)g->T * g->V);
+    int agree = 0;
+    for (int t = 0; t < g->T; t++)
+        agree += argmax(logits + (size_t)t * g->V, g->V) == argmax(g->logits + (size_t)t * g->V, g->V);
+    printf("%s: relative max logit error %.2e, top-1 agrees on %d of %d positions\n", path, e, agree, g->T);
+    CHECK(e < 0.3, "logits error %g", e);
+    CHECK(agree >= g->T * 3 / 4, "top-1 agrees on %d of %d", agree, g->T);
+    free(logits);
+    forward_state_free(&s);
+    model_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5) {
@@ -263,6 +287,10 @@ int main(int argc, char **argv)
         CHECK(m.has_tokenizer && !strcmp(m.format, "llama2c"), "llama2c model without tokenizer");
         if (m.has_tokenizer) check_tokenizer_cases(&m.tokenizer, golden_path);
         model_free(&m);
+    } else if (!strcmp(what, "q4_0")) {
+        snprintf(a, sizeof a, "%s/stories260K-q4_0.gguf", work);
+        write_converted_gguf(model, a, GGML_Q4_0);
+        q4_check(a, &g);
     } else if (!strcmp(what, "f16") || !strcmp(what, "q8_0")) {
         int f16 = !strcmp(what, "f16");
         snprintf(a, sizeof a, "%s/stories260K-%s.gguf", work, what);

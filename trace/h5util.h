@@ -33,7 +33,7 @@ hid_t h5_create_growable(hid_t loc, const char *name, hid_t file_type, int rank,
 /* Grows axis 0 to row0+nrows and writes nrows rows from buf. */
 int h5_append_rows(hid_t dset, hid_t mem_type, hsize_t row0, hsize_t nrows, const void *buf);
 
-/* Creates and fills a small fixed-size dataset (deflated when chunk != NULL). */
+/* Creates and fills a small fixed-size (contiguous) dataset. */
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank, const hsize_t *dims,
                    const void *buf);
 

@@ -151,8 +151,7 @@ static int sequence_tokens(const Model *m, const RecordOptions *opt, int i, int 
         memcpy(ids, opt->token_ids, (size_t)n * sizeof *ids);
     } else {
         if (!m->has_tokenizer)
-            return kv_fail(err, "%s: cannot encode a text prompt: %s (use --tokens with ids)", m->path,
-                           m->tokenizer_note);
+            return kv_fail(err, "cannot encode a text prompt: %s (use --tokens with ids)", m->tokenizer_note);
         if (tokenizer_encode(&m->tokenizer, opt->prompts[i], &ids, &n, err)) return -1;
     }
     int total = n + opt->generate;
