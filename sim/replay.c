@@ -59,6 +59,7 @@ typedef struct {
     int n_budgets;
     uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set */
     float *observed;      /* [T] r_t over held tokens */
+    float *gathered;      /* [T] one head's attention on the held tokens */
     float *full_out;      /* [n_heads][d] o_t with the full cache */
     float *held_out;      /* [d] õ_t */
     int *ideal_tokens;    /* [T] scratch: the ideal set as a token list */
@@ -175,19 +176,20 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
     double mean_mass = 0;
     for (int h = 0; h < u->n_heads; h++) {
         const float *a = row_of(x, h, r);
+        float *g = x->gathered;
         double part[4] = {0, 0, 0, 0}; /* four chains: the gather-add is latency bound */
         int j = 0;
         for (; j + 4 <= n; j += 4)
-            for (int k = 0; k < 4; k++) part[k] += a[held[j + k]];
-        for (; j < n; j++) part[0] += a[held[j]];
+            for (int k = 0; k < 4; k++) part[k] += g[j + k] = a[held[j + k]];
+        for (; j < n; j++) part[0] += g[j] = a[held[j]];
         double m = (part[0] + part[1]) + (part[2] + part[3]);
         if (m < MIN_MASS) m = MIN_MASS;
         float inv = (float)(1.0 / m);
-        if (observed) {
+        if (observed) { /* contiguous from here on: these loops vectorise */
             if (h == 0)
-                for (int j = 0; j < n; j++) observed[j] = a[held[j]] * inv;
+                for (j = 0; j < n; j++) observed[j] = g[j] * inv;
             else
-                for (int j = 0; j < n; j++) observed[j] += a[held[j]] * inv;
+                for (j = 0; j < n; j++) observed[j] += g[j] * inv;
         }
         if (!reported) continue;
         res->mass[h] += m;
@@ -323,10 +325,11 @@ static int setup(Replay *x, KvError *err)
     x->ideal_every_row = calloc((size_t)x->n_cfg, sizeof(int));
     x->ideal = malloc((size_t)x->n_cfg * T);
     x->observed = malloc((T + 1) * sizeof(float));
+    x->gathered = malloc((T + 1) * sizeof(float));
     x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
     x->held_out = malloc((size_t)u->d * sizeof(float));
     x->ideal_tokens = malloc(T * sizeof(int));
-    if (!x->pol || !x->block || !x->group_row || !x->select || !x->budgets || !x->ideal_every_row || !x->ideal || !x->observed ||
+    if (!x->pol || !x->block || !x->group_row || !x->select || !x->budgets || !x->ideal_every_row || !x->ideal || !x->observed || !x->gathered ||
         !x->full_out || !x->held_out || !x->ideal_tokens)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int c = 0; c < x->n_cfg; c++) {
@@ -344,7 +347,7 @@ static void teardown(Replay *x)
     for (int c = 0; x->pol && c < x->n_cfg; c++)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
     free(x->pol); free(x->block); free(x->group_row); free(x->select); free(x->budgets); free(x->ideal_every_row); free(x->ideal);
-    free(x->observed); free(x->full_out); free(x->held_out); free(x->ideal_tokens);
+    free(x->observed); free(x->gathered); free(x->full_out); free(x->held_out); free(x->ideal_tokens);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
