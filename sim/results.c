@@ -140,8 +140,7 @@ static void cell_stats(const SimResults *r, const double *a, int c, int l, int h
         sum2 += v * v;
         (*n)++;
     }
-    *mean = *n ? sum / *n : NAN;
-    *std = *n > 1 ? sqrt(fmax(0, (sum2 - sum * sum / *n) / (*n - 1))) : 0;
+    mean_and_std(sum, sum2, *n, mean, std);
 }
 
 static double mean_budget(const SimResults *r, int c)

@@ -562,6 +562,11 @@ void sim_overall(const SimResults *res, int config, int metric, double *mean, do
         sum2 += v * v;
         n++;
     }
+    mean_and_std(sum, sum2, n, mean, std);
+}
+
+void mean_and_std(double sum, double sum2, int n, double *mean, double *std)
+{
     *mean = n ? sum / n : NAN;
     *std = n > 1 ? sqrt(fmax(0, (sum2 - sum * sum / n) / (n - 1))) : (n ? 0 : NAN);
 }

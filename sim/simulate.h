@@ -67,6 +67,9 @@ int resolve_budget(const BudgetSpec *b, int n);
 int simulate_run(const SimOptions *opt, SimResults *res, KvError *err);
 void sim_results_free(SimResults *res);
 
+/* Mean and sample standard deviation from running sums (NaN mean when n = 0). */
+void mean_and_std(double sum, double sum2, int n, double *mean, double *std);
+
 /* Per-config overall means over heads and layers, then mean and standard
  * deviation over sequences; metric 0..3 = mass, kl, error, overlap. */
 void sim_overall(const SimResults *res, int config, int metric, double *mean, double *std);
