@@ -1,7 +1,8 @@
 #include "replay.h"
 
 #include "../util/progress.h"
-#include "../util/softmax.h"
+#include "../util/select.h"
+#include "../trace/trace_layer.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -67,11 +68,6 @@ typedef struct {
 
 /* ---------------------------------------------------------------- attention */
 
-static void causal_softmax_rows(float *rows, long ld, int t0, int n)
-{
-    for (int r = 0; r < n; r++) softmax_inplace(rows + r * ld, t0 + r + 1);
-}
-
 /* Full attention rows t0..t0+n-1 of every head of the unit into x->block. */
 static int attention_block(Replay *x, int t0, int n, KvError *err)
 {
@@ -83,10 +79,7 @@ static int attention_block(Replay *x, int t0, int n, KvError *err)
             if (u->read_attention(u->read_ctx, h, t0, n, dst, ld, err)) return -1;
             continue;
         }
-        float scale = 1.0f / sqrtf((float)u->d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, t0 + n, u->d, scale, u->q[h] + (size_t)t0 * u->d,
-                    u->d, u->k[h], u->d, 0.0f, dst, (int)ld);
-        causal_softmax_rows(dst, ld, t0, n);
+        attention_rows(u->q[h], u->k[h], u->d, t0, n, dst, ld);
     }
     return 0;
 }
@@ -95,39 +88,10 @@ static const float *row_of(const Replay *x, int h, int r) { return x->block + ((
 
 /* ---------------------------------------------------------------- ideal sets */
 
-/* k-th largest (0-based) of v[0..n) by quickselect; v is scrambled. */
-static float kth_largest(float *v, int n, int k)
-{
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = v[(lo + hi) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] > pivot) i++;
-            while (v[j] < pivot) j--;
-            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return v[k];
-    }
-    return v[k];
-}
-
 /* Marks the B tokens of highest group attention in row t (ties: oldest). */
 static void ideal_set(Replay *x, int t, int budget, uint8_t *flags)
 {
-    int len = t + 1;
-    if (len <= budget) {
-        memset(flags, 1, (size_t)len);
-        return;
-    }
-    memcpy(x->select, x->group_row, (size_t)len * sizeof(float));
-    float threshold = kth_largest(x->select, len, budget - 1);
-    int taken = 0;
-    for (int i = 0; i < len; i++) taken += flags[i] = x->group_row[i] > threshold;
-    for (int i = 0; i < len && taken < budget; i++)
-        if (x->group_row[i] == threshold) { flags[i] = 1; taken++; }
+    top_k_flags(x->group_row, t + 1, budget, x->select, flags);
 }
 
 static int budget_index(const Replay *x, int budget)

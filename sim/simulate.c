@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../trace/trace_file.h"
+#include "../trace/trace_layer.h"
 #include "../util/progress.h"
 #include "replay.h"
 
@@ -149,64 +150,6 @@ static void plan_free(Plan *plan)
 }
 
 /* ---------------------------------------------------------------- one layer */
-
-typedef struct {
-    int T, H, KV, d;
-    float *q, *k, *v;          /* per head: [H][T][d], [KV][T][d] */
-    float *k_norm, *v_l1;      /* [KV][T] */
-    float *unit_k_norm, *unit_v_l1; /* [units][T] unit features */
-} LayerData;
-
-static void layer_free(LayerData *ld)
-{
-    free(ld->q); free(ld->k); free(ld->v); free(ld->k_norm); free(ld->v_l1);
-    free(ld->unit_k_norm); free(ld->unit_v_l1);
-    memset(ld, 0, sizeof *ld);
-}
-
-/* [T][heads][d] -> [heads][T][d] */
-static void by_head(const float *src, float *dst, int T, int heads, int d)
-{
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < heads; h++)
-            memcpy(dst + ((size_t)h * T + t) * d, src + ((size_t)t * heads + h) * d, (size_t)d * sizeof(float));
-}
-
-static int load_layer(const TraceReader *r, int seq, int layer, const TraceSeqInfo *info, int values,
-                      LayerData *ld, KvError *err)
-{
-    const TraceMeta *m = &r->meta;
-    ld->T = info->n_tokens; ld->H = m->n_heads; ld->KV = m->n_kv_heads; ld->d = m->head_dim;
-    size_t T = (size_t)ld->T, qn = T * ld->H * ld->d, kn = T * ld->KV * ld->d, nn = T * ld->KV;
-    float *raw = malloc(qn * sizeof(float)), *norms = malloc(nn * sizeof(float));
-    ld->q = malloc(qn * sizeof(float));
-    ld->k = malloc(kn * sizeof(float));
-    ld->v = values ? malloc(kn * sizeof(float)) : NULL;
-    ld->k_norm = malloc(nn * sizeof(float));
-    ld->v_l1 = values ? malloc(nn * sizeof(float)) : NULL;
-    int rc = -1;
-    if (!raw || !norms || !ld->q || !ld->k || (values && (!ld->v || !ld->v_l1)) || !ld->k_norm) {
-        kv_fail(err, "out of memory loading layer %d", layer);
-        goto done;
-    }
-    if (trace_read_layer(r, seq, layer, "q", raw, qn, err)) goto done;
-    by_head(raw, ld->q, ld->T, ld->H, ld->d);
-    if (trace_read_layer(r, seq, layer, "k", raw, kn, err)) goto done;
-    by_head(raw, ld->k, ld->T, ld->KV, ld->d);
-    if (trace_read_layer(r, seq, layer, "k_norm", norms, nn, err)) goto done;
-    by_head(norms, ld->k_norm, ld->T, ld->KV, 1);
-    if (values) {
-        if (trace_read_layer(r, seq, layer, "v", raw, kn, err)) goto done;
-        by_head(raw, ld->v, ld->T, ld->KV, ld->d);
-        if (trace_read_layer(r, seq, layer, "v_norm_l1", norms, nn, err)) goto done;
-        by_head(norms, ld->v_l1, ld->T, ld->KV, 1);
-    }
-    rc = 0;
-done:
-    free(raw);
-    free(norms);
-    return rc;
-}
 
 /* ---------------------------------------------------------------- workers */
 
@@ -462,7 +405,7 @@ static int run_sequence(const SimOptions *opt, const Plan *plan, SimResults *res
         LayerData ld = {0};
         UnitJob *jobs = NULL;
         int n_jobs = 0;
-        int rc = load_layer(&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, &plan->seq_info[s],
+        int rc = trace_load_layer(&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, &plan->seq_info[s],
                             values, &ld, err) ||
                  layer_jobs(opt, plan, &ld, s, layer, &hdf5, &jobs, &n_jobs, err);
         if (rc == 0) {
@@ -474,7 +417,7 @@ static int run_sequence(const SimOptions *opt, const Plan *plan, SimResults *res
             if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
         }
         free_jobs(jobs, n_jobs, plan->n_configs);
-        layer_free(&ld);
+        trace_layer_free(&ld);
         if (rc) return kv_wrap(err, "%s sequence %d layer %d", opt->traces[plan->seq_reader[s]], plan->seq_index[s], layer);
     }
     return 0;

@@ -1,0 +1,27 @@
+/* trace_layer.h — one layer of one recorded sequence in memory, head-major,
+ * and the exact causal attention recomputed from it.  Shared by the replay
+ * (simulate), the analysis and the plots, so every consumer sees the same
+ * numbers. */
+#ifndef KV_TRACE_LAYER_H
+#define KV_TRACE_LAYER_H
+
+#include "../util/error.h"
+#include "trace_file.h"
+
+typedef struct {
+    int T, H, KV, d;
+    float *q, *k, *v;          /* per head: [H][T][d], [KV][T][d] (v NULL unless asked) */
+    float *k_norm, *v_l1;      /* [KV][T] (v_l1 NULL unless asked) */
+    float *unit_k_norm, *unit_v_l1; /* [units][T] unit features, filled by the replay's caller */
+} LayerData;
+
+/* Reads q, k, k_norm (and v, v_norm_l1 when values) of one layer. */
+int trace_load_layer(const TraceReader *r, int seq, int layer, const TraceSeqInfo *info, int values,
+                     LayerData *ld, KvError *err);
+void trace_layer_free(LayerData *ld);
+
+/* Rows t0..t0+n-1 of softmax(q kᵀ / sqrt(d)) under the causal mask, for one
+ * head: q, k are [T][d]; out has row stride ld and columns 0..t0+n-1. */
+void attention_rows(const float *q, const float *k, int d, int t0, int n, float *out, long ld);
+
+#endif
