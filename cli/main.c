@@ -17,6 +17,7 @@ static const Subcommand SUBCOMMANDS[] = {
     {"record", cmd_record, "run a model over prompts and record q/k/v (and attention) into an HDF5 trace"},
     {"info", cmd_info, "describe and validate a trace file"},
     {"simulate", cmd_simulate, "replay traces under eviction policies and budgets; write metrics"},
+    {"analyze", cmd_analyze, "age-bias, key-norm and value-norm statistics of a trace (GSL)"},
     {"demo", cmd_demo, "the main job: record example traces and report on them"},
 };
 

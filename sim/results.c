@@ -20,17 +20,6 @@ static const double *metric_of(const SimResults *r, int m)
     return m == 0 ? r->mass : m == 1 ? r->kl : m == 2 ? r->error : r->overlap;
 }
 
-static int write_strings(hid_t loc, const char *name, const char *const *v, int n)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    hsize_t dims[1] = {(hsize_t)n};
-    int rc = h5_write_array(loc, name, t, t, 1, dims, v);
-    H5Tclose(t);
-    return rc;
-}
-
 static int write_summary(hid_t f, const SimResults *r)
 {
     hid_t g = H5Gcreate2(f, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -73,15 +62,15 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
         return -1;
     hid_t g = H5Gcreate2(f, "configs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t dc[1] = {(hsize_t)C}, dcs[2] = {(hsize_t)C, (hsize_t)S};
-    int rc = g < 0 || write_strings(g, "policy", r->config_policy, C) || write_strings(g, "params", r->config_params, C) ||
-             write_strings(g, "budget", r->config_budget, C) ||
+    int rc = g < 0 || h5_write_strings(g, "policy", r->config_policy, C) || h5_write_strings(g, "params", r->config_params, C) ||
+             h5_write_strings(g, "budget", r->config_budget, C) ||
              h5_write_array(g, "budget_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, r->config_fraction) ||
              h5_write_array(g, "budget_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dcs, r->budget_tokens);
     if (g >= 0) H5Gclose(g);
     if (rc) return -1;
     g = H5Gcreate2(f, "sequences", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t ds[1] = {(hsize_t)S};
-    rc = g < 0 || write_strings(g, "source", (const char *const *)r->seq_source, S) ||
+    rc = g < 0 || h5_write_strings(g, "source", (const char *const *)r->seq_source, S) ||
          h5_write_array(g, "n_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, r->seq_length) ||
          h5_write_array(g, "n_prompt", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, r->seq_prompt);
     if (g >= 0) H5Gclose(g);
@@ -113,19 +102,21 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
     return rc ? -1 : 0;
 }
 
+typedef struct {
+    const SimResults *results;
+    const SimOptions *options;
+} ResultsWrite;
+
+static int write_results(hid_t f, void *ctx)
+{
+    const ResultsWrite *w = ctx;
+    return write_body(f, w->results, w->options);
+}
+
 int sim_write_hdf5(const SimResults *r, const SimOptions *opt, const char *path, KvError *err)
 {
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return kv_fail(err, "%s: cannot create the results file (is the folder writable?)", path);
-    int rc = write_body(f, r, opt);
-    if (H5Fclose(f) < 0) rc = -1;
-    if (rc || rename(tmp, path) != 0) {
-        remove(tmp);
-        return kv_fail(err, "%s: writing the results failed (disk full?)", path);
-    }
-    return 0;
+    ResultsWrite w = {r, opt};
+    return h5_write_file(path, "results", write_results, &w, err);
 }
 
 /* Mean and standard deviation over sequences of one cell (config, layer, head). */

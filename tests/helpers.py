@@ -37,6 +37,37 @@ def expect_clean_failure(p, must_mention=None, codes=(1, 2)):
     return lines[0]
 
 
+def write_trace(path, q, k, v=None, attention=None, n_prompt=1, k_norm=None):
+    """A one-sequence trace written by hand with h5py, as FORMAT.md specifies:
+    q [L][T][H][d], k and v [L][T][KV][d]; attention [L][H][T][T] optional."""
+    import h5py
+    import numpy as np
+    q, k = np.asarray(q, np.float32), np.asarray(k, np.float32)
+    v = np.ones_like(k) if v is None else np.asarray(v, np.float32)
+    L, T, H, d = q.shape
+    KV = k.shape[2]
+    with h5py.File(path, "w") as f:
+        for key, val in dict(format="kvtrace-trace/1", n_layers=L, n_heads=H, n_kv_heads=KV, head_dim=d,
+                             model_dim=H * d, vocab_size=10, rope_theta=10000.0, complete=1, model_sha256="hand",
+                             model_file="hand.gguf", model_name="hand").items():
+            f.attrs[key] = val
+        s = f.create_group("sequences/0000")
+        s.attrs["n_prompt"] = n_prompt
+        s.attrs["complete"] = 1
+        s["tokens"] = np.arange(T, dtype=np.int32) % 10
+        s["pieces"] = np.array([b"a"] * T, dtype=h5py.string_dtype())
+        s["nll"] = np.zeros(T, np.float32)
+        for l in range(L):
+            lay = s.create_group(f"layers/{l:03d}")
+            lay["q"], lay["k"], lay["v"] = q[l], k[l], v[l]
+            lay["k_norm"] = np.linalg.norm(k[l], axis=2) if k_norm is None else np.asarray(k_norm[l], np.float32)
+            lay["v_norm_l1"] = np.abs(v[l]).sum(axis=2)
+            lay["v_norm_l2"] = np.linalg.norm(v[l], axis=2)
+            if attention is not None:
+                lay["attention"] = np.asarray(attention[l], np.float32)
+    return path
+
+
 def workdir():
     return tempfile.mkdtemp(prefix="kvtrace-test-")
 

@@ -8,7 +8,7 @@ import os
 import h5py
 import numpy as np
 
-from helpers import MODEL, expect_clean_failure, main, run, workdir
+from helpers import MODEL, expect_clean_failure, main, run, workdir, write_trace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRACE = os.path.join(HERE, "..", "traces", "stories260K.h5")
@@ -127,27 +127,11 @@ def hand_built_trace():
     path = os.path.join(workdir(), "hand.h5")
     rows = [[1.0], [0.3, 0.7], [0.2, 0.5, 0.3], [0.1, 0.2, 0.3, 0.4]]
     T = 4
-    with h5py.File(path, "w") as f:
-        for k, v in dict(format="kvtrace-trace/1", n_layers=1, n_heads=1, n_kv_heads=1, head_dim=2, model_dim=2,
-                         vocab_size=10, rope_theta=10000.0, complete=1, model_sha256="hand").items():
-            f.attrs[k] = v
-        s = f.create_group("sequences/0000")
-        s.attrs["n_prompt"] = 1
-        s.attrs["complete"] = 1
-        s["tokens"] = np.arange(T, dtype=np.int32)
-        s["pieces"] = np.array([b"a"] * T, dtype=h5py.string_dtype())
-        s["nll"] = np.zeros(T, np.float32)
-        lay = s.create_group("layers/000")
-        lay["q"] = np.zeros((T, 1, 2), np.float32)
-        lay["k"] = np.zeros((T, 1, 2), np.float32)
-        lay["v"] = np.ones((T, 1, 2), np.float32)
-        lay["k_norm"] = np.array([[1], [5], [2], [3]], np.float32)
-        lay["v_norm_l1"] = np.ones((T, 1), np.float32)
-        lay["v_norm_l2"] = np.ones((T, 1), np.float32)
-        att = np.zeros((1, T, T), np.float32)
-        for t, r in enumerate(rows):
-            att[0, t, :t + 1] = r
-        lay["attention"] = att
+    att = np.zeros((1, 1, T, T), np.float32)
+    for t, r in enumerate(rows):
+        att[0, 0, t, :t + 1] = r
+    write_trace(path, np.zeros((1, T, 1, 2)), np.zeros((1, T, 1, 2)), attention=att,
+                k_norm=np.array([[[1], [5], [2], [3]]]))
     f, _ = simulate("--budget", "2", "--policy", "h2o:recent=0", "--policy", "a2sf:alpha=0.2", "--policy", "knorm",
                     "--retention", "0:0", trace=path)
     ret = f["retention"][:]  # [C][T][T]

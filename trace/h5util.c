@@ -1,5 +1,6 @@
 #include "h5util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -252,5 +253,33 @@ int h5_read_floats(hid_t loc, const char *name, float *out, size_t n)
     if (f16 >= 0) H5Tclose(f16);
     if (rc) return -1;
     for (size_t i = 0; i < n; i++) out[i] = fp16_to_float(raw[i]);
+    return 0;
+}
+
+int h5_write_strings(hid_t loc, const char *name, const char *const *v, int n)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return -1;
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hsize_t dims[1] = {(hsize_t)n};
+    int rc = h5_write_array(loc, name, t, t, 1, dims, v);
+    H5Tclose(t);
+    return rc;
+}
+
+int h5_write_file(const char *path, const char *what, int (*write)(hid_t file, void *ctx), void *ctx,
+                  KvError *err)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return kv_fail(err, "%s: cannot create the %s file (is the folder writable?)", path, what);
+    int rc = write(f, ctx);
+    if (H5Fclose(f) < 0) rc = -1;
+    if (rc || rename(tmp, path) != 0) {
+        remove(tmp);
+        return kv_fail(err, "%s: writing the %s failed (disk full?)", path, what);
+    }
     return 0;
 }

@@ -37,6 +37,15 @@ int h5_append_rows(hid_t dset, hid_t mem_type, hsize_t row0, hsize_t nrows, cons
 int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank, const hsize_t *dims,
                    const void *buf);
 
+/* A 1-D dataset of UTF-8 variable-length strings. */
+int h5_write_strings(hid_t loc, const char *name, const char *const *v, int n);
+
+/* Writes a whole file through write(file, ctx) under a temporary name and
+ * renames it into place, so a failure never leaves a file that looks
+ * complete.  what names the file kind in messages ("results", "analysis"). */
+int h5_write_file(const char *path, const char *what, int (*write)(hid_t file, void *ctx), void *ctx,
+                  KvError *err);
+
 /* Rank and dims of a dataset; -1 if it does not exist. */
 int h5_dataset_shape(hid_t loc, const char *name, int *rank, hsize_t dims[8]);
 /* Reads a whole dataset converted to mem_type when its element count is n. */

@@ -626,3 +626,13 @@ void trace_free_pieces(char **pieces, int n)
     for (int i = 0; i < n; i++) free(pieces[i]);
     free(pieces);
 }
+
+void trace_model_label(const TraceMeta *m, char *out, size_t cap)
+{
+    const char *base = strrchr(m->model_file, '/');
+    base = base ? base + 1 : m->model_file;
+    if (!*base) base = m->model_name;
+    snprintf(out, cap, "%s", base);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out) *dot = 0;
+}

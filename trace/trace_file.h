@@ -35,6 +35,10 @@ typedef struct {
     int half;            /* q, k, v as float16 */
 } TraceOptions;
 
+/* A short name for titles and reports: the model file's name without its
+ * folder and extension ("stories260K"), else the model name. */
+void trace_model_label(const TraceMeta *m, char *out, size_t cap);
+
 /* ---- writing ---- */
 
 typedef struct TraceWriter TraceWriter;

@@ -1,0 +1,478 @@
+/* The analysis proper: one pass over every (sequence, layer, head) computing
+ * its full attention once, then the pooling.  See analysis.h for the
+ * definitions; this file follows them one function per quantity. */
+#include "analysis.h"
+
+#include <gsl/gsl_rng.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../trace/trace_layer.h"
+#include "../util/progress.h"
+#include "../util/select.h"
+#include "stats.h"
+
+void analyze_defaults(AnalyzeOptions *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->alphas[0] = 0.1;
+    opt->alphas[1] = 0.2;
+    opt->alphas[2] = 0.5;
+    opt->n_alpha = 3;
+    opt->budget_fraction = 0.2;
+    opt->drop_fraction = 0.5;
+    opt->sink_tokens = 4;
+    opt->sink_attention = 0.1;
+    opt->n_boot = 1000;
+    opt->seed = 1;
+    opt->example_layer = -1;
+    opt->example_head = 0;
+}
+
+/* Scratch for one head of one sequence. */
+typedef struct {
+    int T;
+    float *attention;   /* [T][T]; only columns i <= t of row t are attention */
+    double *score;      /* [K][T] end-of-sequence scores */
+    double *age;        /* [T] T - 1 - i */
+    float *running;     /* [1 + n_alpha][T] running H2O, A2SF scores */
+    float *scratch;     /* [T] */
+    uint8_t *flags;     /* [T] */
+    double *work;       /* [2T] */
+    double *k_norm, *v_l1; /* [T] of the head's kv head */
+    double *replicate;  /* [ANALYSIS_MAX_SCORES] */
+} HeadWork;
+
+static void head_work_free(HeadWork *w)
+{
+    free(w->attention); free(w->score); free(w->age); free(w->running); free(w->scratch); free(w->flags);
+    free(w->work); free(w->k_norm); free(w->v_l1); free(w->replicate);
+    memset(w, 0, sizeof *w);
+}
+
+static int head_work_alloc(HeadWork *w, int T, int K, int n_alpha, KvError *err)
+{
+    size_t n = (size_t)T;
+    w->T = T;
+    w->attention = malloc(n * n * sizeof(float));
+    w->score = malloc((size_t)K * n * sizeof(double));
+    w->age = malloc(n * sizeof(double));
+    w->running = malloc((size_t)(1 + n_alpha) * n * sizeof(float));
+    w->scratch = malloc(n * sizeof(float));
+    w->flags = malloc(n);
+    w->work = malloc(2 * n * sizeof(double));
+    w->k_norm = malloc(n * sizeof(double));
+    w->v_l1 = malloc(n * sizeof(double));
+    w->replicate = malloc(ANALYSIS_MAX_SCORES * sizeof(double));
+    if (!w->attention || !w->score || !w->age || !w->running || !w->scratch || !w->flags || !w->work || !w->k_norm ||
+        !w->v_l1 || !w->replicate) {
+        head_work_free(w);
+        return kv_fail(err, "out of memory analysing a %d-token sequence (%d x %d attention)", T, T, T);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ one head */
+
+/* Everything one head contributes; unit = (s * L + l) * H + h. */
+typedef struct {
+    Analysis *a;
+    HeadWork *w;
+    const LayerData *layer;
+    int s, l, h, g;
+    size_t unit;
+    gsl_rng *rng;
+} Head;
+
+static double relative_age_of_set(const uint8_t *flags, int t, int budget)
+{
+    double sum = 0;
+    for (int i = 0; i <= t; i++)
+        if (flags[i]) sum += (double)(t - i) / t;
+    return sum / budget;
+}
+
+/* Walks the rows once: end scores, running scores with the top-B skew, and
+ * the attention lost by dropping keys by norm or by attention. */
+static void scan_rows(Head *x)
+{
+    Analysis *a = x->a;
+    HeadWork *w = x->w;
+    int T = w->T, n_alpha = a->opt.n_alpha, B = a->seq_budget[x->s];
+    const float *k_norm = x->layer->k_norm + (size_t)x->g * T;
+    float *h2o = w->running;
+    double skew[ANALYSIS_MAX_METHODS] = {0}, lost_norm = 0, lost_least = 0, lost_random = 0;
+    long skew_rows = 0, loss_rows = 0;
+    memset(w->running, 0, (size_t)(1 + n_alpha) * T * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        const float *row = w->attention + (size_t)t * T;
+        for (int i = 0; i <= t; i++) h2o[i] += row[i];
+        for (int j = 0; j < n_alpha; j++) {
+            float alpha = (float)a->opt.alphas[j], *s = w->running + (size_t)(1 + j) * T;
+            for (int i = 0; i <= t; i++) s[i] = alpha * s[i] + row[i];
+        }
+        if (B < T && t >= B) { /* skew: the set each score would keep at this row */
+            for (int m = 0; m < a->M; m++) {
+                const float *ranked = m < a->M - 1 ? w->running + (size_t)m * T : row;
+                top_k_flags(ranked, t + 1, B, w->scratch, w->flags);
+                skew[m] += relative_age_of_set(w->flags, t, B);
+            }
+            skew_rows++;
+        }
+        int drop = (int)(a->opt.drop_fraction * (t + 1));
+        if (drop >= 1 && drop < t + 1) {
+            top_k_flags(k_norm, t + 1, drop, w->scratch, w->flags); /* highest norms go */
+            for (int i = 0; i <= t; i++) lost_norm += w->flags[i] ? row[i] : 0.0f;
+            top_k_flags(row, t + 1, t + 1 - drop, w->scratch, w->flags); /* least attended go */
+            for (int i = 0; i <= t; i++) lost_least += w->flags[i] ? 0.0f : row[i];
+            lost_random += (double)drop / (t + 1);
+            loss_rows++;
+        }
+    }
+    for (int m = 0; m < a->M; m++)
+        a->relative_age[x->unit * a->M + m] = skew_rows ? skew[m] / skew_rows : NAN;
+    a->loss_norm[x->unit] = loss_rows ? lost_norm / loss_rows : NAN;
+    a->loss_least[x->unit] = loss_rows ? lost_least / loss_rows : NAN;
+    a->loss_random[x->unit] = loss_rows ? lost_random / loss_rows : NAN;
+    /* end-of-sequence scores */
+    double *score = w->score;
+    for (int i = 0; i < T; i++) {
+        w->age[i] = T - 1 - i;
+        score[(size_t)SCORE_H2O * T + i] = h2o[i];
+        score[(size_t)SCORE_ACCUMULATIONS * T + i] = T - i;
+        score[(size_t)SCORE_MEAN_ATTENTION * T + i] = h2o[i] / (T - i);
+        for (int j = 0; j < n_alpha; j++) score[(size_t)(SCORE_A2SF + j) * T + i] = w->running[(size_t)(1 + j) * T + i];
+    }
+}
+
+static int age_bias(Head *x, KvError *err)
+{
+    Analysis *a = x->a;
+    HeadWork *w = x->w;
+    int T = w->T, K = a->K;
+    const double *y[ANALYSIS_MAX_SCORES];
+    for (int k = 0; k < K; k++) {
+        y[k] = w->score + (size_t)k * T;
+        a->age_spearman[x->unit * K + k] = spearman(w->age, y[k], (size_t)T, w->work);
+    }
+    SpearmanBootstrap boot;
+    if (spearman_bootstrap_init(&boot, w->age, y, K, (size_t)T, err)) return -1;
+    for (int b = 0; b < a->n_boot; b++) {
+        spearman_bootstrap_draw(&boot, w->age, y, x->rng, w->replicate);
+        for (int k = 0; k < K; k++) a->age_rep[(x->unit * K + k) * a->n_boot + b] = (float)w->replicate[k];
+    }
+    spearman_bootstrap_free(&boot);
+    return 0;
+}
+
+/* Key and value norms against the age-free score, mean attention per row. */
+static int norms(Head *x, int have_values, KvError *err)
+{
+    Analysis *a = x->a;
+    HeadWork *w = x->w;
+    int T = w->T;
+    const double *mean = w->score + (size_t)SCORE_MEAN_ATTENTION * T;
+    for (int i = 0; i < T; i++) {
+        w->k_norm[i] = x->layer->k_norm[(size_t)x->g * T + i];
+        w->v_l1[i] = have_values ? x->layer->v_l1[(size_t)x->g * T + i] : 0.0;
+    }
+    a->key_spearman[x->unit] = spearman(w->k_norm, mean, (size_t)T, w->work);
+    a->value_spearman[x->unit] = have_values ? spearman(w->v_l1, mean, (size_t)T, w->work) : NAN;
+    const double *y[2] = {w->k_norm, w->v_l1};
+    SpearmanBootstrap boot;
+    if (spearman_bootstrap_init(&boot, mean, y, have_values ? 2 : 1, (size_t)T, err)) return -1;
+    for (int b = 0; b < a->n_boot; b++) {
+        spearman_bootstrap_draw(&boot, mean, y, x->rng, w->replicate);
+        a->key_rep[x->unit * a->n_boot + b] = (float)w->replicate[0];
+        a->value_rep[x->unit * a->n_boot + b] = have_values ? (float)w->replicate[1] : NAN;
+    }
+    spearman_bootstrap_free(&boot);
+    /* sinks: the first positions, and tokens of very high attention */
+    double sink_sum = 0, other_sum = 0;
+    int sinks = 0, others = 0, beyond = 0;
+    for (int i = 0; i < T; i++) {
+        int by_attention = mean[i] >= a->opt.sink_attention, sink = i < a->opt.sink_tokens || by_attention;
+        beyond += by_attention && i >= a->opt.sink_tokens;
+        if (sink) { sink_sum += w->v_l1[i]; sinks++; }
+        else { other_sum += w->v_l1[i]; others++; }
+        if (x->s == 0 && sink) a->sink_share[i] += 1.0f / (float)(a->L * a->H);
+    }
+    a->attention_sinks[x->unit] = beyond;
+    a->sink_value_ratio[x->unit] =
+        have_values && sinks && others && other_sum > 0 ? (sink_sum / sinks) / (other_sum / others) : NAN;
+    return 0;
+}
+
+/* Sequence 0's per-position curves, for the figures. */
+static void keep_curves(Head *x)
+{
+    Analysis *a = x->a;
+    HeadWork *w = x->w;
+    int T = w->T, example = x->l == a->opt.example_layer && x->h == a->opt.example_head;
+    for (int k = 0; k < a->K; k++)
+        for (int i = 0; i < T; i++) {
+            float v = (float)w->score[(size_t)k * T + i];
+            a->mean_scores[(size_t)k * T + i] += v / (float)(a->L * a->H);
+            if (example) a->example_scores[(size_t)k * T + i] = v;
+        }
+    if (!example) return;
+    for (int i = 0; i < T; i++) {
+        a->example_k_norm[i] = (float)w->k_norm[i];
+        a->example_v_l1[i] = (float)w->v_l1[i];
+        a->example_attention[i] = (float)w->score[(size_t)SCORE_MEAN_ATTENTION * T + i];
+    }
+}
+
+static int analyze_head(Head *x, int have_values, KvError *err)
+{
+    const LayerData *ld = x->layer;
+    int T = x->w->T;
+    attention_rows(ld->q + (size_t)x->h * T * ld->d, ld->k + (size_t)x->g * T * ld->d, ld->d, 0, T,
+                   x->w->attention, T);
+    scan_rows(x);
+    if (age_bias(x, err) || norms(x, have_values, err)) return -1;
+    if (x->s == 0) keep_curves(x);
+    return 0;
+}
+
+/* ------------------------------------------------------------ setup */
+
+static int alloc_analysis(Analysis *a, KvError *err)
+{
+    size_t units = (size_t)a->S * a->L * a->H, T0 = (size_t)a->T0;
+    a->age_spearman = malloc(units * a->K * sizeof(double));
+    a->age_rep = malloc(units * a->K * a->n_boot * sizeof(float));
+    a->relative_age = malloc(units * a->M * sizeof(double));
+    a->key_spearman = malloc(units * sizeof(double));
+    a->value_spearman = malloc(units * sizeof(double));
+    a->key_rep = malloc(units * a->n_boot * sizeof(float));
+    a->value_rep = malloc(units * a->n_boot * sizeof(float));
+    a->loss_norm = malloc(units * sizeof(double));
+    a->loss_least = malloc(units * sizeof(double));
+    a->loss_random = malloc(units * sizeof(double));
+    a->sink_value_ratio = malloc(units * sizeof(double));
+    a->attention_sinks = calloc(units, sizeof(int));
+    a->example_scores = calloc(a->K * T0, sizeof(float));
+    a->mean_scores = calloc(a->K * T0, sizeof(float));
+    a->example_k_norm = calloc(T0, sizeof(float));
+    a->example_v_l1 = calloc(T0, sizeof(float));
+    a->example_attention = calloc(T0, sizeof(float));
+    a->value_by_position = calloc((size_t)a->L * T0, sizeof(float));
+    a->sink_share = calloc(T0, sizeof(float));
+    a->age_layer_head = malloc((size_t)a->L * a->H * a->K * 3 * sizeof(double));
+    a->age_layer = malloc((size_t)a->L * a->K * 3 * sizeof(double));
+    a->key_layer_head = malloc((size_t)a->L * a->H * 3 * sizeof(double));
+    a->alr_layer_head = malloc((size_t)a->L * a->H * sizeof(double));
+    if (!a->age_spearman || !a->age_rep || !a->relative_age || !a->key_spearman || !a->value_spearman ||
+        !a->key_rep || !a->value_rep || !a->loss_norm || !a->loss_least || !a->loss_random ||
+        !a->sink_value_ratio || !a->attention_sinks || !a->example_scores || !a->mean_scores ||
+        !a->example_k_norm || !a->example_v_l1 || !a->example_attention || !a->value_by_position ||
+        !a->sink_share || !a->age_layer_head || !a->age_layer || !a->key_layer_head || !a->alr_layer_head)
+        return kv_fail(err, "out of memory for the analysis of %zu heads", units);
+    return 0;
+}
+
+void analysis_free(Analysis *a)
+{
+    free(a->seq_tokens); free(a->seq_budget); free(a->age_spearman); free(a->age_rep); free(a->relative_age);
+    free(a->key_spearman); free(a->value_spearman); free(a->key_rep); free(a->value_rep); free(a->loss_norm);
+    free(a->loss_least); free(a->loss_random); free(a->sink_value_ratio); free(a->attention_sinks);
+    free(a->example_scores); free(a->mean_scores); free(a->example_k_norm); free(a->example_v_l1);
+    free(a->example_attention); free(a->value_by_position); free(a->sink_share); free(a->age_layer_head);
+    free(a->age_layer); free(a->key_layer_head); free(a->alr_layer_head);
+    memset(a, 0, sizeof *a);
+}
+
+static void name_scores(Analysis *a)
+{
+    const AnalyzeOptions *o = &a->opt;
+    a->K = 3 + o->n_alpha;
+    a->M = 2 + o->n_alpha;
+    snprintf(a->score_name[SCORE_H2O], 24, "h2o");
+    snprintf(a->score_name[SCORE_ACCUMULATIONS], 24, "accumulations");
+    snprintf(a->score_name[SCORE_MEAN_ATTENTION], 24, "mean_attention");
+    snprintf(a->method_name[0], 24, "h2o");
+    for (int j = 0; j < o->n_alpha; j++) {
+        snprintf(a->score_name[SCORE_A2SF + j], 24, "a2sf_%g", o->alphas[j]);
+        snprintf(a->method_name[1 + j], 24, "a2sf_%g", o->alphas[j]);
+    }
+    snprintf(a->method_name[a->M - 1], 24, "ideal");
+}
+
+static int check_options(const AnalyzeOptions *o, const TraceReader *r, KvError *err)
+{
+    if (o->n_alpha < 1 || o->n_alpha > ANALYSIS_MAX_ALPHA)
+        return kv_fail(err, "give 1 to %d A2SF alphas", ANALYSIS_MAX_ALPHA);
+    for (int j = 0; j < o->n_alpha; j++)
+        if (!(o->alphas[j] >= 0 && o->alphas[j] < 1)) return kv_fail(err, "alpha %g is outside [0, 1)", o->alphas[j]);
+    if (!(o->budget_fraction > 0 && o->budget_fraction < 1))
+        return kv_fail(err, "budget fraction %g is outside (0, 1)", o->budget_fraction);
+    if (!(o->drop_fraction > 0 && o->drop_fraction < 1))
+        return kv_fail(err, "drop fraction %g is outside (0, 1)", o->drop_fraction);
+    if (o->n_boot < 0 || o->n_boot > 100000) return kv_fail(err, "bootstrap replicates %d: give 0 to 100000", o->n_boot);
+    if (o->example_layer >= r->meta.n_layers || o->example_head < 0 || o->example_head >= r->meta.n_heads)
+        return kv_fail(err, "%s: no layer %d head %d (the model has %d layers of %d heads)", r->path,
+                       o->example_layer, o->example_head, r->meta.n_layers, r->meta.n_heads);
+    return 0;
+}
+
+/* Sequence lengths and budgets; every sequence must be complete unless allowed. */
+static int read_sequences(Analysis *a, const TraceReader *r, int *have_values, KvError *err)
+{
+    a->seq_tokens = malloc((size_t)a->S * sizeof(int));
+    a->seq_budget = malloc((size_t)a->S * sizeof(int));
+    if (!a->seq_tokens || !a->seq_budget) return kv_fail(err, "out of memory");
+    *have_values = 1;
+    for (int s = 0; s < a->S; s++) {
+        TraceSeqInfo info;
+        if (trace_sequence_info(r, s, &info, err)) return -1;
+        if (!info.complete && !a->opt.allow_incomplete)
+            return kv_fail(err, "%s: sequence %d is incomplete (recording interrupted); pass --allow-incomplete",
+                           r->path, s);
+        if (info.n_tokens < 2) return kv_fail(err, "%s: sequence %d has %d token(s); need 2", r->path, s, info.n_tokens);
+        a->seq_tokens[s] = info.n_tokens;
+        int B = (int)floor(a->opt.budget_fraction * info.n_tokens + 0.5);
+        a->seq_budget[s] = B < 1 ? 1 : B;
+        *have_values &= info.has_values;
+    }
+    a->T0 = a->seq_tokens[0];
+    return 0;
+}
+
+/* ------------------------------------------------------------ pooling */
+
+/* Flat indices of units (s, l, h) for every s, or every (s, h) of layer l, or all. */
+static size_t select_units(const Analysis *a, int layer, int head, int stride, int offset, size_t *out)
+{
+    size_t n = 0;
+    for (int s = 0; s < a->S; s++)
+        for (int l = 0; l < a->L; l++)
+            for (int h = 0; h < a->H; h++)
+                if ((layer < 0 || l == layer) && (head < 0 || h == head))
+                    out[n++] = ((size_t)(s * a->L + l) * a->H + h) * stride + offset;
+    return n;
+}
+
+static int pool(Analysis *a, gsl_rng *rng, KvError *err)
+{
+    size_t *units = malloc((size_t)a->S * a->L * a->H * sizeof(size_t)), n;
+    if (!units) return kv_fail(err, "out of memory");
+    int rc = 0, B = a->n_boot;
+    for (int k = 0; k < a->K && rc == 0; k++) {
+        for (int l = 0; l < a->L && rc == 0; l++) {
+            for (int h = 0; h < a->H && rc == 0; h++) {
+                n = select_units(a, l, h, a->K, k, units);
+                rc = mean_with_interval(a->age_spearman, a->age_rep, units, n, B, rng,
+                                        a->age_layer_head + (((size_t)l * a->H + h) * a->K + k) * 3, err);
+            }
+            n = select_units(a, l, -1, a->K, k, units);
+            rc = rc || mean_with_interval(a->age_spearman, a->age_rep, units, n, B, rng,
+                                          a->age_layer + ((size_t)l * a->K + k) * 3, err);
+        }
+        n = select_units(a, -1, -1, a->K, k, units);
+        rc = rc || mean_with_interval(a->age_spearman, a->age_rep, units, n, B, rng, a->age_pooled[k], err);
+    }
+    for (int m = 0; m < a->M && rc == 0; m++) {
+        n = select_units(a, -1, -1, a->M, m, units);
+        rc = mean_with_interval(a->relative_age, NULL, units, n, B, rng, a->relative_age_pooled[m], err);
+    }
+    for (int l = 0; l < a->L && rc == 0; l++)
+        for (int h = 0; h < a->H && rc == 0; h++) {
+            n = select_units(a, l, h, 1, 0, units);
+            rc = mean_with_interval(a->key_spearman, a->key_rep, units, n, B, rng,
+                                    a->key_layer_head + ((size_t)l * a->H + h) * 3, err);
+            double lost_norm = 0, lost_least = 0;
+            for (size_t j = 0; j < n; j++) { lost_norm += a->loss_norm[units[j]]; lost_least += a->loss_least[units[j]]; }
+            a->alr_layer_head[(size_t)l * a->H + h] = lost_least > 0 ? lost_norm / lost_least : NAN;
+        }
+    n = select_units(a, -1, -1, 1, 0, units);
+    rc = rc || mean_with_interval(a->key_spearman, a->key_rep, units, n, B, rng, a->key_pooled, err) ||
+         mean_with_interval(a->value_spearman, a->value_rep, units, n, B, rng, a->value_pooled, err) ||
+         mean_with_interval(a->sink_value_ratio, NULL, units, n, B, rng, a->sink_ratio_pooled, err);
+    double sums[3] = {0, 0, 0};
+    for (size_t j = 0; j < n; j++) {
+        sums[0] += a->loss_norm[units[j]];
+        sums[1] += a->loss_least[units[j]];
+        sums[2] += a->loss_random[units[j]];
+    }
+    a->loss_norm_pooled = sums[0] / n;
+    a->loss_least_pooled = sums[1] / n;
+    a->loss_random_pooled = sums[2] / n;
+    a->alr_pooled = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    free(units);
+    return rc;
+}
+
+/* ------------------------------------------------------------ driver */
+
+static int analyze_sequence(Analysis *a, const TraceReader *r, int s, int have_values, HeadWork *w, gsl_rng *rng,
+                            Progress *progress, KvError *err)
+{
+    TraceSeqInfo info;
+    if (trace_sequence_info(r, s, &info, err)) return -1;
+    w->T = info.n_tokens;
+    for (int l = 0; l < a->L; l++) {
+        LayerData ld = {0};
+        if (trace_load_layer(r, s, l, &info, have_values, &ld, err)) {
+            trace_layer_free(&ld);
+            return -1;
+        }
+        int rc = 0;
+        for (int h = 0; h < a->H && rc == 0; h++) {
+            Head x = {a, w, &ld, s, l, h, h / (a->H / a->KV), ((size_t)s * a->L + l) * a->H + h, rng};
+            rc = analyze_head(&x, have_values, err);
+        }
+        if (s == 0 && have_values)
+            for (int g = 0; g < a->KV; g++)
+                for (int i = 0; i < a->T0; i++)
+                    a->value_by_position[(size_t)l * a->T0 + i] += ld.v_l1[(size_t)g * a->T0 + i] / a->KV;
+        trace_layer_free(&ld);
+        if (rc) return -1;
+        progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
+    }
+    return 0;
+}
+
+int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
+{
+    memset(a, 0, sizeof *a);
+    a->opt = *opt;
+    double start = kv_now_seconds();
+    TraceReader r;
+    if (trace_open(&r, opt->trace, err)) return -1;
+    a->meta = r.meta;
+    a->S = r.n_sequences;
+    a->L = r.meta.n_layers;
+    a->H = r.meta.n_heads;
+    a->KV = r.meta.n_kv_heads;
+    a->n_boot = opt->n_boot;
+    if (a->opt.example_layer < 0) a->opt.example_layer = a->L / 2;
+    name_scores(a);
+    HeadWork w = {0};
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    int have_values = 0, rc = -1;
+    if (!rng) {
+        kv_fail(err, "out of memory");
+        goto done;
+    }
+    gsl_rng_set(rng, opt->seed);
+    if (check_options(&a->opt, &r, err) || read_sequences(a, &r, &have_values, err) || alloc_analysis(a, err))
+        goto done;
+    int longest = 0;
+    for (int s = 0; s < a->S; s++) longest = a->seq_tokens[s] > longest ? a->seq_tokens[s] : longest;
+    if (head_work_alloc(&w, longest, a->K, opt->n_alpha, err)) goto done;
+    Progress progress;
+    progress_begin(&progress, "analyze");
+    for (int s = 0; s < a->S; s++)
+        if (analyze_sequence(a, &r, s, have_values, &w, rng, &progress, err)) goto done;
+    progress_end(&progress);
+    rc = pool(a, rng, err);
+    a->seconds = kv_now_seconds() - start;
+done:
+    head_work_free(&w);
+    if (rng) gsl_rng_free(rng);
+    trace_close(&r);
+    if (rc) analysis_free(a);
+    return rc;
+}

@@ -1,0 +1,156 @@
+"""kvtrace analyze on hand-built traces whose numbers are worked out here,
+and on the stories260K traces recorded from the real model."""
+import os
+
+import h5py
+import numpy as np
+
+from helpers import expect_clean_failure, main, run, workdir, write_trace
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STORIES = os.path.join(REPO, "traces", "stories260K.h5")
+
+
+def analyze(trace, *args):
+    out = os.path.join(workdir(), "analysis.h5")
+    p = run("analyze", trace, "-o", out, *args)
+    return h5py.File(out), p.stdout.decode()
+
+
+def ranks(v):
+    """1-based ranks, ties sharing their average rank."""
+    v = np.asarray(v)
+    return np.array([np.sum(v < x) + (np.sum(v == x) + 1) / 2 for x in v])
+
+
+def spearman(x, y):
+    return np.corrcoef(ranks(np.asarray(x)), ranks(np.asarray(y)))[0, 1]
+
+
+def softmax_rows(q, k):
+    """Causal attention of one head, [T][T], zeros above the diagonal."""
+    s = q @ k.T / np.sqrt(q.shape[1])
+    s[np.triu_indices(len(q), 1)] = -np.inf
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def uniform_closed_form():
+    """q = 0 makes every row uniform, a_t(i) = 1/(t+1), so the end scores have
+    closed forms: H2O = sum_{t>=i} 1/(t+1) over T-i rows, A2SF = sum alpha^(T-1-t)/(t+1);
+    each is strictly larger for older tokens (Spearman with age = 1), and any
+    dropped key costs the same, so the attention-loss ratio is exactly 1."""
+    T, B = 12, 3
+    rng = np.random.default_rng(3)
+    path = write_trace(os.path.join(workdir(), "uniform.h5"), np.zeros((1, T, 2, 4)), rng.normal(size=(1, T, 1, 4)))
+    f, report = analyze(path, "--alpha", "0.2,0.5", "--budget-fraction", str(B / T), "--example", "0:1",
+                        "--bootstrap", "50")
+    assert list(f["age_bias/scores"].asstr()[:]) == ["h2o", "accumulations", "mean_attention", "a2sf_0.2",
+                                                     "a2sf_0.5"]
+    t = np.arange(T)
+    h2o = np.array([np.sum(1 / (t[i:] + 1)) for i in range(T)])
+    a2sf = [np.array([np.sum(alpha ** (T - 1 - t[i:]) / (t[i:] + 1)) for i in range(T)]) for alpha in (0.2, 0.5)]
+    curves = f["age_bias/example_head"][:]
+    assert np.allclose(curves[0], h2o, rtol=1e-5), (curves[0], h2o)
+    assert np.array_equal(curves[1], T - t)
+    assert np.allclose(curves[2], h2o / (T - t), rtol=1e-5)
+    assert np.allclose(curves[3], a2sf[0], rtol=1e-5) and np.allclose(curves[4], a2sf[1], rtol=1e-5)
+    assert np.allclose(f["age_bias/spearman"][0, 0, :, :], 1.0), f["age_bias/spearman"][:]
+    # top-B: the running H2O sums rank the oldest tokens first; ties (ideal) go to the oldest too
+    expected = np.mean([np.mean([(r - i) / r for i in range(B)]) for r in range(B, T)])
+    rel = f["top_b/relative_age"][0, 0, 0]
+    assert np.allclose(rel, expected, rtol=1e-6), (rel, expected)
+    for name in ("loss_by_norm", "loss_least_attended", "loss_random"):
+        loss = f["key_norm/" + name][0, 0, 0]
+        assert abs(loss - f["key_norm/loss_random"][0, 0, 0]) < 1e-6, (name, loss)
+    assert abs(f["key_norm"].attrs["alr"] - 1.0) < 1e-5, f["key_norm"].attrs["alr"]
+    assert "H2O score" in report and "ALR 1.00" in report, report
+
+
+def alr_tiny():
+    """Four keys, one head: the attention lost by dropping the highest-norm keys
+    vs the least-attended ones, row by row, worked out with numpy."""
+    q = np.array([[1.0, 0.0], [0.5, 1.0], [2.0, -1.0], [0.0, 3.0], [1.0, 1.0]])
+    k = np.array([[3.0, 0.0], [0.1, 0.2], [0.0, 2.0], [-1.0, 1.0], [0.5, -0.5]])
+    v = np.array([[1.0, -2.0], [0.5, 0.5], [3.0, 1.0], [-1.0, 0.0], [2.0, 2.0]])
+    T = len(q)
+    path = write_trace(os.path.join(workdir(), "tiny.h5"), q[None, :, None, :], k[None, :, None, :],
+                       v[None, :, None, :])
+    f, _ = analyze(path, "--drop-fraction", "0.5", "--example", "0:0", "--bootstrap", "0", "--sink-tokens", "1",
+                   "--sink-attention", "0.9")
+    a = softmax_rows(q, k)
+    norms = np.linalg.norm(k, axis=1)
+    lost_norm, lost_least, rows = 0.0, 0.0, 0
+    for t in range(T):
+        drop = int(0.5 * (t + 1))
+        if drop < 1:
+            continue
+        by_norm = np.argsort(-norms[:t + 1], kind="stable")[:drop]
+        lost_norm += a[t, by_norm].sum()
+        lost_least += np.sort(a[t, :t + 1])[:drop].sum()
+        rows += 1
+    got_norm, got_least = f["key_norm/loss_by_norm"][0, 0, 0], f["key_norm/loss_least_attended"][0, 0, 0]
+    assert abs(got_norm - lost_norm / rows) < 1e-5, (got_norm, lost_norm / rows)
+    assert abs(got_least - lost_least / rows) < 1e-5, (got_least, lost_least / rows)
+    assert abs(f["key_norm"].attrs["alr"] - lost_norm / lost_least) < 1e-4
+    mean_attention = a.sum(axis=0) / (T - np.arange(T))
+    assert abs(f["key_norm/spearman"][0, 0, 0] - spearman(norms, mean_attention)) < 1e-9
+    v_l1 = np.abs(v).sum(axis=1)
+    assert abs(f["value_norm/spearman"][0, 0, 0] - spearman(v_l1, mean_attention)) < 1e-9
+    # sinks: position 0, plus any token averaging >= 0.9 attention per row
+    sinks = (np.arange(T) < 1) | (mean_attention >= 0.9)
+    ratio = v_l1[sinks].mean() / v_l1[~sinks].mean()
+    assert abs(f["value_norm/sink_value_ratio"][0, 0, 0] - ratio) < 1e-5
+    assert np.allclose(f["key_norm/example_mean_attention"][:], mean_attention, rtol=1e-5)
+    assert np.isnan(f["age_bias/spearman_pooled"][0, 1]), "no bootstrap, no interval"
+
+
+def stories_age_bias():
+    """The seed paper's effect on the real model's traces: the H2O score grows
+    with age, A2SF's (alpha <= 0.5) does not, and H2O's top-B set is older."""
+    f, report = analyze(STORIES, "--bootstrap", "300")
+    names = list(f["age_bias/scores"].asstr()[:])
+    pooled = f["age_bias/spearman_pooled"][:]
+    h2o = pooled[names.index("h2o")]
+    print(report)
+    assert h2o[0] > 0.1 and h2o[1] > 0, f"H2O score vs age: {h2o}"
+    for alpha in ("0.1", "0.2", "0.5"):
+        a2sf = pooled[names.index("a2sf_" + alpha)]
+        assert h2o[1] > a2sf[2], f"H2O {h2o} must exceed A2SF alpha={alpha} {a2sf} beyond both intervals"
+    methods = list(f["top_b/methods"].asstr()[:])
+    rel = f["top_b/relative_age_pooled"][:, 0]
+    assert rel[methods.index("h2o")] > rel[methods.index("a2sf_0.2")] + 0.1, rel
+    assert rel[methods.index("h2o")] > rel[methods.index("ideal")] + 0.1, rel
+    S, L, H = f.attrs["n_sequences"], f.attrs["n_layers"], f.attrs["n_heads"]
+    assert f["age_bias/spearman"].shape == (S, L, H, len(names))
+    assert f["age_bias/spearman_layer_head"].shape == (L, H, len(names), 3)
+    assert f["value_norm/by_position"].shape == (L, f["sequences/n_tokens"][0])
+    assert f.attrs["format"] == "kvtrace-analysis/1"
+    assert np.all(np.isfinite(f["key_norm/spearman"][:]))
+
+
+def bad_input():
+    d = workdir()
+    out = os.path.join(d, "a.h5")
+    expect_clean_failure(run("analyze", os.path.join(d, "missing.h5"), "-o", out, check=False), "missing.h5")
+    junk = os.path.join(d, "junk.h5")
+    with open(junk, "w") as fh:
+        fh.write("not hdf5")
+    expect_clean_failure(run("analyze", junk, "-o", out, check=False), "junk.h5")
+    expect_clean_failure(run("analyze", STORIES, "--alpha", "1.5", "-o", out, check=False), "--alpha")
+    expect_clean_failure(run("analyze", STORIES, "--example", "99:0", "-o", out, check=False), "layer 99")
+    expect_clean_failure(run("analyze", STORIES, check=False), "-o")
+    expect_clean_failure(run("analyze", STORIES, "-o", "/proc/no/such/dir/a.h5", check=False), "a.h5")
+    assert not os.path.exists(out)
+    partial = os.path.join(d, "partial.h5")
+    write_trace(partial, np.zeros((1, 6, 1, 2)), np.ones((1, 6, 1, 2)))
+    with h5py.File(partial, "a") as fh:
+        fh["sequences/0000"].attrs["complete"] = 0
+        fh.attrs["complete"] = 0
+    expect_clean_failure(run("analyze", partial, "-o", out, check=False), "incomplete")
+    run("analyze", partial, "--allow-incomplete", "-o", out, "--bootstrap", "10")
+    assert h5py.File(out).attrs["n_sequences"] == 1
+
+
+main(dict(uniform_closed_form=uniform_closed_form, alr_tiny=alr_tiny, stories_age_bias=stories_age_bias,
+          bad_input=bad_input))

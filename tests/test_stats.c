@@ -1,0 +1,100 @@
+/* The analysis statistics on numbers worked out by hand. */
+#include <gsl/gsl_rng.h>
+#include <string.h>
+
+#include "../analysis/stats.h"
+#include "check.h"
+
+/* x = 1..5, y ranks 1 2 3 5 4: d² sums to 2, rho = 1 - 6·2/(5·24) = 0.9. */
+static void spearman_known_ranking(void)
+{
+    double x[5] = {10, 20, 30, 40, 50}, y[5] = {0.1, 0.4, 0.5, 9.0, 2.0}, work[10];
+    CHECK(fabs(spearman(x, y, 5, work) - 0.9) < 1e-12, "rho %g", spearman(x, y, 5, work));
+    double reversed[5] = {5, 4, 3, 2, 1};
+    CHECK(fabs(spearman(x, reversed, 5, work) + 1.0) < 1e-12, "reversed %g", spearman(x, reversed, 5, work));
+    /* ties get average ranks: y ranks 1.5 1.5 3 4 5; Pearson with 1..5 has
+     * co-moment 9.5 and sums of squares 10 and 9.5: rho = 9.5 / sqrt(95) */
+    double tied[5] = {1, 1, 2, 3, 4};
+    double r = spearman(x, tied, 5, work);
+    CHECK(fabs(r - 9.5 / sqrt(95.0)) < 1e-12, "tied %g", r);
+    double constant[5] = {2, 2, 2, 2, 2};
+    CHECK(isnan(spearman(x, constant, 5, work)), "constant side must give NaN");
+}
+
+/* The multiset Spearman of the bootstrap equals the plain one on the expanded data. */
+static void multiset_equals_expanded(void)
+{
+    double x[6] = {3, 1, 4, 1.5, 5, 9}, y[6] = {2, 7, 1, 8, 2.5, 8.5}, work[40];
+    size_t ox[6], oy[6];
+    for (size_t i = 0; i < 6; i++) ox[i] = oy[i] = i;
+    for (size_t i = 0; i < 6; i++) /* insertion sorts: the orders the bootstrap needs */
+        for (size_t j = i; j > 0 && x[ox[j]] < x[ox[j - 1]]; j--) { size_t t = ox[j]; ox[j] = ox[j - 1]; ox[j - 1] = t; }
+    for (size_t i = 0; i < 6; i++)
+        for (size_t j = i; j > 0 && y[oy[j]] < y[oy[j - 1]]; j--) { size_t t = oy[j]; oy[j] = oy[j - 1]; oy[j - 1] = t; }
+    unsigned ones[6] = {1, 1, 1, 1, 1, 1}, counts[6] = {0, 3, 1, 2, 0, 1};
+    double rx[6], ry[6];
+    double plain = spearman(x, y, 6, work), multi = spearman_of_counts(x, y, ox, oy, ones, 6, rx, ry);
+    CHECK(fabs(plain - multi) < 1e-12, "counts of one: %g vs %g", multi, plain);
+    double ex[7], ey[7];
+    int n = 0;
+    for (int i = 0; i < 6; i++)
+        for (unsigned c = 0; c < counts[i]; c++) { ex[n] = x[i]; ey[n] = y[i]; n++; }
+    double expanded = spearman(ex, ey, (size_t)n, work), weighted = spearman_of_counts(x, y, ox, oy, counts, 6, rx, ry);
+    CHECK(fabs(expanded - weighted) < 1e-12, "multiset %g vs expanded %g", weighted, expanded);
+}
+
+/* Bootstrap intervals: a perfect monotone relation stays at 1; units with
+ * known values give the mean and an interval inside their range. */
+static void bootstrap_intervals(void)
+{
+    enum { N = 50, B = 200 };
+    double x[N], y[N], noisy[N];
+    for (int i = 0; i < N; i++) { x[i] = i; y[i] = 2.0 * i * i; noisy[i] = i + ((i * 7919) % 13) * 3.0; }
+    const double *series[2] = {y, noisy};
+    SpearmanBootstrap boot;
+    KvError err;
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 7);
+    CHECK(spearman_bootstrap_init(&boot, x, series, 2, N, &err) == 0, "%s", err.msg);
+    double out[2], value[2] = {1.0, 0.0};
+    float rep[2 * B];
+    int below_one = 0;
+    for (int b = 0; b < B; b++) {
+        spearman_bootstrap_draw(&boot, x, series, rng, out);
+        CHECK(fabs(out[0] - 1.0) < 1e-12, "monotone replicate %g", out[0]);
+        rep[b] = (float)out[0];
+        rep[B + b] = (float)out[1];
+        below_one += out[1] < 0.999;
+    }
+    double work[2 * N];
+    value[1] = spearman(x, noisy, N, work);
+    CHECK(below_one > B / 2, "a noisy relation must vary between replicates");
+    size_t units[2] = {0, 1};
+    double pooled[3];
+    CHECK(mean_with_interval(value, rep, units, 2, B, rng, pooled, &err) == 0, "%s", err.msg);
+    CHECK(fabs(pooled[0] - (1.0 + value[1]) / 2) < 1e-12, "mean %g", pooled[0]);
+    CHECK(pooled[1] <= pooled[0] && pooled[0] <= pooled[2], "interval [%g, %g] around %g", pooled[1], pooled[2], pooled[0]);
+    CHECK(pooled[1] >= value[1] - 0.2 && pooled[2] <= 1.0 + 1e-6, "interval [%g, %g]", pooled[1], pooled[2]);
+    double nan_unit[2] = {0.5, NAN};
+    CHECK(mean_with_interval(nan_unit, NULL, units, 2, B, rng, pooled, &err) == 0 && pooled[0] == 0.5 &&
+              pooled[1] == 0.5 && pooled[2] == 0.5, "NaN units are left out: %g [%g, %g]", pooled[0], pooled[1], pooled[2]);
+    spearman_bootstrap_free(&boot);
+    gsl_rng_free(rng);
+}
+
+int main(int argc, char **argv)
+{
+    struct { const char *name; void (*fn)(void); } cases[] = {
+        {"spearman_known_ranking", spearman_known_ranking},
+        {"multiset_equals_expanded", multiset_equals_expanded},
+        {"bootstrap_intervals", bootstrap_intervals},
+    };
+    if (argc != 2) return 2;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (!strcmp(argv[1], cases[i].name)) {
+            cases[i].fn();
+            return check_status();
+        }
+    fprintf(stderr, "unknown case %s\n", argv[1]);
+    return 2;
+}
