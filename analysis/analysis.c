@@ -166,6 +166,10 @@ static int age_bias(Head *x, KvError *err)
     return 0;
 }
 
+/* A high mean attention counts as a sink only over enough rows: the last
+ * tokens' means are dominated by their attention to themselves. */
+#define SINK_MIN_ROWS 16
+
 /* Key and value norms against the age-free score, mean attention per row. */
 static int norms(Head *x, int have_values, KvError *err)
 {
@@ -192,7 +196,7 @@ static int norms(Head *x, int have_values, KvError *err)
     double sink_sum = 0, other_sum = 0;
     int sinks = 0, others = 0, beyond = 0;
     for (int i = 0; i < T; i++) {
-        int by_attention = mean[i] >= a->opt.sink_attention, sink = i < a->opt.sink_tokens || by_attention;
+        int by_attention = T - i >= SINK_MIN_ROWS && mean[i] >= a->opt.sink_attention, sink = i < a->opt.sink_tokens || by_attention;
         beyond += by_attention && i >= a->opt.sink_tokens;
         if (sink) { sink_sum += w->v_l1[i]; sinks++; }
         else { other_sum += w->v_l1[i]; others++; }

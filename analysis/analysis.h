@@ -38,7 +38,7 @@ typedef struct {
     double budget_fraction;  /* top-B skew: B = fraction of T */
     double drop_fraction;    /* attention loss: fraction of the keys dropped per row */
     int sink_tokens;         /* the first positions count as sinks */
-    double sink_attention;   /* and so does a token whose mean attention per row reaches this */
+    double sink_attention;   /* and so does a token whose mean attention per row reaches this (over >= 16 rows) */
     int n_boot;              /* bootstrap replicates */
     uint64_t seed;
     int example_layer, example_head; /* the head whose curves go into the file (sequence 0) */

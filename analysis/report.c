@@ -34,13 +34,15 @@ static int write_root(hid_t f, const Analysis *a)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char model[128];
+    trace_model_label(&a->meta, model, sizeof model);
     hsize_t ds[1] = {(hsize_t)a->S};
     hid_t g = H5Gcreate2(f, "sequences", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = g < 0 || h5_write_array(g, "n_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, a->seq_tokens) ||
              h5_write_array(g, "budget", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, a->seq_budget);
     if (g >= 0) H5Gclose(g);
     return rc || h5_attr_write_str(f, "format", ANALYSIS_FORMAT) || h5_attr_write_str(f, "trace", a->opt.trace) ||
-           h5_attr_write_str(f, "model_name", a->meta.model_name) || h5_attr_write_int(f, "n_sequences", a->S) ||
+           h5_attr_write_str(f, "model_name", a->meta.model_name) || h5_attr_write_str(f, "model", model) || h5_attr_write_int(f, "n_sequences", a->S) ||
            h5_attr_write_int(f, "n_layers", a->L) || h5_attr_write_int(f, "n_heads", a->H) ||
            h5_attr_write_int(f, "n_kv_heads", a->KV) || h5_attr_write_str(f, "alphas", alphas) ||
            h5_attr_write_double(f, "budget_fraction", a->opt.budget_fraction) ||

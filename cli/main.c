@@ -18,6 +18,7 @@ static const Subcommand SUBCOMMANDS[] = {
     {"info", cmd_info, "describe and validate a trace file"},
     {"simulate", cmd_simulate, "replay traces under eviction policies and budgets; write metrics"},
     {"analyze", cmd_analyze, "age-bias, key-norm and value-norm statistics of a trace (GSL)"},
+    {"plot", cmd_plot, "draw figures from results, analysis, eval and trace files (gnuplot)"},
     {"demo", cmd_demo, "the main job: record example traces and report on them"},
 };
 

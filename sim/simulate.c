@@ -440,6 +440,7 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
     int rc = open_traces(opt, &plan, err) || collect_sequences(opt, &plan, values, err);
     if (rc == 0) {
         const TraceMeta *m = &plan.readers[0].meta;
+        trace_model_label(m, res->model, sizeof res->model);
         if (opt->layer_granularity && opt->units)
             rc = kv_fail(err, "--heads selects cache units per kv head; it does not apply at layer granularity");
         rc = rc || select_list(opt->layers, opt->n_layers, m->n_layers, "layer", &plan.layers, &plan.n_layers, err) ||

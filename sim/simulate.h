@@ -54,6 +54,7 @@ typedef struct {
     float *curve;                 /* [C][S][max_T] mean over simulated units */
     uint8_t *retention;           /* [C][T0][T0] or NULL */
     int retention_T;
+    char model[128];              /* model label of the (first) trace, for titles */
     double seconds;               /* wall clock */
     double cpu_attention;         /* thread-seconds computing or reading attention */
     double cpu_replay;            /* thread-seconds in the replay proper (policies and metrics) */

@@ -283,3 +283,29 @@ int h5_write_file(const char *path, const char *what, int (*write)(hid_t file, v
     }
     return 0;
 }
+
+char **h5_read_strings(hid_t loc, const char *name, int n)
+{
+    char **raw = calloc((size_t)(n ? n : 1), sizeof *raw), **out = calloc((size_t)(n ? n : 1), sizeof *out);
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    int rc = raw && out ? h5_read_all(loc, name, str, raw, (size_t)n) : -1;
+    for (int i = 0; i < n && rc == 0; i++)
+        if (!(out[i] = strdup(raw[i] ? raw[i] : ""))) rc = -1;
+    for (int i = 0; raw && i < n; i++) H5free_memory(raw[i]);
+    H5Tclose(str);
+    free(raw);
+    if (rc) {
+        h5_free_strings(out, n);
+        return NULL;
+    }
+    return out;
+}
+
+void h5_free_strings(char **v, int n)
+{
+    if (!v) return;
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}

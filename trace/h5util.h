@@ -40,6 +40,11 @@ int h5_write_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
 /* A 1-D dataset of UTF-8 variable-length strings. */
 int h5_write_strings(hid_t loc, const char *name, const char *const *v, int n);
 
+/* Reads a 1-D string dataset of n elements into malloc'd strings (NULL on
+ * failure); free with h5_free_strings. */
+char **h5_read_strings(hid_t loc, const char *name, int n);
+void h5_free_strings(char **v, int n);
+
 /* Writes a whole file through write(file, ctx) under a temporary name and
  * renames it into place, so a failure never leaves a file that looks
  * complete.  what names the file kind in messages ("results", "analysis"). */

@@ -603,29 +603,12 @@ char **trace_read_pieces(const TraceReader *r, int seq, int n, KvError *err)
 {
     char path[256];
     seq_path(path, sizeof path, seq, "pieces");
-    char **raw = calloc((size_t)(n ? n : 1), sizeof *raw), **out = calloc((size_t)(n ? n : 1), sizeof *out);
-    hid_t str = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str, H5T_VARIABLE);
-    H5Tset_cset(str, H5T_CSET_UTF8);
-    int rc = raw && out ? h5_read_all((hid_t)r->file, path, str, raw, (size_t)n) : -1;
-    for (int i = 0; i < n && rc == 0; i++)
-        if (!(out[i] = strdup(raw[i] ? raw[i] : ""))) rc = -1;
-    for (int i = 0; raw && i < n; i++) H5free_memory(raw[i]);
-    H5Tclose(str);
-    free(raw);
-    if (rc) {
-        trace_free_pieces(out, n);
-        return kv_fail(err, "%s: cannot read %s", r->path, path), NULL;
-    }
+    char **out = h5_read_strings((hid_t)r->file, path, n);
+    if (!out) kv_fail(err, "%s: cannot read %s", r->path, path);
     return out;
 }
 
-void trace_free_pieces(char **pieces, int n)
-{
-    if (!pieces) return;
-    for (int i = 0; i < n; i++) free(pieces[i]);
-    free(pieces);
-}
+void trace_free_pieces(char **pieces, int n) { h5_free_strings(pieces, n); }
 
 void trace_model_label(const TraceMeta *m, char *out, size_t cap)
 {
