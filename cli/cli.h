@@ -12,6 +12,7 @@ int cmd_demo(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Prints "kvtrace <cmd>: <msg>" and returns 1 (or 2 for usage errors). */
 int cli_error(const char *cmd, const char *msg);

@@ -19,6 +19,7 @@ static const Subcommand SUBCOMMANDS[] = {
     {"simulate", cmd_simulate, "replay traces under eviction policies and budgets; write metrics"},
     {"analyze", cmd_analyze, "age-bias, key-norm and value-norm statistics of a trace (GSL)"},
     {"plot", cmd_plot, "draw figures from results, analysis, eval and trace files (gnuplot)"},
+    {"eval", cmd_eval, "run the model with each policy driving its KV cache; compare with the full cache"},
     {"demo", cmd_demo, "the main job: record example traces and report on them"},
 };
 

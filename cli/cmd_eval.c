@@ -1,0 +1,181 @@
+/* kvtrace eval MODEL --text-file FILE | --prompt-file FILE [...] -o eval.h5 */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../eval/eval.h"
+#include "cli.h"
+
+static const char EVAL_HELP[] =
+    "usage: kvtrace eval MODEL (--text-file FILE | --prompt-file FILE) [--policy P]... [--budget LIST] -o EVAL.h5\n"
+    "\n"
+    "Runs the model teacher-forced over each text with its KV cache pruned by each policy (the same policy\n"
+    "code as simulate) and compares with the full cache: next-token NLL increase, perplexity ratio,\n"
+    "KL(p_full || p_pruned), top-1 agreement, and greedy agreement. The full-cache run is recorded as a\n"
+    "trace and replayed offline, and the offline retained mass is ranked against the closed-loop NLL.\n"
+    "\n"
+    "  --text-file FILE       texts to evaluate, one per line\n"
+    "  --prompt-file FILE     prompts, one per line: the model writes its own stories after them\n"
+    "  --sample N             tokens the model writes after each prompt (default 200)\n"
+    "  --temperature X, --seed N   sampling of those stories (default 0.8, 1)\n"
+    "  --policy P[:k=v,...]   repeatable; default every real policy (the ideal and optimal oracles cannot run)\n"
+    "  --budget LIST          as for simulate (default 10%%,20%%,40%%)\n"
+    "  --prefill              compress the prompt once at its end, then stream\n"
+    "  --granularity G        kv_head (default) or layer\n"
+    "  --generate N           greedy tokens after each text, compared with the full cache's (default 0)\n"
+    "  --retention L:U        record the held tokens of unit U of layer L for the first text\n"
+    "  --threads N            worker threads (default: all cores)\n"
+    "  --trace FILE           where the full-cache trace goes (default: EVAL with -trace.h5)\n"
+    "  --csv FILE             the CSV (default: EVAL with .csv)\n"
+    "  -o, --output FILE      results (HDF5)\n";
+
+typedef struct {
+    EvalOptions eval;
+    PolicySpec *policies;
+    BudgetSpec *budgets;
+    char **texts;
+    int n_texts;
+    const char *text_file, *prompt_file, *output, *csv, *trace;
+} EvalArgs;
+
+static int add_policy(EvalArgs *a, const char *text, KvError *err)
+{
+    PolicySpec *p = realloc(a->policies, (size_t)(a->eval.n_policies + 1) * sizeof *p);
+    if (!p) return kv_fail(err, "out of memory");
+    a->policies = p;
+    if (policy_parse(text, &p[a->eval.n_policies], err)) return -1;
+    a->eval.n_policies++;
+    return 0;
+}
+
+static int set_budgets(EvalArgs *a, const char *text, KvError *err)
+{
+    int n = 1;
+    for (const char *c = text; *c; c++) n += *c == ',';
+    free(a->budgets);
+    if (!(a->budgets = calloc((size_t)n, sizeof *a->budgets))) return kv_fail(err, "out of memory");
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", text);
+    a->eval.n_budgets = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (parse_budget(tok, &a->budgets[a->eval.n_budgets++], err)) return -1;
+    return a->eval.n_budgets ? 0 : kv_fail(err, "--budget needs at least one budget");
+}
+
+static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
+{
+    static const struct option longopts[] = {
+        {"text-file", 1, 0, 'x'}, {"prompt-file", 1, 0, 'P'}, {"sample", 1, 0, 'n'}, {"temperature", 1, 0, 'T'},
+        {"seed", 1, 0, 's'}, {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"prefill", 0, 0, 'f'},
+        {"granularity", 1, 0, 'g'}, {"generate", 1, 0, 'G'}, {"retention", 1, 0, 'R'}, {"threads", 1, 0, 't'},
+        {"trace", 1, 0, 'r'}, {"csv", 1, 0, 'c'}, {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    EvalOptions *e = &a->eval;
+    e->sample_tokens = 200;
+    e->temperature = 0.8f;
+    e->seed = 1;
+    e->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    e->retention_layer = e->retention_unit = -1;
+    int c;
+    long v;
+    double x;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'x': a->text_file = optarg; break;
+        case 'P': a->prompt_file = optarg; break;
+        case 'n': if (parse_int(optarg, 1, 1 << 20, &v)) return kv_fail(err, "--sample needs a token count >= 1"), 2; e->sample_tokens = (int)v; break;
+        case 'T': if (parse_double(optarg, 0, 10, &x)) return kv_fail(err, "--temperature needs 0..10"), 2; e->temperature = (float)x; break;
+        case 's': if (parse_int(optarg, 0, 1L << 62, &v)) return kv_fail(err, "--seed needs a number >= 0"), 2; e->seed = (uint64_t)v; break;
+        case 'p': if (add_policy(a, optarg, err)) return 2; break;
+        case 'b': if (set_budgets(a, optarg, err)) return 2; break;
+        case 'f': e->prefill = 1; break;
+        case 'g':
+            if (strcmp(optarg, "layer") && strcmp(optarg, "kv_head")) return kv_fail(err, "--granularity is kv_head or layer"), 2;
+            e->layer_granularity = !strcmp(optarg, "layer");
+            break;
+        case 'G': if (parse_int(optarg, 0, 1 << 20, &v)) return kv_fail(err, "--generate needs a token count >= 0"), 2; e->generate = (int)v; break;
+        case 'R':
+            if (sscanf(optarg, "%d:%d", &e->retention_layer, &e->retention_unit) != 2 || e->retention_layer < 0)
+                return kv_fail(err, "--retention needs LAYER:UNIT"), 2;
+            break;
+        case 't': if (parse_int(optarg, 1, 64, &v)) return kv_fail(err, "--threads needs 1..64"), 2; e->threads = (int)v; break;
+        case 'r': a->trace = optarg; break;
+        case 'c': a->csv = optarg; break;
+        case 'o': a->output = optarg; break;
+        case 'h': fputs(EVAL_HELP, stdout); return -1;
+        default: return kv_fail(err, "unknown option or missing value: %s", argv[optind - 1]), 2;
+        }
+    }
+    if (optind != argc - 1) return kv_fail(err, "expected one MODEL"), 2;
+    if (!a->output) return kv_fail(err, "missing -o EVAL.h5"), 2;
+    if (!a->text_file == !a->prompt_file) return kv_fail(err, "give one of --text-file or --prompt-file"), 2;
+    e->model_path = argv[optind];
+    if (e->n_policies == 0)
+        for (const PolicyOps *const *o = policy_registry(); *o; o++)
+            if ((*o)->kind != KIND_IDEAL && !(*o)->needs_hindsight && add_policy(a, (*o)->name, err)) return 1;
+    if (e->n_budgets == 0 && set_budgets(a, "10%,20%,40%", err)) return 1;
+    return 0;
+}
+
+/* OUTPUT with its extension replaced by suffix. */
+static void sibling(const char *output, const char *suffix, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", output);
+    char *dot = strrchr(out, '.');
+    if (!dot || strchr(dot, '/')) dot = out + strlen(out);
+    snprintf(dot, cap - (size_t)(dot - out), "%s", suffix);
+}
+
+static int run(EvalArgs *a, KvError *err)
+{
+    const char *file = a->text_file ? a->text_file : a->prompt_file;
+    if (read_lines(file, &a->texts, &a->n_texts) || a->n_texts == 0)
+        return kv_fail(err, "%s: cannot read, or it holds no lines of text", file);
+    char trace[1100], csv[1100];
+    if (!a->trace) sibling(a->output, "-trace.h5", trace, sizeof trace);
+    if (!a->csv) sibling(a->output, ".csv", csv, sizeof csv);
+    EvalOptions *e = &a->eval;
+    e->texts = (const char *const *)a->texts;
+    e->n_texts = a->n_texts;
+    if (a->text_file) e->sample_tokens = 0;
+    e->policies = a->policies;
+    e->budgets = a->budgets;
+    e->trace_path = a->trace ? a->trace : trace;
+    EvalResults res;
+    if (eval_run(e, &res, err)) {
+        remove(e->trace_path);
+        return -1;
+    }
+    int rc = eval_write_hdf5(&res, e, a->output, err) || eval_write_csv(&res, a->csv ? a->csv : csv, err);
+    if (rc) remove(a->output);
+    else {
+        eval_print_table(&res, stdout);
+        fflush(stdout);
+        fprintf(stderr, "%d configurations x %d texts in %.1f s -> %s, %s (full-cache trace: %s)\n", res.C, res.S,
+                res.seconds, a->output, a->csv ? a->csv : csv, e->trace_path);
+    }
+    eval_results_free(&res);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    char cmdline[4096], full[4200];
+    join_argv(argc, argv, cmdline, sizeof cmdline);
+    snprintf(full, sizeof full, "kvtrace %s", cmdline);
+    EvalArgs a = {0};
+    a.eval.command_line = full;
+    KvError err;
+    int rc = parse_args(argc, argv, &a, &err);
+    if (rc == 0) rc = run(&a, &err) ? 1 : 0;
+    free(a.policies);
+    free(a.budgets);
+    if (a.texts) free_lines(a.texts, a.n_texts);
+    if (rc < 0) return 0;
+    if (rc == 2) return cli_usage_error("eval", "%s", err.msg);
+    return rc ? cli_error("eval", err.msg) : 0;
+}

@@ -1,0 +1,281 @@
+/* The closed-loop evaluation: record the full-cache run, replay it offline,
+ * run every policy in the loop, compare (eval.h). */
+#include "eval.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../analysis/stats.h"
+#include "../sim/replay.h"
+#include "../trace/recorder.h"
+#include "../util/progress.h"
+#include "closed_loop.h"
+
+
+const char *const EVAL_METRIC_NAMES[EVAL_METRICS] = {"nll", "nll_full", "delta_nll", "ppl_ratio", "kl",
+                                                     "top1_agreement", "greedy_agreement"};
+
+/* Oracles are not caches: they cannot run in a model. */
+static int check_policies(const EvalOptions *opt, KvError *err)
+{
+    for (int p = 0; p < opt->n_policies; p++) {
+        const PolicyOps *ops = policy_lookup(opt->policies[p].name);
+        if (ops && (ops->kind == KIND_IDEAL || ops->needs_hindsight))
+            return kv_fail(err, "policy %s is an offline oracle (it needs the whole future); eval runs real caches",
+                           opt->policies[p].name);
+    }
+    return 0;
+}
+
+/* Step 1: the full-cache trace of the texts. */
+static int record_texts(const EvalOptions *opt, const Model *m, KvError *err)
+{
+    RecordOptions rec = {.prompts = opt->texts, .n_prompts = opt->n_texts, .generate = opt->sample_tokens,
+                         .temperature = opt->temperature, .top_p = 0.9f, .seed = opt->seed,
+                         .command_line = opt->command_line};
+    RecordSummary sum;
+    remove(opt->trace_path);
+    if (record_traces(m, &rec, opt->trace_path, &sum, err)) return -1;
+    return 0;
+}
+
+/* Step 2: the offline replay of that trace. */
+static int replay_offline(const EvalOptions *opt, SimResults *offline, KvError *err)
+{
+    const char *traces[1] = {opt->trace_path};
+    SimOptions sim = {.traces = traces, .n_traces = 1, .policies = opt->policies, .n_policies = opt->n_policies,
+                      .budgets = opt->budgets, .n_budgets = opt->n_budgets, .prefill = opt->prefill,
+                      .layer_granularity = opt->layer_granularity, .error_stride = 1, .threads = opt->threads,
+                      .retention_layer = -1, .retention_unit = -1, .command_line = opt->command_line};
+    return simulate_run(&sim, offline, err);
+}
+
+/* ------------------------------------------------------------ step 3, per text */
+
+typedef struct {
+    const EvalOptions *opt;
+    const Model *m;
+    EvalResults *res;
+    int **tokens;            /* [S] */
+    int next;                /* next text to take */
+    pthread_mutex_t lock;
+    Progress *progress;
+    long done, total;
+    int failed;
+    KvError err;
+} Pool;
+
+static void store(EvalResults *res, int c, int s, const LoopResult *r)
+{
+    size_t i = (size_t)c * res->S + s;
+    double rows = (double)r->rows;
+    res->metric[EVAL_NLL][i] = r->rows ? r->nll / rows : NAN;
+    res->metric[EVAL_NLL_FULL][i] = r->rows ? r->nll_full / rows : NAN;
+    res->metric[EVAL_DELTA_NLL][i] = r->rows ? (r->nll - r->nll_full) / rows : NAN;
+    res->metric[EVAL_PPL_RATIO][i] = r->rows ? exp((r->nll - r->nll_full) / rows) : NAN;
+    res->metric[EVAL_KL][i] = r->rows ? r->kl / rows : NAN;
+    res->metric[EVAL_TOP1][i] = r->rows ? r->top1 / rows : NAN;
+    res->metric[EVAL_GREEDY][i] = r->greedy_agree;
+}
+
+static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
+{
+    const EvalOptions *opt = pool->opt;
+    EvalResults *res = pool->res;
+    int T = res->offline.seq_length[s], P = res->offline.seq_prompt[s];
+    FullRun full;
+    if (full_run(pool->m, state, pool->tokens[s], T, opt->generate, &full, err)) return -1;
+    int rc = 0;
+    for (int c = 0; c < res->C && rc == 0; c++) {
+        int budget = res->offline.budget_tokens[(size_t)c * res->S + s];
+        ReplayOptions ropt = {.n_prompt = opt->prefill ? P : 0};
+        LoopOptions lopt = {.n_prompt = ropt.n_prompt, .layer_granularity = opt->layer_granularity,
+                            .first_reported = replay_first_reported(&ropt, budget, T),
+                            .retention_layer = s == 0 ? opt->retention_layer : -1, .retention_unit = opt->retention_unit};
+        LoopResult r = {.retention = s == 0 && res->retention ? res->retention + (size_t)c * T * T : NULL};
+        rc = closed_loop_run(pool->m, state, pool->tokens[s], &full, &opt->policies[c / opt->n_budgets], budget,
+                             &lopt, &r, err);
+        if (rc == 0) store(res, c, s, &r);
+        pthread_mutex_lock(&pool->lock);
+        progress_update(pool->progress, ++pool->done, pool->total, "runs");
+        pthread_mutex_unlock(&pool->lock);
+    }
+    full_run_free(&full);
+    return rc;
+}
+
+static void *worker(void *arg)
+{
+    Pool *pool = arg;
+    ForwardState state;
+    KvError err;
+    int longest = 0;
+    for (int s = 0; s < pool->res->S; s++)
+        if (pool->res->offline.seq_length[s] > longest) longest = pool->res->offline.seq_length[s];
+    if (forward_state_init(&state, &pool->m->cfg, longest + pool->opt->generate, 1, &err)) {
+        pthread_mutex_lock(&pool->lock);
+        if (!pool->failed++) pool->err = err;
+        pthread_mutex_unlock(&pool->lock);
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        int s = pool->failed ? pool->res->S : pool->next++;
+        pthread_mutex_unlock(&pool->lock);
+        if (s >= pool->res->S) break;
+        if (run_text(pool, s, &state, &err)) {
+            pthread_mutex_lock(&pool->lock);
+            if (!pool->failed++) pool->err = err;
+            pthread_mutex_unlock(&pool->lock);
+        }
+    }
+    forward_state_free(&state);
+    return NULL;
+}
+
+static int read_tokens(const EvalOptions *opt, EvalResults *res, int ***tokens, KvError *err)
+{
+    TraceReader r;
+    if (trace_open(&r, opt->trace_path, err)) return -1;
+    int rc = 0;
+    *tokens = calloc((size_t)res->S, sizeof **tokens);
+    if (!*tokens) rc = kv_fail(err, "out of memory");
+    for (int s = 0; s < res->S && rc == 0; s++) {
+        int T = res->offline.seq_length[s];
+        (*tokens)[s] = malloc((size_t)T * sizeof(int));
+        rc = (*tokens)[s] ? trace_read_tokens(&r, s, (*tokens)[s], T, err) : kv_fail(err, "out of memory");
+    }
+    trace_close(&r);
+    return rc;
+}
+
+static int run_closed_loop(const EvalOptions *opt, const Model *m, EvalResults *res, KvError *err)
+{
+    Pool pool = {.opt = opt, .m = m, .res = res, .total = (long)res->S * res->C};
+    if (read_tokens(opt, res, &pool.tokens, err)) goto fail;
+    pthread_mutex_init(&pool.lock, NULL);
+    Progress progress;
+    pool.progress = &progress;
+    progress_begin(&progress, "eval");
+    int n = opt->threads < res->S ? opt->threads : res->S;
+    pthread_t threads[64];
+    int started = 0;
+    openblas_set_num_threads(1);
+    for (; started < n && started < 64; started++)
+        if (pthread_create(&threads[started], NULL, worker, &pool)) break;
+    if (started == 0) worker(&pool);
+    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    progress_end(&progress);
+    pthread_mutex_destroy(&pool.lock);
+    if (pool.failed) *err = pool.err;
+fail:
+    for (int s = 0; pool.tokens && s < res->S; s++) free(pool.tokens[s]);
+    free(pool.tokens);
+    return pool.failed || !pool.tokens ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ step 4 */
+
+/* Spearman across the given configs of offline mass and -ΔNLL. */
+static double rank_agreement(const EvalResults *res, const int *configs, int n)
+{
+    double *x = malloc((size_t)(n ? n : 1) * sizeof(double)), *y = malloc((size_t)(n ? n : 1) * sizeof(double));
+    double *work = malloc((size_t)(2 * n + 2) * sizeof(double)), rho = NAN, std;
+    int used = 0;
+    for (int j = 0; x && y && work && j < n; j++) {
+        double mass, delta;
+        sim_overall(&res->offline, configs[j], 0, &mass, &std);
+        eval_overall(res, configs[j], EVAL_DELTA_NLL, &delta, &std);
+        if (isnan(mass) || isnan(delta)) continue;
+        x[used] = mass;
+        y[used++] = -delta;
+    }
+    if (x && y && work) rho = spearman(x, y, (size_t)used, work);
+    free(x); free(y); free(work);
+    return rho;
+}
+
+static void compare(const EvalOptions *opt, EvalResults *res)
+{
+    int *configs = malloc((size_t)res->C * sizeof(int)), n = 0, budgets = 0;
+    double sum = 0;
+    if (!configs) return;
+    for (int c = 0; c < res->C; c++) configs[c] = c;
+    res->rank_overall = rank_agreement(res, configs, res->C);
+    for (int b = 0; b < opt->n_budgets; b++) {
+        n = 0;
+        for (int c = b; c < res->C; c += opt->n_budgets) configs[n++] = c;
+        double rho = rank_agreement(res, configs, n);
+        if (!isnan(rho)) { sum += rho; budgets++; }
+    }
+    res->rank_within_budget = budgets ? sum / budgets : NAN;
+    free(configs);
+}
+
+static int alloc_results(const EvalOptions *opt, EvalResults *res, KvError *err)
+{
+    res->C = res->offline.n_configs;
+    res->S = res->offline.n_sequences;
+    for (int k = 0; k < EVAL_METRICS; k++) {
+        res->metric[k] = malloc((size_t)res->C * res->S * sizeof(double));
+        if (!res->metric[k]) return kv_fail(err, "out of memory");
+        for (size_t i = 0; i < (size_t)res->C * res->S; i++) res->metric[k][i] = NAN;
+    }
+    if (opt->retention_layer >= 0) {
+        res->retention_T = res->offline.seq_length[0];
+        res->retention = calloc((size_t)res->C * res->retention_T * res->retention_T, 1);
+        if (!res->retention) return kv_fail(err, "out of memory for retention maps");
+    }
+    return 0;
+}
+
+int eval_run(const EvalOptions *opt, EvalResults *res, KvError *err)
+{
+    memset(res, 0, sizeof *res);
+    double start = kv_now_seconds();
+    if (check_policies(opt, err)) return -1;
+    Model m;
+    if (model_load(&m, opt->model_path, NULL, err)) return -1;
+    int rc = -1;
+    if (opt->retention_layer >= 0 &&
+        (opt->retention_layer >= m.cfg.n_layers || opt->retention_unit < 0 ||
+         opt->retention_unit >= (opt->layer_granularity ? 1 : m.cfg.n_kv_heads))) {
+        kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
+        goto done;
+    }
+    if (record_texts(opt, &m, err) || replay_offline(opt, &res->offline, err) || alloc_results(opt, res, err) ||
+        run_closed_loop(opt, &m, res, err))
+        goto done;
+    compare(opt, res);
+    rc = 0;
+done:
+    model_free(&m);
+    res->seconds = kv_now_seconds() - start;
+    if (rc) eval_results_free(res);
+    return rc;
+}
+
+void eval_results_free(EvalResults *res)
+{
+    sim_results_free(&res->offline);
+    for (int k = 0; k < EVAL_METRICS; k++) free(res->metric[k]);
+    free(res->retention);
+    memset(res, 0, sizeof *res);
+}
+
+void eval_overall(const EvalResults *res, int config, int metric, double *mean, double *std)
+{
+    double sum = 0, sum2 = 0;
+    int n = 0;
+    for (int s = 0; s < res->S; s++) {
+        double v = res->metric[metric][(size_t)config * res->S + s];
+        if (isnan(v)) continue;
+        sum += v;
+        sum2 += v * v;
+        n++;
+    }
+    mean_and_std(sum, sum2, n, mean, std);
+}

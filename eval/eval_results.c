@@ -1,0 +1,149 @@
+/* Writing an evaluation: HDF5 ("kvtrace-eval/1", FORMAT.md), CSV, table. */
+#include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../trace/h5util.h"
+#include "../trace/trace_file.h"
+#include "eval.h"
+
+typedef struct {
+    const EvalResults *res;
+    const EvalOptions *opt;
+} EvalWrite;
+
+static int write_configs(hid_t f, const EvalResults *r)
+{
+    const SimResults *o = &r->offline;
+    hsize_t dc[1] = {(hsize_t)r->C}, dcs[2] = {(hsize_t)r->C, (hsize_t)r->S}, ds[1] = {(hsize_t)r->S};
+    hid_t g = H5Gcreate2(f, "configs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = g < 0 || h5_write_strings(g, "policy", o->config_policy, r->C) ||
+             h5_write_strings(g, "params", o->config_params, r->C) ||
+             h5_write_strings(g, "budget", o->config_budget, r->C) ||
+             h5_write_array(g, "budget_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, o->config_fraction) ||
+             h5_write_array(g, "budget_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dcs, o->budget_tokens);
+    if (g >= 0) H5Gclose(g);
+    if (rc) return -1;
+    g = H5Gcreate2(f, "texts", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    rc = g < 0 || h5_write_array(g, "n_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, o->seq_length) ||
+         h5_write_array(g, "n_prompt", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, o->seq_prompt);
+    if (g >= 0) H5Gclose(g);
+    return rc;
+}
+
+/* metrics/<name> [C][S] and summary/<name>_{mean,std} [C], closed loop and offline. */
+static int write_metrics(hid_t f, const EvalResults *r)
+{
+    hsize_t dcs[2] = {(hsize_t)r->C, (hsize_t)r->S}, dc[1] = {(hsize_t)r->C};
+    hid_t g = H5Gcreate2(f, "metrics", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), s = -1;
+    double *mean = malloc((size_t)r->C * sizeof(double)), *std = malloc((size_t)r->C * sizeof(double));
+    int rc = g < 0 || !mean || !std;
+    for (int k = 0; k < EVAL_METRICS && !rc; k++)
+        rc = h5_write_array(g, EVAL_METRIC_NAMES[k], H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, dcs, r->metric[k]);
+    if (!rc) s = H5Gcreate2(f, "summary", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    rc = rc || s < 0;
+    static const char *OFFLINE[2] = {"offline_retained_mass", "offline_output_error"};
+    for (int k = 0; k < EVAL_METRICS + 2 && !rc; k++) {
+        for (int c = 0; c < r->C; c++) {
+            if (k < EVAL_METRICS) eval_overall(r, c, k, &mean[c], &std[c]);
+            else sim_overall(&r->offline, c, k == EVAL_METRICS ? 0 : 2, &mean[c], &std[c]);
+        }
+        const char *name = k < EVAL_METRICS ? EVAL_METRIC_NAMES[k] : OFFLINE[k - EVAL_METRICS];
+        char a[64], b[64];
+        snprintf(a, sizeof a, "%s_mean", name);
+        snprintf(b, sizeof b, "%s_std", name);
+        rc = h5_write_array(s, a, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, mean) ||
+             h5_write_array(s, b, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, std);
+    }
+    if (s >= 0) H5Gclose(s);
+    if (g >= 0) H5Gclose(g);
+    free(mean);
+    free(std);
+    return rc ? -1 : 0;
+}
+
+static int write_eval(hid_t f, void *ctx)
+{
+    const EvalWrite *w = ctx;
+    const EvalResults *r = w->res;
+    const EvalOptions *o = w->opt;
+    char created[40];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (h5_attr_write_str(f, "format", "kvtrace-eval/1") || h5_attr_write_str(f, "model", r->offline.model) ||
+        h5_attr_write_str(f, "trace", o->trace_path) || h5_attr_write_str(f, "mode", o->prefill ? "prefill" : "streaming") ||
+        h5_attr_write_str(f, "granularity", o->layer_granularity ? "layer" : "kv_head") ||
+        h5_attr_write_int(f, "generate", o->generate) || h5_attr_write_int(f, "n_texts", r->S) ||
+        h5_attr_write_double(f, "rank_correlation", r->rank_overall) ||
+        h5_attr_write_double(f, "rank_correlation_within_budget", r->rank_within_budget) ||
+        h5_attr_write_str(f, "created", created) || h5_attr_write_str(f, "command", o->command_line ? o->command_line : "") ||
+        h5_attr_write_str(f, "kvtrace_version", KVTRACE_VERSION) || h5_attr_write_double(f, "seconds", r->seconds) ||
+        write_configs(f, r) || write_metrics(f, r))
+        return -1;
+    if (!r->retention) return 0;
+    hsize_t dr[3] = {(hsize_t)r->C, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
+    if (h5_write_array(f, "retention", H5T_STD_U8LE, H5T_NATIVE_UINT8, 3, dr, r->retention)) return -1;
+    hid_t d = H5Dopen2(f, "retention", H5P_DEFAULT);
+    int rc = d < 0 || h5_attr_write_int(d, "layer", o->retention_layer) || h5_attr_write_int(d, "unit", o->retention_unit);
+    if (d >= 0) H5Dclose(d);
+    return rc ? -1 : 0;
+}
+
+int eval_write_hdf5(const EvalResults *res, const EvalOptions *opt, const char *path, KvError *err)
+{
+    EvalWrite w = {res, opt};
+    return h5_write_file(path, "eval", write_eval, &w, err);
+}
+
+static double mean_tokens(const EvalResults *r, int c)
+{
+    double sum = 0;
+    for (int s = 0; s < r->S; s++) sum += r->offline.budget_tokens[(size_t)c * r->S + s];
+    return sum / r->S;
+}
+
+int eval_write_csv(const EvalResults *r, const char *path, KvError *err)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return kv_fail(err, "%s: cannot create the CSV file", path);
+    fprintf(f, "policy,params,budget,budget_tokens,delta_nll,delta_nll_std,ppl_ratio,kl,top1_agreement,"
+               "greedy_agreement,offline_retained_mass,offline_output_error\n");
+    for (int c = 0; c < r->C; c++) {
+        double v[EVAL_METRICS], sd[EVAL_METRICS], mass, error, unused;
+        for (int k = 0; k < EVAL_METRICS; k++) eval_overall(r, c, k, &v[k], &sd[k]);
+        sim_overall(&r->offline, c, 0, &mass, &unused);
+        sim_overall(&r->offline, c, 2, &error, &unused);
+        fprintf(f, "%s,\"%s\",%s,%.2f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n", r->offline.config_policy[c],
+                r->offline.config_params[c], r->offline.config_budget[c], mean_tokens(r, c), v[EVAL_DELTA_NLL], sd[EVAL_DELTA_NLL],
+                v[EVAL_PPL_RATIO], v[EVAL_KL], v[EVAL_TOP1], v[EVAL_GREEDY], mass, error);
+    }
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+        remove(tmp);
+        return kv_fail(err, "%s: writing the CSV failed", path);
+    }
+    return 0;
+}
+
+void eval_print_table(const EvalResults *r, FILE *out)
+{
+    fprintf(out, "%-10s %-6s %7s  %-18s %9s %8s %7s %7s | %12s %10s\n", "policy", "budget", "tokens",
+            "dNLL (nats) +- sd", "ppl ratio", "KL", "top-1", "greedy", "offline mass", "off. error");
+    for (int c = 0; c < r->C; c++) {
+        double v[EVAL_METRICS], sd[EVAL_METRICS], mass, error, unused;
+        for (int k = 0; k < EVAL_METRICS; k++) eval_overall(r, c, k, &v[k], &sd[k]);
+        sim_overall(&r->offline, c, 0, &mass, &unused);
+        sim_overall(&r->offline, c, 2, &error, &unused);
+        fprintf(out, "%-10s %-6s %7.1f  %+8.4f +- %-6.4f %9.4f %8.4f %7.3f %7.1f | %12.4f %10.4f\n",
+                r->offline.config_policy[c], r->offline.config_budget[c], mean_tokens(r, c), v[EVAL_DELTA_NLL],
+                sd[EVAL_DELTA_NLL], v[EVAL_PPL_RATIO], v[EVAL_KL], v[EVAL_TOP1], v[EVAL_GREEDY], mass, error);
+    }
+    fprintf(out, "rank correlation of offline retained mass with closed-loop -dNLL: %+.3f over all configurations, "
+                 "%+.3f within a budget (mean)\n", r->rank_overall, r->rank_within_budget);
+}
