@@ -191,7 +191,8 @@ int closed_loop_run(const Model *m, ForwardState *s, const int *tokens, const Fu
     if (pruned_cache_init(&c, s, spec, budget, capacity, err)) goto done;
     ForwardObserver obs = {.ctx = &c, .on_qkv = on_qkv, .on_attention = on_attention};
     int token = tokens[0], agreeing = 1;
-    for (int t = 0; t + 1 < T + G; t++) {
+    int steps = G > 0 ? T + G - 1 : T; /* the last text row too, so the held sets cover every step */
+    for (int t = 0; t < steps; t++) {
         if (forward_block(m, s, &token, 1, t, logits, &obs, c.keep, err)) goto done;
         if (t + 1 < T) { /* teacher-forced: the row predicts tokens[t + 1] */
             if (t >= opt->first_reported) {
@@ -199,7 +200,7 @@ int closed_loop_run(const Model *m, ForwardState *s, const int *tokens, const Fu
                 score_row(out, logprobs, full->logprobs + (size_t)t * V, V, tokens[t + 1]);
             }
             token = tokens[t + 1];
-        } else { /* greedy continuation, compared with the full cache's */
+        } else if (t + 1 - T < G) { /* greedy continuation, compared with the full cache's */
             token = argmax(logits, V);
             agreeing &= token == full->greedy[t + 1 - T];
             out->greedy_agree += agreeing;

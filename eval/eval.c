@@ -35,7 +35,8 @@ static int record_texts(const EvalOptions *opt, const Model *m, KvError *err)
 {
     RecordOptions rec = {.prompts = opt->texts, .n_prompts = opt->n_texts, .generate = opt->sample_tokens,
                          .temperature = opt->temperature, .top_p = 0.9f, .seed = opt->seed,
-                         .command_line = opt->command_line};
+                         .command_line = opt->command_line,
+                         .max_block = 1}; /* one token per step, as the closed loop runs: identical q, k, v */
     RecordSummary sum;
     remove(opt->trace_path);
     if (record_traces(m, &rec, opt->trace_path, &sum, err)) return -1;

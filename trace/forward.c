@@ -101,7 +101,9 @@ static void causal_softmax(float *scores, int ld, int n, int pos0, const uint8_t
     for (int r = 0; r < n; r++) {
         float *row = scores + (size_t)r * ld;
         int len = pos0 + r + 1;
-        if (!keep) {
+        int all_kept = 1; /* then the same kernel as the full cache, bit for bit */
+        for (int i = 0; keep && i < len - 1 && all_kept; i++) all_kept = keep[i];
+        if (all_kept) {
             softmax_inplace(row, len);
             for (int i = len; i < pos0 + n; i++) row[i] = 0.0f;
             continue;
