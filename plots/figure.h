@@ -42,5 +42,7 @@ int figure_age_bias(FigureJob *job, KvError *err);
 int figure_key_norm(FigureJob *job, KvError *err);
 int figure_value_norm(FigureJob *job, KvError *err);
 int figure_heatmap(FigureJob *job, KvError *err);
+int figure_nll(FigureJob *job, KvError *err);
+int figure_offline_vs_closed(FigureJob *job, KvError *err);
 
 #endif

@@ -60,14 +60,13 @@ static int results_load(const FigureJob *job, Results *r, KvError *err)
 {
     memset(r, 0, sizeof *r);
     int rank;
-    hsize_t dims[8], curve[8];
+    hsize_t dims[8], ages[8];
     hid_t f = job->file;
-    if (h5_dataset_shape(f, "configs/budget_tokens", &rank, dims) || rank != 2 ||
-        h5_dataset_shape(f, "curve_retained_mass", &rank, curve) || rank != 3)
-        return kv_fail(err, "%s: damaged results file (configs)", job->input);
+    if (h5_dataset_shape(f, "configs/budget_tokens", &rank, dims) || rank != 2)
+        return kv_fail(err, "%s: damaged file (configs)", job->input);
     r->C = (int)dims[0];
     r->S = (int)dims[1];
-    r->T = (int)curve[2];
+    if (h5_dataset_shape(f, "eviction_age", &rank, ages) == 0 && rank == 2) r->T = (int)ages[1]; /* results only */
     r->policy = h5_read_strings(f, "configs/policy", r->C);
     r->params = h5_read_strings(f, "configs/params", r->C);
     r->budget = h5_read_strings(f, "configs/budget", r->C);
@@ -78,7 +77,7 @@ static int results_load(const FigureJob *job, Results *r, KvError *err)
         h5_read_all(f, "configs/budget_fraction", H5T_NATIVE_DOUBLE, r->fraction, (size_t)r->C) ||
         h5_read_all(f, "configs/budget_tokens", H5T_NATIVE_INT, r->tokens, (size_t)r->C * r->S)) {
         results_free(r);
-        return kv_fail(err, "%s: damaged results file (configs)", job->input);
+        return kv_fail(err, "%s: damaged file (configs)", job->input);
     }
     for (int c = 0; c < r->C; c++) r->series[c] = -1;
     if (h5_attr_read_str(f, "mode", r->mode, sizeof r->mode)) snprintf(r->mode, sizeof r->mode, "streaming");
@@ -316,6 +315,57 @@ int figure_eviction_age(FigureJob *job, KvError *err)
     rc = 0;
 done:
     free(ages);
+    results_free(&r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- eval files */
+
+int figure_nll(FigureJob *job, KvError *err)
+{
+    return budget_curves(job, "delta_nll", "closed-loop next-token NLL increase over the full cache (nats)",
+                         "closed-loop NLL increase", err);
+}
+
+int figure_offline_vs_closed(FigureJob *job, KvError *err)
+{
+    Results r;
+    if (results_load(job, &r, err)) return -1;
+    size_t C = (size_t)r.C;
+    double *mass = malloc(C * sizeof(double)), *delta = malloc(C * sizeof(double)), rho = NAN;
+    int used[64] = {0}, rc = -1;
+    char rel[256];
+    FILE *out = NULL;
+    if (!mass || !delta || h5_read_all(job->file, "summary/offline_retained_mass_mean", H5T_NATIVE_DOUBLE, mass, C) ||
+        h5_read_all(job->file, "summary/delta_nll_mean", H5T_NATIVE_DOUBLE, delta, C)) {
+        kv_fail(err, "%s: damaged eval file (summary)", job->input);
+        goto done;
+    }
+    h5_attr_read_double(job->file, "rank_correlation", &rho);
+    if (!(out = figure_data(job, "offline_vs_closed.dat", rel, sizeof rel, err))) goto done;
+    fprintf(out, "# offline_retained_mass closed_loop_delta_nll budget, one block per policy\n");
+    for (int s = 0; s < r.n_series; s++) {
+        int any = 0;
+        if (!strcmp(r.family[s], "full")) continue; /* the reference itself: mass 1, no increase */
+        for (int c = 0; c < r.C; c++)
+            if (r.series[c] == s && !isnan(mass[c]) && !isnan(delta[c])) {
+                if (!any) fprintf(out, "# %s\n", r.label[s]);
+                fprintf(out, "%.9g %.9g %s\n", mass[c], delta[c], r.budget[c]);
+                any = used[s] = 1;
+            }
+        if (any) fprintf(out, "\n\n");
+    }
+    if (figure_data_close(out, "offline_vs_closed.dat", err)) goto done;
+    char model[128];
+    figure_model(job, model, sizeof model);
+    figure_var(job, "data", "%s", rel);
+    figure_var(job, "title", "%s%soffline retained mass vs closed-loop NLL increase (mean over %d texts); "
+               "Spearman(mass, -dNLL) = %.2f", model, model[0] ? ": " : "", r.S, rho);
+    set_series_vars(job, &r, used);
+    rc = 0;
+done:
+    free(mass);
+    free(delta);
     results_free(&r);
     return rc;
 }

@@ -33,6 +33,9 @@ static const Figure FIGURES[] = {
     {"heatmap", INPUT_TRACE, "attention_heatmap.gp", figure_heatmap, "attention of one head, log colour scale"},
     {"key_norm", INPUT_ANALYSIS, "key_norm.gp", figure_key_norm, "key L2 norm vs attention received (one head)"},
     {"value_norm", INPUT_ANALYSIS, "value_norm.gp", figure_value_norm, "value L1 norm by position, sinks marked"},
+    {"nll", INPUT_EVAL, "budget_curves.gp", figure_nll, "closed-loop NLL increase vs budget, a line per policy"},
+    {"offline_vs_closed", INPUT_EVAL, "offline_vs_closed.gp", figure_offline_vs_closed,
+     "offline retained mass vs closed-loop NLL increase, a point per policy and budget"},
 };
 #define N_FIGURES (int)(sizeof FIGURES / sizeof FIGURES[0])
 
