@@ -99,13 +99,6 @@ int eval_write_hdf5(const EvalResults *res, const EvalOptions *opt, const char *
     return h5_write_file(path, "eval", write_eval, &w, err);
 }
 
-static double mean_tokens(const EvalResults *r, int c)
-{
-    double sum = 0;
-    for (int s = 0; s < r->S; s++) sum += r->offline.budget_tokens[(size_t)c * r->S + s];
-    return sum / r->S;
-}
-
 int eval_write_csv(const EvalResults *r, const char *path, KvError *err)
 {
     char tmp[1100];
@@ -120,7 +113,7 @@ int eval_write_csv(const EvalResults *r, const char *path, KvError *err)
         sim_overall(&r->offline, c, 0, &mass, &unused);
         sim_overall(&r->offline, c, 2, &error, &unused);
         fprintf(f, "%s,\"%s\",%s,%.2f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n", r->offline.config_policy[c],
-                r->offline.config_params[c], r->offline.config_budget[c], mean_tokens(r, c), v[EVAL_DELTA_NLL], sd[EVAL_DELTA_NLL],
+                r->offline.config_params[c], r->offline.config_budget[c], sim_mean_budget(&r->offline, c), v[EVAL_DELTA_NLL], sd[EVAL_DELTA_NLL],
                 v[EVAL_PPL_RATIO], v[EVAL_KL], v[EVAL_TOP1], v[EVAL_GREEDY], mass, error);
     }
     int bad = ferror(f);
@@ -141,7 +134,7 @@ void eval_print_table(const EvalResults *r, FILE *out)
         sim_overall(&r->offline, c, 0, &mass, &unused);
         sim_overall(&r->offline, c, 2, &error, &unused);
         fprintf(out, "%-10s %-6s %7.1f  %+8.4f +- %-6.4f %9.4f %8.4f %7.3f %7.1f | %12.4f %10.4f\n",
-                r->offline.config_policy[c], r->offline.config_budget[c], mean_tokens(r, c), v[EVAL_DELTA_NLL],
+                r->offline.config_policy[c], r->offline.config_budget[c], sim_mean_budget(&r->offline, c), v[EVAL_DELTA_NLL],
                 sd[EVAL_DELTA_NLL], v[EVAL_PPL_RATIO], v[EVAL_KL], v[EVAL_TOP1], v[EVAL_GREEDY], mass, error);
     }
     fprintf(out, "rank correlation of offline retained mass with closed-loop -dNLL: %+.3f over all configurations, "

@@ -135,7 +135,7 @@ static void cell_stats(const SimResults *r, const double *a, int c, int l, int h
     mean_and_std(sum, sum2, *n, mean, std);
 }
 
-static double mean_budget(const SimResults *r, int c)
+double sim_mean_budget(const SimResults *r, int c)
 {
     double sum = 0;
     for (int s = 0; s < r->n_sequences; s++) sum += r->budget_tokens[(size_t)c * r->n_sequences + s];
@@ -159,12 +159,12 @@ int sim_write_csv(const SimResults *r, const char *path, KvError *err)
                 for (int k = 0; k < 4; k++) cell_stats(r, metric_of(r, k), c, l, h, &m[k], &sd[k], &n);
                 if (!n) continue;
                 fprintf(fp, "%s,\"%s\",%s,%.1f,%d,%d,%.8g,%.8g,%.8g,%.8g,%.8g,%d\n", r->config_policy[c], params,
-                        r->config_budget[c], mean_budget(r, c), l, h, m[0], sd[0], m[1], m[2], m[3], n);
+                        r->config_budget[c], sim_mean_budget(r, c), l, h, m[0], sd[0], m[1], m[2], m[3], n);
             }
         double m[4], sd[4];
         for (int k = 0; k < 4; k++) sim_overall(r, c, k, &m[k], &sd[k]);
         fprintf(fp, "%s,\"%s\",%s,%.1f,all,all,%.8g,%.8g,%.8g,%.8g,%.8g,%d\n", r->config_policy[c], params,
-                r->config_budget[c], mean_budget(r, c), m[0], sd[0], m[1], m[2], m[3], r->n_sequences);
+                r->config_budget[c], sim_mean_budget(r, c), m[0], sd[0], m[1], m[2], m[3], r->n_sequences);
     }
     int bad = ferror(fp);
     if (fclose(fp) != 0) bad = 1;
@@ -185,6 +185,6 @@ void sim_print_table(const SimResults *r, FILE *out)
         char mass[32];
         snprintf(mass, sizeof mass, "%.4f ± %.4f", m[0], sd[0]);
         fprintf(out, "%-10s %-34.34s %7s %7.1f  %-17s %9.4f %9.4f %8.3f\n", r->config_policy[c], r->config_params[c],
-                r->config_budget[c], mean_budget(r, c), mass, m[1], m[2], m[3]);
+                r->config_budget[c], sim_mean_budget(r, c), mass, m[1], m[2], m[3]);
     }
 }

@@ -75,6 +75,9 @@ void mean_and_std(double sum, double sum2, int n, double *mean, double *std);
  * deviation over sequences; metric 0..3 = mass, kl, error, overlap. */
 void sim_overall(const SimResults *res, int config, int metric, double *mean, double *std);
 
+/* Budget in tokens of a config, averaged over sequences. */
+double sim_mean_budget(const SimResults *res, int config);
+
 int sim_write_hdf5(const SimResults *res, const SimOptions *opt, const char *path, KvError *err);
 int sim_write_csv(const SimResults *res, const char *path, KvError *err);
 void sim_print_table(const SimResults *res, FILE *out);
