@@ -116,3 +116,28 @@ int file_exists(const char *path)
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+int cli_add_policy(PolicySpec **list, int *n, const char *text, KvError *err)
+{
+    PolicySpec *p = realloc(*list, (size_t)(*n + 1) * sizeof *p);
+    if (!p) return kv_fail(err, "out of memory");
+    *list = p;
+    if (policy_parse(text, &p[*n], err)) return -1;
+    (*n)++;
+    return 0;
+}
+
+int cli_set_budgets(BudgetSpec **list, int *n, const char *text, KvError *err)
+{
+    int count = 1;
+    for (const char *c = text; *c; c++) count += *c == ',';
+    free(*list);
+    *n = 0;
+    if (!(*list = calloc((size_t)count, sizeof **list))) return kv_fail(err, "out of memory");
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", text);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        if (parse_budget(tok, &(*list)[(*n)++], err)) return -1;
+    return *n ? 0 : kv_fail(err, "--budget needs at least one budget");
+}

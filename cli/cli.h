@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "../sim/simulate.h"
+
 int cmd_record(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
@@ -26,6 +28,10 @@ int parse_int_list(const char *s, int **out, int *n);
 /* Non-empty lines of a text file (UTF-8), malloc'd. */
 int read_lines(const char *path, char ***lines, int *n);
 void free_lines(char **lines, int n);
+/* Appends a parsed "name[:k=v,...]" to a growing policy list. */
+int cli_add_policy(PolicySpec **list, int *n, const char *text, KvError *err);
+/* Replaces *list with the budgets of "20%,0.4,64". */
+int cli_set_budgets(BudgetSpec **list, int *n, const char *text, KvError *err);
 /* The command line joined with spaces, for provenance attributes. */
 void join_argv(int argc, char **argv, char *out, size_t cap);
 int file_exists(const char *path);

@@ -49,29 +49,12 @@ typedef struct {
 
 static int add_policy(SimArgs *a, const char *text, KvError *err)
 {
-    PolicySpec *p = realloc(a->policies, (size_t)(a->sim.n_policies + 1) * sizeof *p);
-    if (!p) return kv_fail(err, "out of memory");
-    a->policies = p;
-    if (policy_parse(text, &p[a->sim.n_policies], err)) return -1;
-    a->sim.n_policies++;
-    return 0;
+    return cli_add_policy(&a->policies, &a->sim.n_policies, text, err);
 }
 
 static int set_budgets(SimArgs *a, const char *text, KvError *err)
 {
-    int n = 1;
-    for (const char *c = text; *c; c++) n += *c == ',';
-    free(a->budgets);
-    a->budgets = calloc((size_t)n, sizeof *a->budgets);
-    if (!a->budgets) return kv_fail(err, "out of memory");
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", text);
-    a->sim.n_budgets = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-        if (parse_budget(tok, &a->budgets[a->sim.n_budgets++], err)) return -1;
-    if (a->sim.n_budgets == 0) return kv_fail(err, "--budget needs at least one budget");
-    return 0;
+    return cli_set_budgets(&a->budgets, &a->sim.n_budgets, text, err);
 }
 
 static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
