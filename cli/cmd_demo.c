@@ -25,23 +25,31 @@ static const char DEMO_HELP[] =
 
 #define DEMO_LAYER 2 /* the layer whose retention maps and heatmap the figures show */
 
-/* Every registered policy (snapkv with a window that fits small budgets). */
-static int demo_simulate(const char *trace, const char *dir, SimResults *res)
+/* Every registered policy (snapkv with a window that fits small budgets);
+ * the oracles come last, so the first DEMO_REAL can also run in the loop. */
+static const char *const DEMO_POLICIES[] = {"full", "window", "streaming", "h2o", "a2sf", "vatp", "knorm", "tova",
+                                            "snapkv:window=8", "random", "ideal", "optimal"};
+enum { DEMO_N_POLICIES = sizeof DEMO_POLICIES / sizeof DEMO_POLICIES[0], DEMO_REAL = DEMO_N_POLICIES - 2 };
+static const char *const DEMO_BUDGETS[] = {"10%", "20%", "40%"};
+enum { DEMO_N_BUDGETS = sizeof DEMO_BUDGETS / sizeof DEMO_BUDGETS[0] };
+
+static int demo_specs(PolicySpec *policies, BudgetSpec *budgets)
 {
-    static const char *names[] = {"full", "window", "streaming", "h2o", "a2sf", "vatp", "knorm", "tova",
-                                  "snapkv:window=8", "random", "ideal", "optimal"};
-    enum { N_POLICIES = sizeof names / sizeof names[0] };
-    static PolicySpec policies[N_POLICIES]; /* static: the results point into them */
-    static BudgetSpec budgets[3];
     KvError err;
-    const char *budget_text[3] = {"10%", "20%", "40%"};
-    for (int i = 0; i < N_POLICIES; i++)
-        if (policy_parse(names[i], &policies[i], &err)) return cli_error("demo", err.msg);
-    for (int i = 0; i < 3; i++)
-        if (parse_budget(budget_text[i], &budgets[i], &err)) return cli_error("demo", err.msg);
+    for (int i = 0; i < DEMO_N_POLICIES; i++)
+        if (policy_parse(DEMO_POLICIES[i], &policies[i], &err)) return cli_error("demo", err.msg);
+    for (int i = 0; i < DEMO_N_BUDGETS; i++)
+        if (parse_budget(DEMO_BUDGETS[i], &budgets[i], &err)) return cli_error("demo", err.msg);
+    return 0;
+}
+
+static int demo_simulate(const char *trace, const char *dir, const PolicySpec *policies, const BudgetSpec *budgets,
+                         SimResults *res)
+{
+    KvError err;
     const char *traces[1] = {trace};
-    SimOptions opt = {.traces = traces, .n_traces = 1, .policies = policies, .n_policies = N_POLICIES,
-                      .budgets = budgets, .n_budgets = 3, .error_stride = 1, .threads = 2,
+    SimOptions opt = {.traces = traces, .n_traces = 1, .policies = policies, .n_policies = DEMO_N_POLICIES,
+                      .budgets = budgets, .n_budgets = DEMO_N_BUDGETS, .error_stride = 1, .threads = 2,
                       .retention_layer = DEMO_LAYER, .retention_unit = 0, .command_line = "kvtrace demo"};
     char results[1024], csv[1024];
     snprintf(results, sizeof results, "%s/results.h5", dir);
@@ -80,19 +88,10 @@ static int demo_analyze(const char *trace, const char *dir, Analysis *a)
 }
 
 /* A short closed-loop evaluation on the hand-written stories in texts/. */
-static int demo_eval(const char *model_path, const char *dir, EvalResults *res)
+static int demo_eval(const char *model_path, const char *dir, const PolicySpec *policies, const BudgetSpec *budgets,
+                     EvalResults *res)
 {
-    static const char *names[] = {"full", "window", "streaming", "h2o", "a2sf", "vatp", "knorm", "tova",
-                                  "snapkv:window=8", "random"};
-    enum { N_POLICIES = sizeof names / sizeof names[0] };
-    static PolicySpec policies[N_POLICIES]; /* static: the results point into them */
-    static BudgetSpec budgets[3];
-    static const char *budget_text[3] = {"10%", "20%", "40%"};
     KvError err;
-    for (int i = 0; i < N_POLICIES; i++)
-        if (policy_parse(names[i], &policies[i], &err)) return cli_error("demo", err.msg);
-    for (int i = 0; i < 3; i++)
-        if (parse_budget(budget_text[i], &budgets[i], &err)) return cli_error("demo", err.msg);
     char **texts, trace[1024], path[1024], csv[1024];
     int n;
     if (read_lines("texts/stories.txt", &texts, &n))
@@ -101,7 +100,7 @@ static int demo_eval(const char *model_path, const char *dir, EvalResults *res)
     snprintf(path, sizeof path, "%s/eval.h5", dir);
     snprintf(csv, sizeof csv, "%s/eval.csv", dir);
     EvalOptions opt = {.model_path = model_path, .texts = (const char *const *)texts, .n_texts = n,
-                       .policies = policies, .n_policies = N_POLICIES, .budgets = budgets, .n_budgets = 3,
+                       .policies = policies, .n_policies = DEMO_REAL, .budgets = budgets, .n_budgets = DEMO_N_BUDGETS,
                        .generate = 16, .threads = 2, .retention_layer = -1, .retention_unit = -1,
                        .trace_path = trace, .command_line = "kvtrace demo"};
     int rc = eval_run(&opt, res, &err);
@@ -284,14 +283,17 @@ int cmd_demo(int argc, char **argv)
     char *info_argv[] = {"info", trace, NULL};
     int rc = cmd_info(2, info_argv);
     if (rc != 0) return rc;
+    PolicySpec policies[DEMO_N_POLICIES]; /* the results point into these until the end */
+    BudgetSpec budgets[DEMO_N_BUDGETS];
+    if ((rc = demo_specs(policies, budgets)) != 0) return rc;
     SimResults res;
     Analysis analysis;
     EvalResults eval;
     int with_eval = model_path != NULL;
     char figures[1100];
-    if ((rc = demo_simulate(trace, dir, &res)) != 0) return rc;
+    if ((rc = demo_simulate(trace, dir, policies, budgets, &res)) != 0) return rc;
     if ((rc = demo_analyze(trace, dir, &analysis)) == 0) {
-        if (with_eval) rc = demo_eval(model_path, dir, &eval);
+        if (with_eval) rc = demo_eval(model_path, dir, policies, budgets, &eval);
         else printf("\nno model: the closed-loop evaluation is skipped\n");
         if (rc == 0 && (rc = demo_plot(trace, dir, with_eval, figures, sizeof figures)) == 0)
             demo_summary(&res, &analysis, with_eval ? &eval : NULL, figures);
