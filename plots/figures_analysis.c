@@ -98,11 +98,11 @@ int figure_key_norm(FigureJob *job, KvError *err)
     AnalysisInfo a;
     if (analysis_info(job, &a, err)) return -1;
     float *k_norm = malloc((size_t)a.T * sizeof(float)), *attention = malloc((size_t)a.T * sizeof(float));
-    double *rho = malloc((size_t)a.L * a.H * sizeof(double) + 1), pooled[3];
+    double pooled[3];
     int rc = -1, rank;
     hsize_t dims[8];
     char rel[256];
-    if (!k_norm || !attention || !rho) { kv_fail(err, "out of memory"); goto done; }
+    if (!k_norm || !attention) { kv_fail(err, "out of memory"); goto done; }
     if (read_floats(job, "key_norm/example_k_norm", k_norm, (size_t)a.T, err) ||
         read_floats(job, "key_norm/example_mean_attention", attention, (size_t)a.T, err))
         goto done;
@@ -131,7 +131,7 @@ int figure_key_norm(FigureJob *job, KvError *err)
                "(all heads: %.2f)", a.model, a.model[0] ? ": " : "", a.layer, a.head, head_rho, pooled[0]);
     rc = 0;
 done:
-    free(k_norm); free(attention); free(rho);
+    free(k_norm); free(attention);
     h5_free_strings(a.scores, a.K);
     return rc;
 }

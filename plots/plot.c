@@ -114,7 +114,7 @@ void figure_model(const FigureJob *job, char *out, size_t cap)
 
 /* ------------------------------------------------------------ gnuplot */
 
-/* gnuplot on PATH, or NULL. */
+/* Whether an executable gnuplot is on PATH. */
 static int gnuplot_available(void)
 {
     const char *path = getenv("PATH");
