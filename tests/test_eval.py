@@ -90,6 +90,17 @@ def stories_table():
         rho = f.attrs["rank_correlation"]
         assert 0.5 < rho <= 1.0, rho
         assert f.attrs["format"] == "kvtrace-eval/1"
+    # the closed-loop figures, through real gnuplot
+    figures = os.path.join(os.path.dirname(out), "figures")
+    run("plot", out, "-o", figures)
+    for name in ("nll", "offline_vs_closed"):
+        path = os.path.join(figures, name + ".png")
+        with open(path, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n", path
+        assert os.path.getsize(path) > 15000, path
+        with open(os.path.join(figures, "data", name + ".log")) as fh:
+            log = fh.read().lower()
+        assert "error" not in log and "warning" not in log, log
 
 
 def bad_input():
