@@ -1,10 +1,11 @@
 /* forward.h — the Llama forward pass over a block of consecutive tokens.
  *
  * One function runs n tokens at positions pos0..pos0+n-1: prompt processing
- * passes whole blocks (matrix products through CBLAS sgemm), generation
- * passes one token.  Per layer: RMSNorm, q/k/v projections, RoPE on adjacent
- * pairs, grouped-query causal attention over the KV cache, output projection,
- * RMSNorm, SwiGLU feed-forward.
+ * passes whole blocks, generation passes one token (matmul.h chooses how the
+ * encoded weights are multiplied).  Per layer: RMSNorm, q/k/v projections
+ * (plus biases for qwen2), RoPE (adjacent pairs, or halves for qwen2, with
+ * the model's frequency scaling), grouped-query causal attention over the KV
+ * cache, output projection, RMSNorm, SwiGLU feed-forward.
  *
  * An observer sees q, k, v after RoPE and the attention probabilities (this
  * is how traces are recorded).  A keep mask prunes the cache per (layer, kv
@@ -36,11 +37,16 @@ typedef struct {
     float *q;            /* [max_block][n_heads*head_dim] */
     float *k, *v;        /* [max_block][n_kv_heads*head_dim] */
     float *hb, *hb2;     /* [max_block][hidden_dim] */
-    float *scores;       /* [max_block][capacity] */
+    float *scores;       /* [workers][max_block][capacity] */
     float *rope_cos, *rope_sin; /* [max_block][head_dim/2] */
+    MatmulContext mm;    /* threads and matrix scratch */
 } ForwardState;
 
+/* One thread; forward_state_threads() adds more. */
 int forward_state_init(ForwardState *s, const ModelConfig *cfg, int capacity, int max_block, KvError *err);
+/* Runs matrix rows and attention heads on n_threads threads (counting the
+ * caller).  Results are identical for every n_threads. */
+int forward_state_threads(ForwardState *s, int n_threads, KvError *err);
 void forward_state_free(ForwardState *s);
 
 /* Runs the block.  logits: [n][vocab] for every row, or NULL.  keep: NULL

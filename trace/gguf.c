@@ -156,7 +156,8 @@ static int read_tensor_info(GgufFile *f, Cursor *c, uint64_t i, KvError *err)
     if (!ggml_type_info(t->type))
         return kv_fail(err, "%s: tensor '%s' has unknown tensor type %u", f->path, t->name, t->type);
     t->n_bytes = ggml_row_bytes(t->type, t->n_elements);
-    if (!t->n_bytes)
+    /* a type known only by name: its size is unknown, and the loader refuses it by name */
+    if (!t->n_bytes && ggml_type_info(t->type)->block_bytes)
         return kv_fail(err, "%s: tensor '%s' size is not a whole number of %s blocks", f->path, t->name,
                        ggml_type_info(t->type)->name);
     t->data = (const void *)(uintptr_t)offset; /* relative for now; fixed up once the data start is known */
@@ -206,12 +207,12 @@ int gguf_open(GgufFile *f, const char *path, KvError *err)
         f->alignment = (size_t)align;
     }
     /* a tensor info takes at least 8 + 4 + 8 + 4 + 8 bytes */
-    if (f->n_tensors == 0 || f->n_tensors > (f->size - c.pos) / 32) {
+    if (f->n_tensors > (f->size - c.pos) / 32) { /* 0 tensors: a vocabulary-only file */
         kv_fail(err, "%s: header claims %llu tensors, which the file cannot hold", path,
                 (unsigned long long)f->n_tensors);
         goto fail;
     }
-    f->tensors = calloc(f->n_tensors, sizeof *f->tensors);
+    f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof *f->tensors);
     if (!f->tensors) { kv_fail(err, "%s: out of memory for the tensor table", path); goto fail; }
     for (uint64_t i = 0; i < f->n_tensors; i++)
         if (read_tensor_info(f, &c, i, err)) goto fail;
@@ -272,10 +273,11 @@ static int read_number(const GgufFile *f, const uint8_t *p, uint32_t type, doubl
     case GGUF_INT16: *i = v.i16; *d = v.i16; break;
     case GGUF_UINT32: *i = v.u32; *d = v.u32; break;
     case GGUF_INT32: *i = v.i32; *d = v.i32; break;
-    case GGUF_UINT64: *i = (int64_t)v.u64; *d = (double)v.u64; break;
+    case GGUF_UINT64: *i = v.u64 > INT64_MAX ? INT64_MAX : (int64_t)v.u64; *d = (double)v.u64; break;
     case GGUF_INT64: *i = v.i64; *d = (double)v.i64; break;
-    case GGUF_FLOAT32: *d = v.f32; *i = (int64_t)v.f32; break;
-    case GGUF_FLOAT64: *d = v.f64; *i = (int64_t)v.f64; break;
+    /* floats are never read as integers (gguf_get_int refuses them): no conversion that could overflow */
+    case GGUF_FLOAT32: *d = v.f32; *i = 0; break;
+    case GGUF_FLOAT64: *d = v.f64; *i = 0; break;
     default: return -1;
     }
     return 0;
@@ -343,6 +345,49 @@ int gguf_get_float_array(const GgufFile *f, const char *key, float **out, uint64
     const GgufKV *kv = find_array(f, key, GGUF_FLOAT32, err);
     if (!kv) return -1;
     float *v = malloc((kv->array_count ? kv->array_count : 1) * sizeof *v);
+    if (!v) return kv_fail(err, "%s: out of memory reading '%s'", f->path, key);
+    memcpy(v, f->base + kv->value_offset + 12, kv->array_count * sizeof *v);
+    *out = v;
+    *count = kv->array_count;
+    return 0;
+}
+
+/* ---- accessors for the tokenizers ---- */
+
+const char *gguf_get_string_view(const GgufFile *f, const char *key, size_t *len)
+{
+    const GgufKV *kv = gguf_find_kv(f, key);
+    if (!kv || kv->type != GGUF_STRING) return NULL;
+    uint64_t n;
+    memcpy(&n, f->base + kv->value_offset, 8); /* bounds were checked at open */
+    *len = (size_t)n;
+    return (const char *)f->base + kv->value_offset + 8;
+}
+
+int gguf_get_string_views(const GgufFile *f, const char *key, GgufString **out, uint64_t *count, KvError *err)
+{
+    const GgufKV *kv = find_array(f, key, GGUF_STRING, err);
+    if (!kv) return -1;
+    GgufString *v = malloc((kv->array_count ? kv->array_count : 1) * sizeof *v);
+    if (!v) return kv_fail(err, "%s: out of memory reading '%s'", f->path, key);
+    size_t pos = kv->value_offset + 12;
+    for (uint64_t i = 0; i < kv->array_count; i++) {
+        uint64_t n;
+        memcpy(&n, f->base + pos, 8); /* every length was checked against the file at open */
+        v[i].s = (const char *)f->base + pos + 8;
+        v[i].len = (size_t)n;
+        pos += 8 + (size_t)n;
+    }
+    *out = v;
+    *count = kv->array_count;
+    return 0;
+}
+
+int gguf_get_i32_array(const GgufFile *f, const char *key, int32_t **out, uint64_t *count, KvError *err)
+{
+    const GgufKV *kv = find_array(f, key, GGUF_INT32, err);
+    if (!kv) return -1;
+    int32_t *v = malloc((kv->array_count ? kv->array_count : 1) * sizeof *v);
     if (!v) return kv_fail(err, "%s: out of memory reading '%s'", f->path, key);
     memcpy(v, f->base + kv->value_offset + 12, kv->array_count * sizeof *v);
     *out = v;

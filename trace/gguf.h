@@ -68,4 +68,16 @@ int gguf_get_string(const GgufFile *f, const char *key, char *out, size_t cap);
 int gguf_get_string_array(const GgufFile *f, const char *key, char ***out, uint64_t *count, KvError *err);
 int gguf_get_float_array(const GgufFile *f, const char *key, float **out, uint64_t *count, KvError *err);
 
+/* For the tokenizers: a string value, or each string of an array, as a view
+ * into the mapping (not NUL-terminated; valid until gguf_close), and an INT32
+ * array copied out.  The view getter returns NULL when the key is missing or
+ * not a string. */
+typedef struct {
+    const char *s;
+    size_t len;
+} GgufString;
+const char *gguf_get_string_view(const GgufFile *f, const char *key, size_t *len);
+int gguf_get_string_views(const GgufFile *f, const char *key, GgufString **out, uint64_t *count, KvError *err);
+int gguf_get_i32_array(const GgufFile *f, const char *key, int32_t **out, uint64_t *count, KvError *err);
+
 #endif

@@ -99,13 +99,14 @@ int gguf_writer_copy_kv(GgufWriter *w, const GgufFile *src, const GgufKV *kv)
     return 0;
 }
 
-int gguf_writer_add_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *dims,
-                           uint32_t type, const float *data)
+/* Appends a tensor entry with room for its encoded bytes. */
+static PendingTensor *new_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *dims, uint32_t type,
+                                 uint64_t *n_out)
 {
     if (w->n_tensors == w->cap_tensors) {
         size_t cap = w->cap_tensors ? 2 * w->cap_tensors : 16;
         PendingTensor *t = realloc(w->tensors, cap * sizeof *t);
-        if (!t) return w->failed = 1, -1;
+        if (!t) return w->failed = 1, NULL;
         w->tensors = t;
         w->cap_tensors = cap;
     }
@@ -116,15 +117,59 @@ int gguf_writer_add_tensor(GgufWriter *w, const char *name, int n_dims, const ui
     t->n_bytes = ggml_row_bytes(type, n);
     t->name = strdup(name);
     t->data = t->n_bytes ? malloc(t->n_bytes) : NULL;
-    if (!t->name || !t->data || ggml_quantize(type, data, t->data, n)) {
+    if (!t->name || !t->data) {
         free(t->name);
         free(t->data);
-        return w->failed = 1, -1;
+        return w->failed = 1, NULL;
     }
     t->n_dims = n_dims;
     memcpy(t->dims, dims, (size_t)n_dims * sizeof *dims);
     t->type = type;
+    *n_out = n;
+    return t;
+}
+
+int gguf_writer_add_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *dims,
+                           uint32_t type, const float *data)
+{
+    uint64_t n;
+    PendingTensor *t = new_tensor(w, name, n_dims, dims, type, &n);
+    if (!t) return -1;
+    if (ggml_quantize(type, data, t->data, n)) {
+        free(t->name);
+        free(t->data);
+        return w->failed = 1, -1;
+    }
     w->n_tensors++;
+    return 0;
+}
+
+int gguf_writer_add_encoded(GgufWriter *w, const char *name, int n_dims, const uint64_t *dims, uint32_t type,
+                            const void *bytes)
+{
+    uint64_t n;
+    PendingTensor *t = new_tensor(w, name, n_dims, dims, type, &n);
+    if (!t) return -1;
+    memcpy(t->data, bytes, t->n_bytes);
+    w->n_tensors++;
+    return 0;
+}
+
+int gguf_writer_add_array(GgufWriter *w, const char *key, uint32_t elem_type, uint64_t count, const void *values)
+{
+    size_t size = elem_type == GGUF_INT32 || elem_type == GGUF_FLOAT32 || elem_type == GGUF_UINT32 ? 4 : 0;
+    if (!size || kv_header(w, key, GGUF_ARRAY) || put_u32(&w->kv, elem_type) || put_u64(&w->kv, count) ||
+        bytes_put(&w->kv, values, (size_t)count * size))
+        return w->failed = 1, -1;
+    return 0;
+}
+
+int gguf_writer_add_string_array(GgufWriter *w, const char *key, const char *const *values, uint64_t count)
+{
+    if (kv_header(w, key, GGUF_ARRAY) || put_u32(&w->kv, GGUF_STRING) || put_u64(&w->kv, count))
+        return w->failed = 1, -1;
+    for (uint64_t i = 0; i < count; i++)
+        if (put_str(&w->kv, values[i])) return w->failed = 1, -1;
     return 0;
 }
 

@@ -27,6 +27,13 @@ int gguf_writer_copy_kv(GgufWriter *w, const GgufFile *src, const GgufKV *kv);
 int gguf_writer_add_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *dims,
                            uint32_t type, const float *data);
 
+/* Stores a tensor already encoded in type (ggml_row_bytes(type, n) bytes). */
+int gguf_writer_add_encoded(GgufWriter *w, const char *name, int n_dims, const uint64_t *dims, uint32_t type,
+                            const void *bytes);
+/* Arrays of GGUF_INT32, GGUF_UINT32 or GGUF_FLOAT32 values, and of strings. */
+int gguf_writer_add_array(GgufWriter *w, const char *key, uint32_t elem_type, uint64_t count, const void *values);
+int gguf_writer_add_string_array(GgufWriter *w, const char *key, const char *const *values, uint64_t count);
+
 int gguf_writer_save(GgufWriter *w, const char *path, KvError *err);
 
 #endif

@@ -1,4 +1,5 @@
-/* Loading a llama-architecture GGUF into a Model. */
+/* Loading a llama- or qwen2-architecture GGUF into a Model. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +22,132 @@ static int arch_int(const Model *m, const char *suffix, int64_t def, int *out, K
     return 0;
 }
 
+/* "<arch>.<suffix>" as a float; NaN when it is not a finite float32. */
 static float arch_float(const Model *m, const char *suffix, double def)
 {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", m->arch, suffix);
     double v;
-    return gguf_get_float(&m->gguf, key, &v) == 0 ? (float)v : (float)def;
+    if (gguf_get_float(&m->gguf, key, &v) != 0) v = def;
+    return isfinite(v) && fabs(v) <= 3.4e38 ? (float)v : NAN;
+}
+
+void rope_llama3_factors(double theta, int head_dim, double factor, double low, double high, int old_context,
+                         float *out)
+{
+    for (int j = 0; j < head_dim / 2; j++) {
+        double freq = pow(theta, -2.0 * j / head_dim), wavelen = 2 * M_PI / freq;
+        if (wavelen < old_context / high) {
+            out[j] = 1.0f;
+        } else if (wavelen > old_context / low) {
+            out[j] = (float)factor;
+        } else {
+            double smooth = (old_context / wavelen - low) / (high - low);
+            out[j] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+        }
+    }
+}
+
+/* Llama 3.1's scaling from rope.scaling.* keys, when the file has no
+ * rope_freqs tensor. */
+static int llama3_factors(Model *m, KvError *err)
+{
+    const ModelConfig *c = &m->cfg;
+    float factor = arch_float(m, "rope.scaling.factor", 8.0), low = arch_float(m, "rope.scaling.low_freq_factor", 1.0);
+    float high = arch_float(m, "rope.scaling.high_freq_factor", 4.0);
+    int old_ctx = 0;
+    if (arch_int(m, "rope.scaling.original_context_length", 8192, &old_ctx, err)) return -1;
+    if (!(factor >= 1) || !(low > 0) || !(high > low))
+        return kv_fail(err, "%s: llama3 RoPE scaling parameters are invalid (factor %g, low %g, high %g)", m->path,
+                       factor, low, high);
+    float *f = model_own(m, (size_t)c->head_dim / 2);
+    if (!f) return kv_fail(err, "%s: out of memory", m->path);
+    rope_llama3_factors(c->rope_theta, c->head_dim, factor, low, high, old_ctx, f);
+    m->rope_factors = f;
+    return 0;
+}
+
+/* Finds a tensor and checks its shape: dims[0] = d0, and dims[1] = d1 when d1 > 0. */
+static const GgufTensor *find_shaped(Model *m, const char *name, uint64_t d0, uint64_t d1, int optional,
+                                     KvError *err)
+{
+    const GgufTensor *t = gguf_find_tensor(&m->gguf, name);
+    if (!t) return optional ? NULL : (kv_fail(err, "%s: tensor '%s' is missing", m->path, name), NULL);
+    uint64_t want_dims = d1 ? 2 : 1;
+    if (t->n_dims != want_dims || t->dims[0] != d0 || (d1 && t->dims[1] != d1))
+        return kv_fail(err, "%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", m->path, name,
+                       (unsigned long long)t->dims[0], (unsigned long long)(t->n_dims > 1 ? t->dims[1] : 0),
+                       (unsigned long long)d0, (unsigned long long)d1), NULL;
+    const GgmlTypeInfo *info = ggml_type_info(t->type);
+    if (!info->can_read)
+        return kv_fail(err, "%s: tensor '%s' has type %s, which kvtrace cannot read (it reads %s)", m->path, name,
+                       info->name, ggml_readable_types()), NULL;
+    return t;
+}
+
+/* A weight matrix [rows][cols] as a view of the mapped bytes.  Old llama.cpp
+ * files (2023) quantized some tensors as one flat array whose blocks
+ * straddle rows; such a tensor is converted to float32 here. */
+static int load_matrix(Model *m, const char *name, int cols, int rows, QMatrix *w, KvError *err)
+{
+    const GgufTensor *t = find_shaped(m, name, (uint64_t)cols, (uint64_t)rows, 0, err);
+    if (!t) return -1;
+    *w = (QMatrix){t->data, t->type, rows, cols, ggml_row_bytes(t->type, (uint64_t)cols)};
+    if (w->row_bytes) return 0;
+    float *flat = model_own(m, t->n_elements);
+    if (!flat) return kv_fail(err, "%s: out of memory converting '%s'", m->path, name);
+    ggml_dequantize(t->type, t->data, flat, t->n_elements);
+    *w = (QMatrix){(const uint8_t *)flat, GGML_F32, rows, cols, (size_t)cols * sizeof(float)};
+    return 0;
+}
+
+/* A vector of n floats: the mapped data when it is aligned float32, else a
+ * converted copy.  Optional vectors that are absent give *out = NULL. */
+static int load_vector(Model *m, const char *name, int n, int optional, const float **out, KvError *err)
+{
+    *out = NULL;
+    const GgufTensor *t = find_shaped(m, name, (uint64_t)n, 0, optional, err);
+    if (!t) return optional && !gguf_find_tensor(&m->gguf, name) ? 0 : -1;
+    if (t->type == GGML_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
+        *out = t->data;
+        return 0;
+    }
+    float *v = model_own(m, (size_t)n);
+    if (!v) return kv_fail(err, "%s: out of memory", m->path);
+    if (ggml_dequantize(t->type, t->data, v, (size_t)n))
+        return kv_fail(err, "%s: vector '%s' of %d values is not a whole number of %s blocks", m->path, name, n,
+                       ggml_type_info(t->type)->name);
+    *out = v;
+    return 0;
+}
+
+static int read_rope(Model *m, KvError *err)
+{
+    ModelConfig *c = &m->cfg;
+    int rope_dims = 0;
+    if (arch_int(m, "rope.dimension_count", c->head_dim, &rope_dims, err)) return -1;
+    if (rope_dims != c->head_dim)
+        return kv_fail(err, "%s: partial rotary embeddings (%d of %d dims) are not supported", m->path, rope_dims,
+                       c->head_dim);
+    c->rope_neox = strcmp(m->arch, "qwen2") == 0;
+    char key[128], old_key[128], type[32] = "";
+    snprintf(key, sizeof key, "%s.rope.scaling.type", m->arch);
+    snprintf(old_key, sizeof old_key, "%s.rope.scale_linear", m->arch);
+    gguf_get_string(&m->gguf, key, type, sizeof type);
+    if (load_vector(m, "rope_freqs.weight", c->head_dim / 2, 1, &m->rope_factors, err)) return -1;
+    if (m->rope_factors || strcmp(type, "llama3") == 0) {
+        snprintf(m->rope_scaling, sizeof m->rope_scaling, "llama3");
+        return m->rope_factors ? 0 : llama3_factors(m, err);
+    }
+    if (strcmp(type, "linear") == 0 || (!type[0] && gguf_find_kv(&m->gguf, old_key))) {
+        c->rope_linear = arch_float(m, type[0] ? "rope.scaling.factor" : "rope.scale_linear", 1.0);
+        snprintf(m->rope_scaling, sizeof m->rope_scaling, c->rope_linear != 1.0f ? "linear" : "none");
+        return 0;
+    }
+    if (type[0] && strcmp(type, "none") != 0)
+        return kv_fail(err, "%s: RoPE scaling '%s' is not supported (kvtrace applies none, linear and llama3)",
+                       m->path, type);
+    return 0;
 }
 
 static int read_config(Model *m, KvError *err)
@@ -34,8 +155,9 @@ static int read_config(Model *m, KvError *err)
     ModelConfig *c = &m->cfg;
     if (gguf_get_string(&m->gguf, "general.architecture", m->arch, sizeof m->arch) != 0)
         return kv_fail(err, "%s: metadata 'general.architecture' is missing", m->path);
-    if (strcmp(m->arch, "llama") != 0)
-        return kv_fail(err, "%s: architecture '%s' is not supported (kvtrace runs 'llama' models)", m->path, m->arch);
+    if (strcmp(m->arch, "llama") != 0 && strcmp(m->arch, "qwen2") != 0)
+        return kv_fail(err, "%s: architecture '%s' is not supported (kvtrace runs 'llama' and 'qwen2' models)",
+                       m->path, m->arch);
     if (gguf_get_string(&m->gguf, "general.name", m->name, sizeof m->name) != 0)
         snprintf(m->name, sizeof m->name, "unnamed");
     if (arch_int(m, "embedding_length", -1, &c->dim, err) ||
@@ -46,62 +168,45 @@ static int read_config(Model *m, KvError *err)
         arch_int(m, "context_length", 2048, &c->max_seq_len, err))
         return -1;
     c->head_dim = c->dim / c->n_heads;
-    int rope_dims = 0;
-    if (arch_int(m, "rope.dimension_count", c->head_dim, &rope_dims, err)) return -1;
-    if (rope_dims != c->head_dim)
-        return kv_fail(err, "%s: partial rotary embeddings (%d of %d dims) are not supported", m->path, rope_dims,
+    int key_length = 0;
+    if (arch_int(m, "attention.key_length", c->head_dim, &key_length, err)) return -1;
+    if (key_length != c->head_dim)
+        return kv_fail(err, "%s: head size %d differs from width / heads = %d; not supported", m->path, key_length,
                        c->head_dim);
-    c->rope_theta = arch_float(m, "rope.freq_base", 10000.0);
     c->norm_eps = arch_float(m, "attention.layer_norm_rms_epsilon", 1e-5);
+    c->rope_theta = arch_float(m, "rope.freq_base", 10000.0);
     const GgufTensor *emb = gguf_find_tensor(&m->gguf, "token_embd.weight");
-    if (!emb || emb->n_dims != 2)
+    if (!emb || emb->n_dims != 2 || emb->dims[1] > (1u << 30))
         return kv_fail(err, "%s: tensor 'token_embd.weight' is missing or not 2-D", m->path);
     c->vocab_size = (int)emb->dims[1];
+    if (model_check_config(m, err) || read_rope(m, err)) return -1;
     return model_check_config(m, err);
-}
-
-/* Finds a tensor, checks its shape (dims[0] is the input width) and returns
- * float32 data: the mapped bytes for F32, a dequantized copy otherwise. */
-static const float *tensor_f32(Model *m, const char *name, uint64_t d0, uint64_t d1, KvError *err)
-{
-    const GgufTensor *t = gguf_find_tensor(&m->gguf, name);
-    if (!t) return kv_fail(err, "%s: tensor '%s' is missing", m->path, name), NULL;
-    uint64_t want_dims = d1 ? 2 : 1;
-    if (t->n_dims != want_dims || t->dims[0] != d0 || (d1 && t->dims[1] != d1))
-        return kv_fail(err, "%s: tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", m->path, name,
-                       (unsigned long long)t->dims[0], (unsigned long long)(t->n_dims > 1 ? t->dims[1] : 0),
-                       (unsigned long long)d0, (unsigned long long)d1), NULL;
-    const GgmlTypeInfo *info = ggml_type_info(t->type);
-    if (!info->can_dequantize)
-        return kv_fail(err, "%s: tensor '%s' has type %s, which kvtrace cannot read "
-                       "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", m->path, name, info->name), NULL;
-    if (t->type == GGML_F32) return t->data;
-    float *out = model_own(m, t->n_elements);
-    if (!out) return kv_fail(err, "%s: out of memory dequantizing '%s'", m->path, name), NULL;
-    ggml_dequantize(t->type, t->data, out, t->n_elements);
-    return out;
 }
 
 static int load_layer(Model *m, int l, KvError *err)
 {
     const ModelConfig *c = &m->cfg;
-    uint64_t dim = (uint64_t)c->dim, q = (uint64_t)c->n_heads * c->head_dim;
-    uint64_t kv = (uint64_t)c->n_kv_heads * c->head_dim, hid = (uint64_t)c->hidden_dim;
+    int dim = c->dim, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, hid = c->hidden_dim;
+    int biases = strcmp(m->arch, "qwen2") == 0 ? 0 : 1; /* qwen2 requires them; llama may have them */
     LayerWeights *w = &m->layers[l];
     char name[96];
-#define LOAD(field, suffix, d0, d1)                                    \
-    snprintf(name, sizeof name, "blk.%d.%s.weight", l, suffix);       \
-    if (!(w->field = tensor_f32(m, name, d0, d1, err))) return -1;
-    LOAD(attn_norm, "attn_norm", dim, 0)
-    LOAD(wq, "attn_q", dim, q)
-    LOAD(wk, "attn_k", dim, kv)
-    LOAD(wv, "attn_v", dim, kv)
-    LOAD(wo, "attn_output", q, dim)
-    LOAD(ffn_norm, "ffn_norm", dim, 0)
-    LOAD(w_gate, "ffn_gate", dim, hid)
-    LOAD(w_up, "ffn_up", dim, hid)
-    LOAD(w_down, "ffn_down", hid, dim)
-#undef LOAD
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%d.%s", l, suffix), name)
+    if (load_vector(m, NAME("attn_norm.weight"), dim, 0, &w->attn_norm, err) ||
+        load_matrix(m, NAME("attn_q.weight"), dim, q, &w->wq, err) ||
+        load_matrix(m, NAME("attn_k.weight"), dim, kv, &w->wk, err) ||
+        load_matrix(m, NAME("attn_v.weight"), dim, kv, &w->wv, err) ||
+        load_vector(m, NAME("attn_q.bias"), q, biases, &w->bq, err) ||
+        load_vector(m, NAME("attn_k.bias"), kv, biases, &w->bk, err) ||
+        load_vector(m, NAME("attn_v.bias"), kv, biases, &w->bv, err) ||
+        load_matrix(m, NAME("attn_output.weight"), q, dim, &w->wo, err) ||
+        load_vector(m, NAME("ffn_norm.weight"), dim, 0, &w->ffn_norm, err) ||
+        load_matrix(m, NAME("ffn_gate.weight"), dim, hid, &w->w_gate, err) ||
+        load_matrix(m, NAME("ffn_up.weight"), dim, hid, &w->w_up, err) ||
+        load_matrix(m, NAME("ffn_down.weight"), hid, dim, &w->w_down, err))
+        return -1;
+#undef NAME
+    if (!w->bq != !w->bk || !w->bq != !w->bv)
+        return kv_fail(err, "%s: layer %d has some but not all of the q/k/v biases", m->path, l);
     return 0;
 }
 
@@ -111,13 +216,13 @@ int model_load_gguf(Model *m, const char *path, KvError *err)
     if (gguf_open(&m->gguf, path, err)) return -1;
     if (read_config(m, err)) return -1;
     const ModelConfig *c = &m->cfg;
-    uint64_t dim = (uint64_t)c->dim, voc = (uint64_t)c->vocab_size;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return kv_fail(err, "%s: out of memory", path);
-    if (!(m->token_embd = tensor_f32(m, "token_embd.weight", dim, voc, err))) return -1;
-    if (!(m->output_norm = tensor_f32(m, "output_norm.weight", dim, 0, err))) return -1;
+    if (load_matrix(m, "token_embd.weight", c->dim, c->vocab_size, &m->token_embd, err) ||
+        load_vector(m, "output_norm.weight", c->dim, 0, &m->output_norm, err))
+        return -1;
     if (gguf_find_tensor(&m->gguf, "output.weight")) {
-        if (!(m->output = tensor_f32(m, "output.weight", dim, voc, err))) return -1;
+        if (load_matrix(m, "output.weight", c->dim, c->vocab_size, &m->output, err)) return -1;
     } else {
         m->output = m->token_embd; /* tied classifier */
     }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "quant.h"
 
 static int map_checkpoint(Model *m, const char *path, KvError *err)
 {
@@ -45,26 +46,37 @@ static const float *take(WeightCursor *c, uint64_t n)
     return p;
 }
 
+static QMatrix f32_matrix(const float *data, int rows, int cols)
+{
+    return (QMatrix){(const uint8_t *)data, GGML_F32, rows, cols, (size_t)cols * sizeof(float)};
+}
+
 static int assign_weights(Model *m, int shared, KvError *err)
 {
     const ModelConfig *c = &m->cfg;
-    uint64_t dim = (uint64_t)c->dim, hd = (uint64_t)c->head_dim, L = (uint64_t)c->n_layers;
-    uint64_t q = (uint64_t)c->n_heads * hd, kv = (uint64_t)c->n_kv_heads * hd, hid = (uint64_t)c->hidden_dim;
+    int dim = c->dim, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, hid = c->hidden_dim;
+    uint64_t L = (uint64_t)c->n_layers, V = (uint64_t)c->vocab_size;
     WeightCursor wc = {(const float *)((const char *)m->map + 28), (m->map_size - 28) / 4};
-    m->token_embd = take(&wc, (uint64_t)c->vocab_size * dim);
+    const float *embd = take(&wc, V * dim);
     const float *rms_att = take(&wc, L * dim), *wq = take(&wc, L * q * dim), *wk = take(&wc, L * kv * dim);
     const float *wv = take(&wc, L * kv * dim), *wo = take(&wc, L * dim * q), *rms_ffn = take(&wc, L * dim);
     const float *w1 = take(&wc, L * hid * dim), *w2 = take(&wc, L * dim * hid), *w3 = take(&wc, L * hid * dim);
-    m->output_norm = take(&wc, dim);
-    const float *freqs = take(&wc, (uint64_t)c->max_seq_len * hd); /* unused RoPE tables (real, imag) */
-    m->output = shared ? m->token_embd : take(&wc, (uint64_t)c->vocab_size * dim);
-    if (!m->token_embd || !w3 || !m->output_norm || !freqs || !m->output)
+    m->output_norm = take(&wc, (uint64_t)dim);
+    const float *freqs = take(&wc, (uint64_t)c->max_seq_len * c->head_dim); /* unused RoPE tables (real, imag) */
+    const float *out = shared ? embd : take(&wc, V * dim);
+    if (!embd || !w3 || !m->output_norm || !freqs || !out)
         return kv_fail(err, "%s: llama2.c checkpoint is truncated (header says dim %d, %d layers, vocab %d)",
                        m->path, c->dim, c->n_layers, c->vocab_size);
+    m->token_embd = f32_matrix(embd, c->vocab_size, dim);
+    m->output = f32_matrix(out, c->vocab_size, dim);
     for (uint64_t l = 0; l < L; l++) {
-        m->layers[l] = (LayerWeights){rms_att + l * dim, wq + l * q * dim, wk + l * kv * dim, wv + l * kv * dim,
-                                      wo + l * dim * q, rms_ffn + l * dim, w1 + l * hid * dim, w3 + l * hid * dim,
-                                      w2 + l * dim * hid};
+        m->layers[l] = (LayerWeights){.attn_norm = rms_att + l * dim, .wq = f32_matrix(wq + l * q * dim, q, dim),
+                                      .wk = f32_matrix(wk + l * kv * dim, kv, dim),
+                                      .wv = f32_matrix(wv + l * kv * dim, kv, dim),
+                                      .wo = f32_matrix(wo + l * dim * q, dim, q), .ffn_norm = rms_ffn + l * dim,
+                                      .w_gate = f32_matrix(w1 + l * hid * dim, hid, dim),
+                                      .w_up = f32_matrix(w3 + l * hid * dim, hid, dim),
+                                      .w_down = f32_matrix(w2 + l * dim * hid, dim, hid)};
     }
     return 0;
 }
@@ -80,8 +92,8 @@ int model_load_llama2c(Model *m, const char *path, const char *tokenizer_path, K
     ModelConfig *c = &m->cfg;
     int shared = h[5] > 0;
     *c = (ModelConfig){.dim = h[0], .hidden_dim = h[1], .n_layers = h[2], .n_heads = h[3], .n_kv_heads = h[4],
-                       .vocab_size = h[5] > 0 ? h[5] : -h[5], .max_seq_len = h[6], .rope_theta = 10000.0f,
-                       .norm_eps = 1e-5f};
+                       .vocab_size = h[5] > 0 ? h[5] : h[5] > INT32_MIN ? -h[5] : 0, /* negative: own classifier */
+                       .max_seq_len = h[6], .rope_theta = 10000.0f, .norm_eps = 1e-5f, .rope_linear = 1.0f};
     /* there is no magic number: a header of implausible sizes means some other file */
     if (c->dim <= 0 || c->dim > 65536 || c->hidden_dim <= 0 || c->hidden_dim > 1 << 18 || c->n_layers <= 0 ||
         c->n_layers > 1024 || c->n_heads <= 0 || c->n_heads > 1024 || c->n_kv_heads <= 0 ||

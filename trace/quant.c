@@ -1,29 +1,54 @@
 #include "quant.h"
 
-#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
-static const GgmlTypeInfo TYPES[] = {
+#include "qkernels.h"
+
+/* Sizes from ggml's type traits.  Types named but with block_bytes 0 exist in
+ * GGUF files kvtrace cannot read; naming them makes the refusal clear. */
+static const GgmlTypeInfo TYPES[GGML_TYPE_LIMIT] = {
     [GGML_F32] = {"F32", 1, 4, 1},       [GGML_F16] = {"F16", 1, 2, 1},
-    [GGML_Q4_0] = {"Q4_0", 32, 18, 1},   [GGML_Q4_1] = {"Q4_1", 32, 20, 0},
-    [GGML_Q5_0] = {"Q5_0", 32, 22, 0},   [GGML_Q5_1] = {"Q5_1", 32, 24, 0},
+    [GGML_Q4_0] = {"Q4_0", 32, 18, 1},   [GGML_Q4_1] = {"Q4_1", 32, 20, 1},
+    [GGML_Q5_0] = {"Q5_0", 32, 22, 1},   [GGML_Q5_1] = {"Q5_1", 32, 24, 1},
     [GGML_Q8_0] = {"Q8_0", 32, 34, 1},   [GGML_Q8_1] = {"Q8_1", 32, 36, 0},
-    [GGML_Q2_K] = {"Q2_K", 256, 84, 0},  [GGML_Q3_K] = {"Q3_K", 256, 110, 0},
-    [GGML_Q4_K] = {"Q4_K", 256, 144, 1}, [GGML_Q5_K] = {"Q5_K", 256, 176, 0},
+    [GGML_Q2_K] = {"Q2_K", 256, 84, 1},  [GGML_Q3_K] = {"Q3_K", 256, 110, 1},
+    [GGML_Q4_K] = {"Q4_K", 256, 144, 1}, [GGML_Q5_K] = {"Q5_K", 256, 176, 1},
     [GGML_Q6_K] = {"Q6_K", 256, 210, 1}, [GGML_Q8_K] = {"Q8_K", 256, 292, 0},
-    [GGML_BF16] = {"BF16", 1, 2, 1},
+    [16] = {"IQ2_XXS", 256, 0, 0},       [17] = {"IQ2_XS", 256, 0, 0},
+    [18] = {"IQ3_XXS", 256, 0, 0},       [19] = {"IQ1_S", 256, 0, 0},
+    [20] = {"IQ4_NL", 32, 0, 0},         [21] = {"IQ3_S", 256, 0, 0},
+    [22] = {"IQ2_S", 256, 0, 0},         [23] = {"IQ4_XS", 256, 0, 0},
+    [24] = {"I8", 1, 1, 0},              [25] = {"I16", 1, 2, 0},
+    [26] = {"I32", 1, 4, 0},             [27] = {"I64", 1, 8, 0},
+    [28] = {"F64", 1, 8, 0},             [29] = {"IQ1_M", 256, 0, 0},
+    [GGML_BF16] = {"BF16", 1, 2, 1},     [34] = {"TQ1_0", 256, 0, 0},
+    [35] = {"TQ2_0", 256, 0, 0},         [39] = {"MXFP4", 32, 0, 0},
 };
 
 const GgmlTypeInfo *ggml_type_info(uint32_t type)
 {
-    if (type >= sizeof TYPES / sizeof TYPES[0] || !TYPES[type].name) return NULL;
+    if (type >= GGML_TYPE_LIMIT || !TYPES[type].name) return NULL;
     return &TYPES[type];
+}
+
+int ggml_type_by_name(const char *name)
+{
+    for (int t = 0; t < GGML_TYPE_LIMIT; t++)
+        if (TYPES[t].name && strcmp(TYPES[t].name, name) == 0) return t;
+    return -1;
+}
+
+const char *ggml_readable_types(void)
+{
+    return "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 }
 
 size_t ggml_row_bytes(uint32_t type, uint64_t n)
 {
     const GgmlTypeInfo *t = ggml_type_info(type);
-    if (!t || n % (uint64_t)t->block_elems) return 0;
+    if (!t || !t->block_bytes || n % (uint64_t)t->block_elems) return 0;
     uint64_t blocks = n / (uint64_t)t->block_elems;
     if (blocks > SIZE_MAX / (uint64_t)t->block_bytes) return 0;
     return (size_t)(blocks * (uint64_t)t->block_bytes);
@@ -60,7 +85,11 @@ uint16_t float_to_fp16(float f)
     if (absx < 0x38800000u) { /* below the smallest normal half: subnormal */
         float a;
         memcpy(&a, &absx, 4);
-        return sign | (uint16_t)lrintf(a * 16777216.0f); /* a / 2^-24, ties to even */
+        float scaled = a * 16777216.0f; /* a / 2^-24, exact; then ties to even */
+        uint32_t n = (uint32_t)scaled;
+        float rest = scaled - (float)n;
+        if (rest > 0.5f || (rest == 0.5f && (n & 1))) n++;
+        return sign | (uint16_t)n;
     }
     /* normal: round mantissa to 10 bits, ties to even */
     uint32_t rounded = absx + 0xfff + ((absx >> 13) & 1);
@@ -83,140 +112,95 @@ uint16_t float_to_bf16(float f)
     return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
 }
 
-static uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+/* ------------------------------------------------------------ choosing the kernels */
 
-static void dequant_q8_0(const uint8_t *src, float *dst, size_t blocks)
+const QKernels *qkernels_supported(int i)
 {
-    for (size_t b = 0; b < blocks; b++, src += 34, dst += 32) {
-        float d = fp16_to_float(load_u16(src));
-        const int8_t *q = (const int8_t *)(src + 2);
-        for (int j = 0; j < 32; j++) dst[j] = d * (float)q[j];
+#ifdef KV_X86_KERNELS
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); /* F16C comes with both */
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    const QKernels *all[] = {&qkernels_generic, avx2 ? &qkernels_avx2 : NULL, avx512 ? &qkernels_avx512 : NULL};
+    return i >= 0 && i < 3 ? all[i] : NULL;
+#else
+    return i == 0 ? &qkernels_generic : NULL;
+#endif
+}
+
+static const QKernels *chosen;
+static pthread_once_t chosen_once = PTHREAD_ONCE_INIT;
+
+static void choose_kernels(void)
+{
+    const char *cap = getenv("KVTRACE_ISA");
+    chosen = &qkernels_generic;
+    for (int i = 1; qkernels_supported(i); i++) {
+        if (cap && strcmp(cap, chosen->isa) == 0) break;
+        chosen = qkernels_supported(i);
     }
 }
 
-static void dequant_q4_0(const uint8_t *src, float *dst, size_t blocks)
+const QKernels *qkernels(void)
 {
-    for (size_t b = 0; b < blocks; b++, src += 18, dst += 32) {
-        float d = fp16_to_float(load_u16(src));
-        const uint8_t *q = src + 2;
-        for (int j = 0; j < 16; j++) {
-            dst[j] = d * (float)((q[j] & 0xf) - 8);
-            dst[j + 16] = d * (float)((q[j] >> 4) - 8);
-        }
-    }
-}
-
-/* Q4_K packs eight 6-bit (scale, min) pairs into 12 bytes. */
-static void q4k_scale_min(int j, const uint8_t *s, uint8_t *scale, uint8_t *min)
-{
-    if (j < 4) {
-        *scale = s[j] & 63;
-        *min = s[j + 4] & 63;
-    } else {
-        *scale = (uint8_t)((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4));
-        *min = (uint8_t)((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-    }
-}
-
-static void dequant_q4_k(const uint8_t *src, float *dst, size_t blocks)
-{
-    for (size_t b = 0; b < blocks; b++, src += 144) {
-        float d = fp16_to_float(load_u16(src)), dmin = fp16_to_float(load_u16(src + 2));
-        const uint8_t *scales = src + 4, *q = src + 16;
-        for (int j = 0; j < 8; j += 2, q += 32) {
-            uint8_t sc, m;
-            q4k_scale_min(j, scales, &sc, &m);
-            float d1 = d * sc, m1 = dmin * m;
-            q4k_scale_min(j + 1, scales, &sc, &m);
-            float d2 = d * sc, m2 = dmin * m;
-            for (int l = 0; l < 32; l++) *dst++ = d1 * (float)(q[l] & 0xf) - m1;
-            for (int l = 0; l < 32; l++) *dst++ = d2 * (float)(q[l] >> 4) - m2;
-        }
-    }
-}
-
-static void dequant_q6_k(const uint8_t *src, float *dst, size_t blocks)
-{
-    for (size_t b = 0; b < blocks; b++, src += 210) {
-        const uint8_t *ql = src, *qh = src + 128;
-        const int8_t *sc = (const int8_t *)(src + 192);
-        float d = fp16_to_float(load_u16(src + 208));
-        for (int half = 0; half < 2; half++, dst += 128, ql += 64, qh += 32, sc += 8) {
-            for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                int q2 = ((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                dst[l] = d * sc[is] * (float)q1;
-                dst[l + 32] = d * sc[is + 2] * (float)q2;
-                dst[l + 64] = d * sc[is + 4] * (float)q3;
-                dst[l + 96] = d * sc[is + 6] * (float)q4;
-            }
-        }
-    }
+    pthread_once(&chosen_once, choose_kernels);
+    return chosen;
 }
 
 int ggml_dequantize(uint32_t type, const void *src, float *dst, size_t n)
 {
+    const GgmlTypeInfo *t = ggml_type_info(type);
+    if (!t || !t->can_read || n % (size_t)t->block_elems) return -1;
+    const QTypeKernels *k = &qkernels()->type[type];
+    /* the kernels take int counts: convert in whole-block pieces */
+    const size_t piece = (size_t)1 << 24;
     const uint8_t *s = src;
-    switch (type) {
-    case GGML_F32: memcpy(dst, src, n * 4); return 0;
-    case GGML_F16: for (size_t i = 0; i < n; i++) dst[i] = fp16_to_float(load_u16(s + 2 * i)); return 0;
-    case GGML_BF16: for (size_t i = 0; i < n; i++) dst[i] = bf16_to_float(load_u16(s + 2 * i)); return 0;
-    case GGML_Q8_0: dequant_q8_0(s, dst, n / 32); return 0;
-    case GGML_Q4_0: dequant_q4_0(s, dst, n / 32); return 0;
-    case GGML_Q4_K: dequant_q4_k(s, dst, n / 256); return 0;
-    case GGML_Q6_K: dequant_q6_k(s, dst, n / 256); return 0;
-    default: return -1;
+    for (size_t done = 0; done < n; done += piece) {
+        size_t m = n - done < piece ? n - done : piece;
+        k->dequant(s + ggml_row_bytes(type, done), dst + done, (int)m);
     }
+    return 0;
 }
 
-static void store_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+/* ------------------------------------------------------------ block scales and finiteness */
 
-static float block_absmax(const float *x, int n, float *signed_max)
+int ggml_scale_offsets(uint32_t type, int offsets[2])
 {
-    float amax = 0, max = 0;
-    for (int j = 0; j < n; j++)
-        if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
-    if (signed_max) *signed_max = max;
-    return amax;
-}
-
-static void quant_q8_0(const float *x, uint8_t *dst, size_t blocks)
-{
-    for (size_t b = 0; b < blocks; b++, x += 32, dst += 34) {
-        float d = block_absmax(x, 32, NULL) / 127.0f, id = d ? 1.0f / d : 0.0f;
-        store_u16(dst, float_to_fp16(d));
-        for (int j = 0; j < 32; j++) ((int8_t *)(dst + 2))[j] = (int8_t)lrintf(x[j] * id);
-    }
-}
-
-static void quant_q4_0(const float *x, uint8_t *dst, size_t blocks)
-{
-    for (size_t b = 0; b < blocks; b++, x += 32, dst += 18) {
-        float max;
-        block_absmax(x, 32, &max);
-        float d = max / -8.0f, id = d ? 1.0f / d : 0.0f;
-        store_u16(dst, float_to_fp16(d));
-        for (int j = 0; j < 16; j++) {
-            int lo = (int)(x[j] * id + 8.5f), hi = (int)(x[j + 16] * id + 8.5f);
-            lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
-            hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
-            dst[2 + j] = (uint8_t)(lo | hi << 4);
+    static const struct { uint32_t type; int offsets[2]; int count; } SCALES[] = {
+        {GGML_Q4_0, {0}, 1}, {GGML_Q4_1, {0, 2}, 2}, {GGML_Q5_0, {0}, 1}, {GGML_Q5_1, {0, 2}, 2},
+        {GGML_Q8_0, {0}, 1}, {GGML_Q2_K, {80, 82}, 2}, {GGML_Q3_K, {108}, 1}, {GGML_Q4_K, {0, 2}, 2},
+        {GGML_Q5_K, {0, 2}, 2}, {GGML_Q6_K, {208}, 1},
+    };
+    for (size_t s = 0; s < sizeof SCALES / sizeof SCALES[0]; s++)
+        if (SCALES[s].type == type) {
+            memcpy(offsets, SCALES[s].offsets, sizeof SCALES[s].offsets);
+            return SCALES[s].count;
         }
-    }
+    return 0;
 }
 
-int ggml_quantize(uint32_t type, const float *src, void *dst, size_t n)
+static int half_finite(const uint8_t *p) { return ((p[1] & 0x7c) != 0x7c); }
+
+int ggml_all_finite(uint32_t type, const void *src, size_t n)
 {
-    uint8_t *d = dst;
+    const uint8_t *p = src;
+    int ok = 1;
     switch (type) {
-    case GGML_F32: memcpy(dst, src, n * 4); return 0;
-    case GGML_F16: for (size_t i = 0; i < n; i++) store_u16(d + 2 * i, float_to_fp16(src[i])); return 0;
-    case GGML_BF16: for (size_t i = 0; i < n; i++) store_u16(d + 2 * i, float_to_bf16(src[i])); return 0;
-    case GGML_Q8_0: if (n % 32) return -1; quant_q8_0(src, d, n / 32); return 0;
-    case GGML_Q4_0: if (n % 32) return -1; quant_q4_0(src, d, n / 32); return 0;
-    default: return -1;
+    case GGML_F32:
+        for (size_t i = 0; i < n; i++) ok &= (p[4 * i + 3] & 0x7f) != 0x7f || (p[4 * i + 2] & 0x80) == 0;
+        return ok;
+    case GGML_F16:
+        for (size_t i = 0; i < n; i++) ok &= half_finite(p + 2 * i);
+        return ok;
+    case GGML_BF16:
+        for (size_t i = 0; i < n; i++) ok &= (p[2 * i + 1] & 0x7f) != 0x7f || (p[2 * i] & 0x80) == 0;
+        return ok;
     }
+    const GgmlTypeInfo *t = ggml_type_info(type);
+    int offsets[2], count = ggml_scale_offsets(type, offsets);
+    if (!t || !count) return 0;
+    size_t blocks = n / (size_t)t->block_elems;
+    for (size_t b = 0; b < blocks; b++)
+        for (int i = 0; i < count; i++) ok &= half_finite(p + b * t->block_bytes + offsets[i]);
+    return ok;
 }

@@ -1,0 +1,158 @@
+/* The tensor-type kernels against ggml itself, on every instruction set this
+ * processor runs, and the quantizers the tests write models with.
+ *
+ * usage: test_quant ggml TYPE REFDIR   every value of tiny-llama-ggml-TYPE.gguf
+ *                                      decodes to exactly the bits of ggml's own
+ *                                      dequantization (TYPE.f32), and every row's
+ *                                      fused dot product equals the float32 dot
+ *                                      product of its decoded values, bit for bit
+ *        test_quant quantize TYPE      the quantizer's blocks decode close to the
+ *                                      input (a layout error would not) */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../trace/gguf.h"
+#include "../trace/qkernels.h"
+#include "check.h"
+
+static float *read_floats(const char *path, size_t *n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    *n = (size_t)ftell(fp) / 4;
+    fseek(fp, 0, SEEK_SET);
+    float *v = malloc(*n * 4 + 4);
+    if (v && fread(v, 4, *n, fp) != *n) { free(v); v = NULL; }
+    fclose(fp);
+    return v;
+}
+
+static unsigned next_random(unsigned *s)
+{
+    *s ^= *s << 13; *s ^= *s >> 17; *s ^= *s << 5;
+    return *s;
+}
+
+static float uniform(unsigned *s) { return (float)(next_random(s) >> 8) / 16777216.0f - 0.5f; }
+
+/* One tensor on one kernel table: decoded values and row dot products. */
+static long check_tensor(const QKernels *k, const GgufTensor *t, const float *ref, float *buf, float *x)
+{
+    int cols = (int)t->dims[0], rows = (int)(t->n_elements / t->dims[0]);
+    size_t row_bytes = ggml_row_bytes(t->type, (uint64_t)cols);
+    const uint8_t *data = t->data;
+    long differ = 0;
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *row = data + (size_t)r * row_bytes;
+        k->type[t->type].dequant(row, buf, cols);
+        for (int c = 0; c < cols; c++)
+            if (memcmp(buf + c, ref + (size_t)r * cols + c, 4) != 0) { /* bits, so -0 differs from 0 */
+                if (!differ++)
+                    fprintf(stderr, "%s %s row %d column %d: %.9g, ggml %.9g\n", k->isa, t->name, r, c, buf[c],
+                            ref[(size_t)r * cols + c]);
+                break;
+            }
+        float fused = k->type[t->type].dot(row, x, cols);
+        float plain = k->type[GGML_F32].dot((const uint8_t *)buf, x, cols);
+        CHECK(memcmp(&fused, &plain, 4) == 0, "%s %s row %d: fused dot %.9g, float32 dot %.9g", k->isa, t->name, r,
+              fused, plain);
+    }
+    return differ;
+}
+
+static void ggml_reference(const char *type, const char *dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tiny-llama-ggml-%s.f32", dir, type);
+    size_t n_ref;
+    float *ref = read_floats(path, &n_ref);
+    CHECK(ref != NULL, "cannot read %s", path);
+    snprintf(path, sizeof path, "%s/tiny-llama-ggml-%s.gguf", dir, type);
+    GgufFile f;
+    KvError err;
+    int rc = gguf_open(&f, path, &err);
+    CHECK(rc == 0, "%s", err.msg);
+    if (!ref || rc) return;
+    float *buf = malloc(4096 * 4), *x = malloc(4096 * 4);
+    unsigned seed = 7;
+    for (int i = 0; i < 4096; i++) x[i] = uniform(&seed);
+    int wanted = ggml_type_by_name(type), seen = 0;
+    for (int i = 0; qkernels_supported(i); i++) {
+        const QKernels *k = qkernels_supported(i);
+        size_t at = 0;
+        long differ = 0;
+        for (uint64_t t = 0; t < f.n_tensors; t++) {
+            const GgufTensor *ten = &f.tensors[t];
+            CHECK(at + ten->n_elements <= n_ref, "reference file too short");
+            if (at + ten->n_elements > n_ref) break;
+            seen += ten->type == (uint32_t)wanted;
+            differ += check_tensor(k, ten, ref + at, buf, x);
+            at += ten->n_elements;
+        }
+        CHECK(at == n_ref, "%s: %zu of %zu reference values compared", k->isa, at, n_ref);
+        CHECK(differ == 0, "%s %s: %ld rows differ from ggml's values", k->isa, type, differ);
+        printf("%s kernels, %s: %zu values bit-identical to ggml's dequantization, fused dot = float32 dot\n",
+               k->isa, type, at);
+    }
+    CHECK(seen > 0, "no tensor of type %s in %s", type, path);
+    free(buf);
+    free(x);
+    free(ref);
+    gguf_close(&f);
+}
+
+/* Relative RMS error of quantize-then-dequantize on random and edge-case data. */
+static void quantize_roundtrip(const char *type_name)
+{
+    int type = ggml_type_by_name(type_name);
+    CHECK(type >= 0, "unknown type %s", type_name);
+    if (type < 0) return;
+    /* round-to-nearest bounds: half a step of the block's range over the spread of uniform data */
+    static const struct { const char *name; double bound; } BOUNDS[] = {
+        {"F32", 0}, {"F16", 1e-3}, {"BF16", 8e-3}, {"Q8_0", 1e-2}, {"Q6_K", 4e-2}, {"Q5_0", 6e-2},
+        {"Q5_1", 6e-2}, {"Q5_K", 6e-2}, {"Q4_0", 0.12}, {"Q4_1", 0.12}, {"Q4_K", 0.12}, {"Q3_K", 0.25},
+        {"Q2_K", 0.45}};
+    double bound = -1;
+    for (size_t i = 0; i < sizeof BOUNDS / sizeof BOUNDS[0]; i++)
+        if (!strcmp(BOUNDS[i].name, type_name)) bound = BOUNDS[i].bound;
+    const size_t n = 256 * 64;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    uint8_t *q = malloc(ggml_row_bytes((uint32_t)type, n));
+    unsigned seed = 11;
+    for (size_t i = 0; i < n; i++) x[i] = uniform(&seed) * (1.0f + (float)(i / 256 % 7));
+    for (size_t i = 0; i < 256; i++) x[i] = 0;            /* a block of zeros */
+    for (size_t i = 256; i < 512; i++) x[i] = 0.25f;      /* a constant block */
+    for (size_t i = 512; i < 768; i++) x[i] = -(float)i;  /* one-signed ramp */
+    CHECK(ggml_quantize((uint32_t)type, x, q, n) == 0, "quantize %s", type_name);
+    CHECK(ggml_dequantize((uint32_t)type, q, y, n) == 0, "dequantize %s", type_name);
+    double err2 = 0, ref2 = 0;
+    for (size_t i = 768; i < n; i++) {
+        err2 += (double)(x[i] - y[i]) * (x[i] - y[i]);
+        ref2 += (double)x[i] * x[i];
+    }
+    double rel = sqrt(err2 / ref2);
+    double zero_err = 0;
+    for (size_t i = 0; i < 256; i++) zero_err += fabs(y[i]);
+    printf("%s: relative RMS error %.3g (bound %.3g), zeros decode to %g\n", type_name, rel, bound, zero_err);
+    CHECK(rel <= bound, "%s round trip error %g > %g", type_name, rel, bound);
+    CHECK(zero_err == 0, "%s: a block of zeros decodes to non-zero values", type_name);
+    CHECK(ggml_all_finite((uint32_t)type, q, n), "%s: finite input reported non-finite", type_name);
+    free(x);
+    free(y);
+    free(q);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && !strcmp(argv[1], "ggml"))
+        ggml_reference(argv[2], argv[3]);
+    else if (argc >= 3 && !strcmp(argv[1], "quantize"))
+        quantize_roundtrip(argv[2]);
+    else {
+        fprintf(stderr, "usage: test_quant ggml TYPE REFDIR | quantize TYPE\n");
+        return 2;
+    }
+    return check_status();
+}

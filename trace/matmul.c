@@ -1,0 +1,118 @@
+#include "matmul.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qkernels.h"
+
+/* Rows per task of a single-token product, and the float32 scratch a tile
+ * of a block product fills (its rows depend only on the matrix width, so
+ * the arithmetic never depends on the thread count). */
+#define DOT_ROWS 16
+#define TILE_FLOATS (512 * 1024)
+#define TILE_MIN_ROWS 16
+
+static int tile_rows(int cols)
+{
+    int rows = TILE_FLOATS / cols / 16 * 16;
+    return rows < TILE_MIN_ROWS ? TILE_MIN_ROWS : rows;
+}
+
+void qmatrix_row(const QMatrix *w, int r, float *out)
+{
+    qkernels()->type[w->type].dequant(w->data + (size_t)r * w->row_bytes, out, w->cols);
+}
+
+int matmul_init(MatmulContext *c, int n_threads, int max_cols, int blocks, KvError *err)
+{
+    memset(c, 0, sizeof *c);
+    if (n_threads > 1 && !(c->pool = pool_create(n_threads, err))) return -1;
+    c->n_workers = pool_threads(c->pool);
+    if (!blocks) return 0;
+    /* a tile holds tile_rows(cols) * cols <= max(TILE_FLOATS, TILE_MIN_ROWS * cols) floats */
+    c->tile_floats = TILE_MIN_ROWS * (size_t)max_cols > TILE_FLOATS ? TILE_MIN_ROWS * (size_t)max_cols : TILE_FLOATS;
+    c->tile = calloc((size_t)c->n_workers, sizeof *c->tile);
+    for (int w = 0; c->tile && w < c->n_workers; w++)
+        if (!(c->tile[w] = malloc(c->tile_floats * sizeof(float)))) break;
+    if (!c->tile || !c->tile[c->n_workers - 1]) {
+        matmul_free(c);
+        return kv_fail(err, "out of memory for matrix scratch");
+    }
+    return 0;
+}
+
+void matmul_free(MatmulContext *c)
+{
+    for (int w = 0; c->tile && w < c->n_workers; w++) free(c->tile[w]);
+    free(c->tile);
+    pool_free(c->pool);
+    memset(c, 0, sizeof *c);
+}
+
+/* One parallel run over the rows of several matrices: task t covers `step`
+ * rows of one matrix. */
+typedef struct {
+    MatmulContext *mc;
+    int count, n;
+    float *const *outs;
+    const float *in;
+    const QMatrix *const *ws;
+    int first_task[MATMUL_MAX_MULTI + 1]; /* first task of each matrix; [count] = total */
+    int step[MATMUL_MAX_MULTI];
+} Job;
+
+static void locate(const Job *job, int task, int *i, int *r0, int *r1)
+{
+    int m = 0;
+    while (task >= job->first_task[m + 1]) m++;
+    *i = m;
+    *r0 = (task - job->first_task[m]) * job->step[m];
+    *r1 = *r0 + job->step[m] < job->ws[m]->rows ? *r0 + job->step[m] : job->ws[m]->rows;
+}
+
+/* A few tokens: dot products straight from the encoded rows. */
+static void dot_task(void *ctx, int task, int worker)
+{
+    (void)worker;
+    const Job *job = ctx;
+    int i, r0, r1;
+    locate(job, task, &i, &r0, &r1);
+    const QMatrix *w = job->ws[i];
+    float (*dot)(const uint8_t *, const float *, int) = qkernels()->type[w->type].dot;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = w->data + (size_t)r * w->row_bytes;
+        for (int k = 0; k < job->n; k++)
+            job->outs[i][(size_t)k * w->rows + r] = dot(row, job->in + (size_t)k * w->cols, w->cols);
+    }
+}
+
+/* A block of tokens: a tile of rows to float32, then sgemm. */
+static void tile_task(void *ctx, int task, int worker)
+{
+    const Job *job = ctx;
+    int i, r0, r1;
+    locate(job, task, &i, &r0, &r1);
+    const QMatrix *w = job->ws[i];
+    float *tile = job->mc->tile[worker];
+    void (*dequant)(const uint8_t *, float *, int) = qkernels()->type[w->type].dequant;
+    for (int r = r0; r < r1; r++) dequant(w->data + (size_t)r * w->row_bytes, tile + (size_t)(r - r0) * w->cols, w->cols);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, job->n, r1 - r0, w->cols, 1.0f, job->in, w->cols, tile,
+                w->cols, 0.0f, job->outs[i] + r0, w->rows);
+}
+
+void matmul_multi(MatmulContext *c, int count, float *const *outs, const float *in, int n, const QMatrix *const *ws)
+{
+    int blocks = n >= MATMUL_MIN_BLOCK && c->tile;
+    Job job = {.mc = c, .count = count, .n = n, .outs = outs, .in = in, .ws = ws};
+    for (int i = 0; i < count; i++) {
+        job.step[i] = blocks ? tile_rows(ws[i]->cols) : DOT_ROWS;
+        job.first_task[i + 1] = job.first_task[i] + (ws[i]->rows + job.step[i] - 1) / job.step[i];
+    }
+    pool_run(c->pool, job.first_task[count], blocks ? tile_task : dot_task, &job);
+}
+
+void matmul(MatmulContext *c, float *out, const float *in, int n, const QMatrix *w)
+{
+    matmul_multi(c, 1, &out, in, n, &w);
+}
