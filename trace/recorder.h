@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "../util/error.h"
+#include "../util/output.h"
 #include "model.h"
 #include "trace_file.h"
 
@@ -21,6 +22,8 @@ typedef struct {
     int n_prompts;
     const int *token_ids;       /* ... or one sequence of explicit ids */
     int n_token_ids;
+    int n_prompt_ids;           /* ids 0..P-1 are the prompt (blocks); the rest run one at a time, as
+                                 * generated tokens do (0 = all ids are the prompt) */
     int generate;               /* tokens to generate after each prompt */
     float temperature;          /* 0 = greedy */
     float top_p;
@@ -30,7 +33,10 @@ typedef struct {
     const char *command_line;
     FILE *echo;                 /* print text as llama2.c does, or NULL */
     volatile sig_atomic_t *interrupted;
-    int max_block;              /* prompt tokens per forward call */
+    int force;                  /* replace an existing output (atomically, when the recording succeeded) */
+    const OutputInputs *inputs; /* files the command reads: never overwritten */
+    int max_block;              /* prompt tokens per forward call (0 = 64) */
+    int threads;                /* threads of the forward pass (0 = 1); results do not depend on it */
     /* Testing aid: raise this signal once this many tokens are done (0 = off),
      * so tests can interrupt or kill a recording at a known point. */
     int test_signal;
@@ -42,9 +48,17 @@ typedef struct {
     long n_tokens;
     double seconds;
     int interrupted;
+    int kept_partial; /* interrupted, and the incomplete trace is at the output path */
+    long prompt_tokens, step_tokens;     /* run in blocks / one at a time */
+    double prompt_seconds, step_seconds; /* forward passes only */
+    double kv_cache_bytes;
 } RecordSummary;
 
-/* Writes the trace to path (which must not exist, or is overwritten). */
+/* Writes the trace to path under the output rule (util/output.h): an
+ * existing path needs opt->force and is replaced only by a finished
+ * recording; a new one holds the recording as it grows (readable with SWMR)
+ * and, when interrupted, keeps it flagged incomplete.  Returns 0, or -1 with
+ * the reason (sum->interrupted tells an interruption apart). */
 int record_traces(const Model *m, const RecordOptions *opt, const char *path, RecordSummary *sum, KvError *err);
 
 /* Fills the model part of a trace header. */

@@ -1,5 +1,6 @@
 #include "trace_file.h"
 
+#include <errno.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdint.h>
@@ -19,12 +20,12 @@ static const char *LAYER_DATASETS[D_PER_LAYER] = {"q", "k", "v", "k_norm", "v_no
 
 struct TraceWriter {
     hid_t file;
-    char path[512];
+    char *path, *display; /* the file written, and the name messages give */
     TraceMeta meta;
     TraceOptions opt;
     int capacity, stage_cap;
     hid_t f16;
-    int n_sequences, all_complete;
+    int n_planned, n_sequences, all_complete;
     /* the sequence being written */
     hid_t seq;
     hid_t d_tokens, d_pieces, d_nll;
@@ -34,7 +35,7 @@ struct TraceWriter {
     char **pieces;
     float *q, *k, *v, *k_norm, *v_l1, *v_l2; /* [layer][stage row][...] */
     float *attention;                        /* [layer][head][stage row][capacity] */
-    float *nll;                              /* [capacity], rewritten whole at each flush */
+    float *nll;                              /* [capacity]; row t is known once token t+1 is */
     uint16_t *half;
 };
 
@@ -53,12 +54,12 @@ static int write_root_meta(TraceWriter *w)
               h5_attr_write_int(f, "n_kv_heads", m->n_kv_heads) || h5_attr_write_int(f, "head_dim", m->head_dim) ||
               h5_attr_write_int(f, "model_dim", m->dim) || h5_attr_write_int(f, "vocab_size", m->vocab_size) ||
               h5_attr_write_double(f, "rope_theta", m->rope_theta) ||
-              h5_attr_write_str(f, "rope_layout", "adjacent pairs (2j, 2j+1), angle = pos * theta^(-2j/head_dim)") ||
+              h5_attr_write_str(f, "rope_layout", m->rope_layout) ||
               h5_attr_write_str(f, "recorder_version", m->recorder_version) ||
               h5_attr_write_str(f, "created", m->created) || h5_attr_write_str(f, "command", m->command) ||
               h5_attr_write_int(f, "attention_stored", w->opt.store_attention) ||
               h5_attr_write_str(f, "qkv_dtype", w->opt.half ? "float16" : "float32") ||
-              h5_attr_write_int(f, "n_sequences", 0) || h5_attr_write_int(f, "complete", 0);
+              h5_attr_write_int(f, "n_sequences", w->n_planned) || h5_attr_write_int(f, "complete", 0);
     return bad ? -1 : 0;
 }
 
@@ -93,49 +94,10 @@ static int alloc_staging(TraceWriter *w)
                ? -1 : 0;
 }
 
-TraceWriter *trace_writer_create(const char *path, const TraceMeta *meta, const TraceOptions *opt, int capacity,
-                                 KvError *err)
-{
-    TraceWriter *w = calloc(1, sizeof *w);
-    if (!w) return kv_fail(err, "%s: out of memory", path), NULL;
-    snprintf(w->path, sizeof w->path, "%s", path);
-    w->meta = *meta;
-    w->opt = *opt;
-    w->capacity = capacity;
-    w->all_complete = 1;
-    w->seq = -1;
-    w->stage_cap = 2 * CHUNK_ROWS;
-    if (opt->store_attention) { /* bound the staged attention rows by memory */
-        size_t row_bytes = (size_t)meta->n_layers * meta->n_heads * (size_t)capacity * sizeof(float);
-        size_t rows = ATTENTION_STAGE_BYTES / row_bytes;
-        if (rows < (size_t)w->stage_cap) w->stage_cap = rows < 1 ? 1 : (int)rows;
-    }
-    w->f16 = h5_float16_type();
-    w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->file < 0 || w->f16 < 0) {
-        kv_fail(err, "%s: cannot create HDF5 file", path);
-        goto fail;
-    }
-    hid_t g = H5Gcreate2(w->file, "sequences", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0 || write_root_meta(w) || alloc_staging(w)) {
-        if (g >= 0) H5Gclose(g);
-        kv_fail(err, "%s: cannot write trace header (disk full or out of memory?)", path);
-        goto fail;
-    }
-    H5Gclose(g);
-    return w;
-fail:
-    if (w->file >= 0) H5Fclose(w->file);
-    if (w->f16 >= 0) H5Tclose(w->f16);
-    free_staging(w);
-    free(w);
-    return NULL;
-}
-
 int trace_writer_stage_rows(const TraceWriter *w) { return w->stage_cap; }
 int trace_writer_pending(const TraceWriter *w) { return w->staged - w->flushed; }
 
-static int create_layer_datasets(TraceWriter *w, hid_t layer_group, hid_t *d)
+static int create_layer_datasets(TraceWriter *w, hid_t layer_group)
 {
     const TraceMeta *m = &w->meta;
     hsize_t H = (hsize_t)m->n_heads, KV = (hsize_t)m->n_kv_heads, D = (hsize_t)m->head_dim, C = CHUNK_ROWS;
@@ -143,6 +105,7 @@ static int create_layer_datasets(TraceWriter *w, hid_t layer_group, hid_t *d)
     hsize_t qdims[3] = {0, H, D}, qchunk[3] = {C, H, D};
     hsize_t kdims[3] = {0, KV, D}, kchunk[3] = {C, KV, D};
     hsize_t ndims[2] = {0, KV}, nchunk[2] = {C, KV};
+    hid_t d[D_PER_LAYER];
     d[D_Q] = h5_create_growable(layer_group, "q", qkv_type, 3, qdims, qchunk, 1, DEFLATE_LEVEL);
     d[D_K] = h5_create_growable(layer_group, "k", qkv_type, 3, kdims, kchunk, 1, DEFLATE_LEVEL);
     d[D_V] = h5_create_growable(layer_group, "v", qkv_type, 3, kdims, kchunk, 1, DEFLATE_LEVEL);
@@ -154,64 +117,160 @@ static int create_layer_datasets(TraceWriter *w, hid_t layer_group, hid_t *d)
         /* both T axes grow, the head axis does not: built by hand */
         hsize_t achunk[3] = {1, C, C}, cur[3] = {H, 0, 0}, max[3] = {H, H5S_UNLIMITED, H5S_UNLIMITED};
         hid_t space = H5Screate_simple(3, cur, max), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 3, achunk) >= 0 && H5Pset_shuffle(dcpl) >= 0 &&
-            H5Pset_deflate(dcpl, DEFLATE_LEVEL) >= 0)
+        if (space >= 0 && dcpl >= 0 && h5_set_chunked(dcpl, 3, achunk, DEFLATE_LEVEL, 1) == 0)
             d[D_ATTN] = H5Dcreate2(layer_group, "attention", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         if (dcpl >= 0) H5Pclose(dcpl);
         if (space >= 0) H5Sclose(space);
-        if (d[D_ATTN] < 0) return -1;
     }
-    for (int i = 0; i < D_ATTN; i++)
-        if (d[i] < 0) return -1;
-    return 0;
+    int bad = 0;
+    for (int i = 0; i < D_PER_LAYER; i++) {
+        if (d[i] >= 0) H5Dclose(d[i]);
+        else if (i != D_ATTN || w->opt.store_attention) bad = 1;
+    }
+    return bad ? -1 : 0;
 }
 
-static int create_sequence_datasets(TraceWriter *w)
+static hid_t string_type(void)
+{
+    hid_t str = H5Tcopy(H5T_C_S1);
+    if (str >= 0 && (H5Tset_size(str, H5T_VARIABLE) < 0 || H5Tset_cset(str, H5T_CSET_UTF8) < 0)) {
+        H5Tclose(str);
+        return -1;
+    }
+    return str;
+}
+
+static int create_sequence_datasets(TraceWriter *w, hid_t seq)
 {
     hsize_t dims[1] = {0}, chunk[1] = {256};
-    hid_t str = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str, H5T_VARIABLE);
-    H5Tset_cset(str, H5T_CSET_UTF8);
-    w->d_tokens = h5_create_growable(w->seq, "tokens", H5T_STD_I32LE, 1, dims, chunk, 1, DEFLATE_LEVEL);
-    w->d_pieces = h5_create_growable(w->seq, "pieces", str, 1, dims, chunk, 1, DEFLATE_LEVEL);
-    w->d_nll = h5_create_growable(w->seq, "nll", H5T_IEEE_F32LE, 1, dims, chunk, 1, DEFLATE_LEVEL);
-    H5Tclose(str);
-    if (w->d_tokens < 0 || w->d_pieces < 0 || w->d_nll < 0) return -1;
-    hid_t layers = H5Gcreate2(w->seq, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t str = string_type();
+    hid_t d[3] = {h5_create_growable(seq, "tokens", H5T_STD_I32LE, 1, dims, chunk, 1, DEFLATE_LEVEL),
+                  str >= 0 ? h5_create_growable(seq, "pieces", str, 1, dims, chunk, 1, DEFLATE_LEVEL) : -1,
+                  h5_create_growable(seq, "nll", H5T_IEEE_F32LE, 1, dims, chunk, 1, DEFLATE_LEVEL)};
+    if (str >= 0) H5Tclose(str);
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        if (d[i] < 0) bad = 1;
+        else H5Dclose(d[i]);
+    }
+    hid_t layers = bad ? -1 : H5Gcreate2(seq, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (layers < 0) return -1;
-    for (int l = 0; l < w->meta.n_layers; l++) {
+    for (int l = 0; l < w->meta.n_layers && !bad; l++) {
         char name[16];
         snprintf(name, sizeof name, "%03d", l);
         hid_t g = H5Gcreate2(layers, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        int bad = g < 0 || create_layer_datasets(w, g, w->d_layer + (size_t)l * D_PER_LAYER);
+        bad = g < 0 || create_layer_datasets(w, g);
         if (g >= 0) H5Gclose(g);
-        if (bad) { H5Gclose(layers); return -1; }
     }
     H5Gclose(layers);
-    return 0;
+    return bad ? -1 : 0;
 }
 
-int trace_writer_begin_sequence(TraceWriter *w, const char *prompt, int n_prompt, KvError *err)
+/* One empty sequence: attributes (complete = 0, n_rows = 0) and datasets. */
+static int create_sequence(TraceWriter *w, int index, const TraceSequencePlan *p)
 {
+    char name[64];
+    snprintf(name, sizeof name, "sequences/%04d", index);
+    hid_t g = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = g < 0 || h5_attr_write_str(g, "prompt", p->prompt ? p->prompt : "") ||
+              h5_attr_write_int(g, "n_prompt", p->n_prompt) || h5_attr_write_int(g, "n_rows", 0) ||
+              h5_attr_write_int(g, "complete", 0);
+    for (int i = 0; i < p->n_attrs && !bad; i++) bad = h5_attr_write_double(g, p->attr_names[i], p->attr_values[i]);
+    if (!bad) bad = create_sequence_datasets(w, g);
+    if (g >= 0) H5Gclose(g);
+    return bad ? -1 : 0;
+}
+
+static void writer_free(TraceWriter *w)
+{
+    if (w->f16 >= 0) H5Tclose(w->f16);
+    free_staging(w);
+    free(w->path);
+    free(w->display);
+    free(w);
+}
+
+TraceWriter *trace_writer_create(const char *path, const char *display, const TraceMeta *meta,
+                                 const TraceOptions *opt, const TraceSequencePlan *plan, int n_sequences,
+                                 KvError *err)
+{
+    TraceWriter *w = calloc(1, sizeof *w);
+    if (!w) return kv_fail(err, "%s: out of memory", display ? display : path), NULL;
+    w->file = w->f16 = -1;
+    w->path = strdup(path);
+    w->display = strdup(display ? display : path);
+    w->meta = *meta;
+    w->opt = *opt;
+    w->n_planned = n_sequences;
+    w->all_complete = 1;
+    w->seq = -1;
+    w->capacity = 1;
+    for (int i = 0; i < n_sequences; i++)
+        if (plan[i].capacity > w->capacity) w->capacity = plan[i].capacity;
+    w->stage_cap = 2 * CHUNK_ROWS;
+    if (opt->store_attention) { /* bound the staged attention rows by memory */
+        size_t row_bytes = (size_t)meta->n_layers * meta->n_heads * (size_t)w->capacity * sizeof(float);
+        size_t rows = ATTENTION_STAGE_BYTES / row_bytes;
+        if (rows < (size_t)w->stage_cap) w->stage_cap = rows < 1 ? 1 : (int)rows;
+    }
+    if (!w->path || !w->display || alloc_staging(w)) {
+        kv_fail(err, "%s: out of memory", display ? display : path);
+        goto fail;
+    }
+    errno = 0;
+    w->f16 = h5_float16_type();
+    w->file = h5_create_file(path);
+    if (w->file < 0 || w->f16 < 0) {
+        output_io_error(err, w->display, "trace");
+        goto fail;
+    }
+    hid_t g = H5Gcreate2(w->file, "sequences", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = g < 0 || write_root_meta(w);
+    if (g >= 0) H5Gclose(g);
+    for (int i = 0; i < n_sequences && !bad; i++) bad = create_sequence(w, i, &plan[i]);
+    /* from here on only appends and in-place attribute updates: readers see a consistent file */
+    if (bad || H5Fstart_swmr_write(w->file) < 0) {
+        output_io_error(err, w->display, "trace header");
+        goto fail;
+    }
+    return w;
+fail:
+    if (w->file >= 0) H5Fclose(w->file);
+    writer_free(w);
+    return NULL;
+}
+
+static int open_sequence_datasets(TraceWriter *w)
+{
+    w->d_tokens = H5Dopen2(w->seq, "tokens", H5P_DEFAULT);
+    w->d_pieces = H5Dopen2(w->seq, "pieces", H5P_DEFAULT);
+    w->d_nll = H5Dopen2(w->seq, "nll", H5P_DEFAULT);
+    int bad = w->d_tokens < 0 || w->d_pieces < 0 || w->d_nll < 0;
+    for (int l = 0; l < w->meta.n_layers && !bad; l++)
+        for (int i = 0; i < D_PER_LAYER && !bad; i++) {
+            if (i == D_ATTN && !w->opt.store_attention) continue;
+            char name[64];
+            snprintf(name, sizeof name, "layers/%03d/%s", l, LAYER_DATASETS[i]);
+            hid_t d = H5Dopen2(w->seq, name, H5P_DEFAULT);
+            w->d_layer[(size_t)l * D_PER_LAYER + i] = d;
+            bad = d < 0;
+        }
+    return bad ? -1 : 0;
+}
+
+int trace_writer_begin_sequence(TraceWriter *w, KvError *err)
+{
+    if (w->n_sequences >= w->n_planned) return kv_fail(err, "%s: no more planned sequences", w->display);
     char name[64];
     snprintf(name, sizeof name, "sequences/%04d", w->n_sequences);
     for (size_t i = 0; i < (size_t)w->meta.n_layers * D_PER_LAYER; i++) w->d_layer[i] = -1;
-    w->seq = H5Gcreate2(w->file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->seq < 0 || h5_attr_write_str(w->seq, "prompt", prompt ? prompt : "") ||
-        h5_attr_write_int(w->seq, "n_prompt", n_prompt) || h5_attr_write_int(w->seq, "complete", 0) ||
-        create_sequence_datasets(w))
-        return kv_fail(err, "%s: cannot create sequence %d", w->path, w->n_sequences);
+    w->d_tokens = w->d_pieces = w->d_nll = -1;
+    w->seq = H5Gopen2(w->file, name, H5P_DEFAULT);
+    if (w->seq < 0 || open_sequence_datasets(w))
+        return kv_fail(err, "%s: cannot open sequence %d for writing", w->display, w->n_sequences);
     w->n_sequences++;
-    if (h5_attr_write_int(w->file, "n_sequences", w->n_sequences))
-        return kv_fail(err, "%s: cannot update n_sequences", w->path);
     w->flushed = w->staged = 0;
     for (int i = 0; i < w->capacity; i++) w->nll[i] = NAN;
-    return 0;
-}
-
-int trace_writer_sequence_attr(TraceWriter *w, const char *name, double value, KvError *err)
-{
-    if (h5_attr_write_double(w->seq, name, value)) return kv_fail(err, "%s: cannot write attribute %s", w->path, name);
     return 0;
 }
 
@@ -330,16 +389,19 @@ int trace_writer_flush(TraceWriter *w, KvError *err)
 {
     int rows = w->staged - w->flushed;
     if (rows <= 0) return 0;
-    hid_t str = H5Tcopy(H5T_C_S1);
-    H5Tset_size(str, H5T_VARIABLE);
-    H5Tset_cset(str, H5T_CSET_UTF8);
-    int bad = h5_append_rows(w->d_tokens, H5T_NATIVE_INT, (hsize_t)w->flushed, (hsize_t)rows, w->tokens) ||
+    errno = 0;
+    hid_t str = string_type();
+    /* nll[flushed - 1] became known after the last flush: rewrite it with the new rows */
+    int nll0 = w->flushed > 0 ? w->flushed - 1 : 0;
+    int bad = str < 0 || h5_append_rows(w->d_tokens, H5T_NATIVE_INT, (hsize_t)w->flushed, (hsize_t)rows, w->tokens) ||
               h5_append_rows(w->d_pieces, str, (hsize_t)w->flushed, (hsize_t)rows, w->pieces) ||
-              h5_append_rows(w->d_nll, H5T_NATIVE_FLOAT, 0, (hsize_t)w->staged, w->nll);
-    H5Tclose(str);
+              h5_append_rows(w->d_nll, H5T_NATIVE_FLOAT, (hsize_t)nll0, (hsize_t)(w->staged - nll0), w->nll + nll0);
+    if (str >= 0) H5Tclose(str);
     for (int l = 0; l < w->meta.n_layers && !bad; l++) bad = flush_layer(w, l, rows);
-    if (bad || H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
-        return kv_fail(err, "%s: writing trace rows failed (disk full?)", w->path);
+    /* the rows are on disk before n_rows says so: a reader or a killed run sees a consistent prefix */
+    if (bad || H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0 || h5_attr_update_int(w->seq, "n_rows", w->staged) ||
+        H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
+        return output_io_error(err, w->display, "trace rows");
     w->flushed = w->staged;
     return 0;
 }
@@ -360,8 +422,9 @@ int trace_writer_end_sequence(TraceWriter *w, int complete, KvError *err)
     if (w->seq < 0) return 0;
     int rc = trace_writer_flush(w, err);
     /* the complete flag is the last thing written for a sequence */
-    if (rc == 0 && complete && (h5_attr_write_int(w->seq, "complete", 1) || H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0))
-        rc = kv_fail(err, "%s: cannot mark sequence complete", w->path);
+    errno = 0;
+    if (rc == 0 && complete && (h5_attr_update_int(w->seq, "complete", 1) || H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0))
+        rc = output_io_error(err, w->display, "trace's complete flag");
     if (!complete || rc) w->all_complete = 0;
     close_sequence_handles(w);
     return rc;
@@ -371,12 +434,12 @@ int trace_writer_close(TraceWriter *w, int complete, KvError *err)
 {
     int rc = 0;
     if (w->seq >= 0) rc = trace_writer_end_sequence(w, 0, err);
-    if (rc == 0 && complete && w->all_complete && h5_attr_write_int(w->file, "complete", 1))
-        rc = kv_fail(err, "%s: cannot mark trace complete", w->path);
-    if (H5Fclose(w->file) < 0 && rc == 0) rc = kv_fail(err, "%s: closing the trace failed", w->path);
-    H5Tclose(w->f16);
-    free_staging(w);
-    free(w);
+    errno = 0;
+    if (rc == 0 && complete && w->all_complete && w->n_sequences == w->n_planned &&
+        h5_attr_update_int(w->file, "complete", 1))
+        rc = output_io_error(err, w->display, "trace's complete flag");
+    if (H5Fclose(w->file) < 0 && rc == 0) rc = output_io_error(err, w->display, "trace (closing it)");
+    writer_free(w);
     return rc;
 }
 
@@ -409,17 +472,28 @@ static int read_meta(TraceReader *r, KvError *err)
     return 0;
 }
 
+/* Rows recorded in sequence seq: its n_rows attribute (files written since
+ * SWMR recording), -1 when it has none (older files: the datasets' length). */
+static long long sequence_rows(hid_t f, int seq)
+{
+    char path[64];
+    snprintf(path, sizeof path, "sequences/%04d", seq);
+    hid_t g = h5_exists(f, path) ? H5Gopen2(f, path, H5P_DEFAULT) : -1;
+    long long rows = -1;
+    if (g >= 0) {
+        if (h5_attr_read_int(g, "n_rows", &rows)) rows = -1;
+        H5Gclose(g);
+    }
+    return rows;
+}
+
 int trace_open(TraceReader *r, const char *path, KvError *err)
 {
     memset(r, 0, sizeof *r);
     r->file = -1;
     snprintf(r->path, sizeof r->path, "%s", path);
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return kv_fail(err, "%s: cannot open trace: no such file or not readable", path);
-    fclose(probe);
-    if (H5Fis_hdf5(path) <= 0) return kv_fail(err, "%s: not an HDF5 file (corrupt or wrong file)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return kv_fail(err, "%s: HDF5 cannot open the file (truncated or corrupt)", path);
+    hid_t f = h5_open_read(path, "trace", err);
+    if (f < 0) return -1;
     r->file = f;
     char format[64];
     if (h5_attr_read_str(f, "format", format, sizeof format)) {
@@ -440,7 +514,14 @@ int trace_open(TraceReader *r, const char *path, KvError *err)
         return kv_fail(err, "%s: trace has no 'sequences' group", path);
     }
     H5Gclose(g);
-    r->n_sequences = (int)info.nlinks;
+    if (info.nlinks > 1000000) {
+        trace_close(r);
+        return kv_fail(err, "%s: trace declares %llu sequences (damaged?)", path, (unsigned long long)info.nlinks);
+    }
+    r->n_planned = (int)info.nlinks;
+    /* sequences are recorded in order: those not reached by an interrupted recording come last, empty */
+    r->n_sequences = r->n_planned;
+    while (r->n_sequences > 0 && sequence_rows(f, r->n_sequences - 1) == 0) r->n_sequences--;
     return 0;
 }
 
@@ -455,8 +536,11 @@ static void seq_path(char *buf, size_t cap, int seq, const char *name)
     snprintf(buf, cap, "sequences/%04d/%s", seq, name);
 }
 
+/* A dataset of the sequence must hold rows 0..T-1 in full: its shape is
+ * want except that its row axes may be longer (a recording in progress or
+ * killed mid-flush), and every chunk those rows touch must be stored. */
 static int check_shape(const TraceReader *r, int seq, const char *name, int rank, const hsize_t *want,
-                       KvError *err)
+                       unsigned row_axes, KvError *err)
 {
     char path[256];
     seq_path(path, sizeof path, seq, name);
@@ -465,8 +549,17 @@ static int check_shape(const TraceReader *r, int seq, const char *name, int rank
     if (h5_dataset_shape((hid_t)r->file, path, &got_rank, dims))
         return kv_fail(err, "%s: sequence %d has no dataset '%s'", r->path, seq, name);
     int ok = got_rank == rank;
-    for (int i = 0; ok && i < rank; i++) ok = dims[i] == want[i];
+    for (int i = 0; ok && i < rank; i++) ok = row_axes & (1u << i) ? dims[i] >= want[i] : dims[i] == want[i];
     if (!ok) return kv_fail(err, "%s: dataset '%s' has the wrong shape", r->path, path);
+    hsize_t rows = 0, have, need;
+    for (int i = 0; i < rank; i++)
+        if (row_axes & (1u << i)) rows = want[i];
+    int missing = h5_chunks_missing((hid_t)r->file, path, rows, row_axes, &have, &need);
+    if (missing < 0) return kv_fail(err, "%s: cannot read the storage of '%s' (damaged?)", r->path, path);
+    if (missing)
+        return kv_fail(err, "%s: '%s' declares %llu rows but stores only %llu of the %llu chunks they need "
+                       "(truncated or damaged)", r->path, path, (unsigned long long)rows,
+                       (unsigned long long)have, (unsigned long long)need);
     return 0;
 }
 
@@ -481,7 +574,13 @@ int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvErr
     if (h5_dataset_shape((hid_t)r->file, path, &rank, dims) || rank != 1)
         return kv_fail(err, "%s: sequence %d has no 1-D 'tokens' dataset", r->path, seq);
     const TraceMeta *m = &r->meta;
-    hsize_t T = dims[0];
+    long long rows = sequence_rows((hid_t)r->file, seq);
+    if (rows > (long long)dims[0])
+        return kv_fail(err, "%s: sequence %d says %lld rows but 'tokens' holds %llu (damaged)", r->path, seq, rows,
+                       (unsigned long long)dims[0]);
+    hsize_t T = rows >= 0 ? (hsize_t)rows : dims[0];
+    if (T > (hsize_t)1 << 24)
+        return kv_fail(err, "%s: sequence %d declares %llu tokens (damaged?)", r->path, seq, (unsigned long long)T);
     info->n_tokens = (int)T;
     seq_path(path, sizeof path, seq, "");
     hid_t g = H5Gopen2((hid_t)r->file, path, H5P_DEFAULT);
@@ -491,13 +590,15 @@ int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvErr
         h5_attr_read_int(g, "complete", &complete);
         H5Gclose(g);
     }
-    if (n_prompt < 0 || n_prompt > (long long)T)
+    if (n_prompt < 0 || (n_prompt > (long long)T && complete == 1))
         return kv_fail(err, "%s: sequence %d has a missing or invalid n_prompt", r->path, seq);
-    info->n_prompt = (int)n_prompt;
+    info->n_prompt = n_prompt > (long long)T ? (int)T : (int)n_prompt; /* interrupted inside its prompt */
     info->complete = complete == 1;
     hsize_t tv[1] = {T}, q[3] = {T, (hsize_t)m->n_heads, (hsize_t)m->head_dim};
     hsize_t kv[3] = {T, (hsize_t)m->n_kv_heads, (hsize_t)m->head_dim}, norms[2] = {T, (hsize_t)m->n_kv_heads};
-    if (check_shape(r, seq, "pieces", 1, tv, err) || check_shape(r, seq, "nll", 1, tv, err)) return -1;
+    if (check_shape(r, seq, "tokens", 1, tv, 1, err) || check_shape(r, seq, "pieces", 1, tv, 1, err) ||
+        check_shape(r, seq, "nll", 1, tv, 1, err))
+        return -1;
     for (int l = 0; l < m->n_layers; l++) {
         char name[64];
         const hsize_t *shapes[6] = {q, kv, kv, norms, norms, norms};
@@ -507,7 +608,7 @@ int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvErr
             seq_path(path, sizeof path, seq, name);
             int optional = i == D_V || i == D_VL1 || i == D_VL2; /* values may be left out */
             if (optional && !h5_exists((hid_t)r->file, path)) { values = 0; continue; }
-            if (check_shape(r, seq, name, i < 3 ? 3 : 2, shapes[i], err)) return -1;
+            if (check_shape(r, seq, name, i < 3 ? 3 : 2, shapes[i], 1, err)) return -1;
         }
         info->has_values = l == 0 ? values : info->has_values && values;
         snprintf(name, sizeof name, "layers/%03d/attention", l);
@@ -516,7 +617,7 @@ int trace_sequence_info(const TraceReader *r, int seq, TraceSeqInfo *info, KvErr
         if (l == 0) info->has_attention = has;
         if (has != info->has_attention) return kv_fail(err, "%s: attention stored for some layers only", r->path);
         hsize_t a[3] = {(hsize_t)m->n_heads, T, T};
-        if (has && check_shape(r, seq, name, 3, a, err)) return -1;
+        if (has && check_shape(r, seq, name, 3, a, 6, err)) return -1;
     }
     seq_path(path, sizeof path, seq, "layers/000/q");
     hid_t d = H5Dopen2((hid_t)r->file, path, H5P_DEFAULT);
@@ -533,7 +634,7 @@ int trace_read_tokens(const TraceReader *r, int seq, int *tokens, int n, KvError
 {
     char path[256];
     seq_path(path, sizeof path, seq, "tokens");
-    if (h5_read_all((hid_t)r->file, path, H5T_NATIVE_INT, tokens, (size_t)n))
+    if (h5_read_prefix((hid_t)r->file, path, H5T_NATIVE_INT, tokens, (size_t)n))
         return kv_fail(err, "%s: cannot read %s", r->path, path);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || (r->meta.vocab_size > 0 && tokens[i] >= r->meta.vocab_size))
@@ -603,7 +704,7 @@ char **trace_read_pieces(const TraceReader *r, int seq, int n, KvError *err)
 {
     char path[256];
     seq_path(path, sizeof path, seq, "pieces");
-    char **out = h5_read_strings((hid_t)r->file, path, n);
+    char **out = h5_read_string_prefix((hid_t)r->file, path, n);
     if (!out) kv_fail(err, "%s: cannot read %s", r->path, path);
     return out;
 }

@@ -3,10 +3,14 @@
  * FORMAT.md in the repository root is the specification; this module is its
  * only implementation.
  *
- * Writing: rows (one per token) are staged in memory and appended to chunked,
- * compressed datasets at each flush, after which the file is flushed to disk,
- * so an interrupted recording leaves a readable file whose `complete`
- * attributes say 0. */
+ * Writing: every sequence's groups, datasets and attributes are created up
+ * front, then the file switches to HDF5's SWMR mode (single writer, multiple
+ * readers).  From then on rows (one per token) are staged in memory and
+ * appended to the chunked datasets at each flush; after the rows reach the
+ * file, the sequence's `n_rows` attribute advances to cover them.  So a
+ * reader opened during the recording, or the file left by a recording that
+ * was killed, always shows a consistent prefix: rows 0..n_rows-1 of every
+ * dataset.  `complete` attributes are set last. */
 #ifndef KV_TRACE_FILE_H
 #define KV_TRACE_FILE_H
 
@@ -25,6 +29,7 @@ typedef struct {
     char model_weight_type[16];
     int n_layers, n_heads, n_kv_heads, head_dim, dim, vocab_size;
     double rope_theta;
+    char rope_layout[128]; /* the rotation applied before q and k were stored, in words */
     char recorder_version[32];
     char created[40];
     char command[4096];
@@ -35,6 +40,17 @@ typedef struct {
     int half;            /* q, k, v as float16 */
 } TraceOptions;
 
+/* What is known of a sequence before its recording starts. */
+#define TRACE_SEQ_ATTRS 8
+typedef struct {
+    const char *prompt; /* the prompt text ("" for explicit ids) */
+    int n_prompt;       /* P */
+    int capacity;       /* rows it may take (prompt + generated) */
+    int n_attrs;        /* numeric attributes saying how it was produced */
+    const char *attr_names[TRACE_SEQ_ATTRS];
+    double attr_values[TRACE_SEQ_ATTRS];
+} TraceSequencePlan;
+
 /* A short name for titles and reports: the model file's name without its
  * folder and extension ("stories260K"), else the model name. */
 void trace_model_label(const TraceMeta *m, char *out, size_t cap);
@@ -43,12 +59,14 @@ void trace_model_label(const TraceMeta *m, char *out, size_t cap);
 
 typedef struct TraceWriter TraceWriter;
 
-TraceWriter *trace_writer_create(const char *path, const TraceMeta *meta, const TraceOptions *opt, int capacity,
+/* Creates the file with every planned sequence (empty) and starts SWMR
+ * writing.  Messages name `display` (the output's final name) rather than
+ * path when given. */
+TraceWriter *trace_writer_create(const char *path, const char *display, const TraceMeta *meta,
+                                 const TraceOptions *opt, const TraceSequencePlan *plan, int n_sequences,
                                  KvError *err);
-/* Starts the next sequence; capacity bounds its length. */
-int trace_writer_begin_sequence(TraceWriter *w, const char *prompt, int n_prompt, KvError *err);
-/* Sequence attributes describing how it was produced (numbers only). */
-int trace_writer_sequence_attr(TraceWriter *w, const char *name, double value, KvError *err);
+/* Starts the next planned sequence. */
+int trace_writer_begin_sequence(TraceWriter *w, KvError *err);
 /* Rows per flush: callers never stage more rows than this between flushes. */
 int trace_writer_stage_rows(const TraceWriter *w);
 int trace_writer_stage_token(TraceWriter *w, int pos, int token, const char *piece);
@@ -70,12 +88,13 @@ typedef struct {
     long long file; /* hid_t */
     char path[512];
     TraceMeta meta;
-    int n_sequences;
+    int n_sequences; /* sequences with at least one row */
+    int n_planned;   /* sequences the recording planned (more when it was interrupted) */
     int complete;
 } TraceReader;
 
 typedef struct {
-    int n_tokens;
+    int n_tokens;       /* T: rows every dataset holds in full (n_rows for a trace being recorded) */
     int n_prompt;
     int complete;
     int has_attention;
@@ -94,12 +113,12 @@ int trace_read_floats(const TraceReader *r, int seq, const char *name, float *ou
  * Values must be finite. */
 int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name, float *out, size_t n,
                      KvError *err);
-/* malloc'd strings; NULL on failure. */
 /* Rows t0..t0+n-1, columns 0..t0+n-1 of one head's stored attention into
  * out (row stride ld). */
 int trace_read_attention_rows(const TraceReader *r, int seq, int layer, int head, int t0, int n, float *out,
                               long ld, KvError *err);
 char *trace_read_prompt(const TraceReader *r, int seq);
+/* Pieces of tokens 0..n-1 (n may be less than T): malloc'd strings; NULL on failure. */
 char **trace_read_pieces(const TraceReader *r, int seq, int n, KvError *err);
 void trace_free_pieces(char **pieces, int n);
 

@@ -1,9 +1,13 @@
 /* FIPS 180-4 SHA-256, written from the standard. */
 #include "sha256.h"
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -38,13 +42,67 @@ static void compress(uint32_t h[8], const uint8_t block[64])
     h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += hh;
 }
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+/* The same compression with the SHA extensions (Intel since Goldmont / Ice
+ * Lake, AMD since Zen): about five times faster on multi-gigabyte models.
+ * The instructions keep the state as (a, b, e, f) and (c, d, g, h). */
+__attribute__((target("sha,sse4.1")))
+static void compress_blocks_sha(uint32_t h[8], const uint8_t *p, size_t blocks)
+{
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL); /* big-endian words */
+    __m128i dcba = _mm_loadu_si128((const __m128i *)h), hgfe = _mm_loadu_si128((const __m128i *)(h + 4));
+    __m128i badc = _mm_shuffle_epi32(dcba, 0xB1), efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(badc, efgh, 8), cdgh = _mm_blend_epi16(efgh, badc, 0xF0);
+    for (size_t b = 0; b < blocks; b++, p += 64) {
+        __m128i abef0 = abef, cdgh0 = cdgh, m[4];
+        for (int i = 0; i < 4; i++) m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), swap);
+        for (int i = 0; i < 16; i++) { /* rounds 4i .. 4i+3 */
+            __m128i msg = _mm_add_epi32(m[i % 4], _mm_loadu_si128((const __m128i *)(K + 4 * i)));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, msg);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, _mm_shuffle_epi32(msg, 0x0E));
+            if (i < 12) { /* words 4i+16 .. 4i+19 replace words 4i .. 4i+3 */
+                __m128i w = _mm_sha256msg1_epu32(m[i % 4], m[(i + 1) % 4]);
+                w = _mm_add_epi32(w, _mm_alignr_epi8(m[(i + 3) % 4], m[(i + 2) % 4], 4));
+                m[i % 4] = _mm_sha256msg2_epu32(w, m[(i + 3) % 4]);
+            }
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1B), dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)h, _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)(h + 4), _mm_alignr_epi8(dchg, feba, 8));
+}
+
+static int have_sha_extensions(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 29 & 1) && __get_cpuid(1, &a, &b, &c, &d) &&
+           (c >> 19 & 1); /* SHA, SSE4.1 */
+}
+#endif
+
+static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t blocks)
+{
+#if defined(__x86_64__)
+    if (have_sha_extensions()) {
+        compress_blocks_sha(h, p, blocks);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < blocks; i++) compress(h, p + 64 * i);
+}
+
 void sha256_hex(const void *data, size_t len, char hex[65])
 {
     uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     const uint8_t *p = data;
     size_t full = len / 64;
-    for (size_t i = 0; i < full; i++) compress(h, p + 64 * i);
+    compress_blocks(h, p, full);
     uint8_t tail[128] = {0};
     size_t rest = len - 64 * full;
     memcpy(tail, p + 64 * full, rest);
@@ -52,7 +110,30 @@ void sha256_hex(const void *data, size_t len, char hex[65])
     size_t tail_len = rest < 56 ? 64 : 128;
     uint64_t bits = (uint64_t)len * 8;
     for (int i = 0; i < 8; i++) tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
-    compress(h, tail);
-    if (tail_len == 128) compress(h, tail + 64);
+    compress_blocks(h, tail, tail_len / 64);
     for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
+}
+
+int sha256_file_hex(const char *path, char hex[65])
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (st.st_size == 0) {
+            sha256_hex("", 0, hex);
+            rc = 0;
+        } else {
+            void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (map != MAP_FAILED) {
+                madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
+                sha256_hex(map, (size_t)st.st_size, hex);
+                munmap(map, (size_t)st.st_size);
+                rc = 0;
+            }
+        }
+    }
+    close(fd);
+    return rc;
 }
