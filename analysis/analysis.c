@@ -5,10 +5,13 @@
 
 #include <gsl/gsl_rng.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../trace/h5util.h"
 #include "../trace/trace_layer.h"
+#include "../util/attention.h"
 #include "../util/progress.h"
 #include "../util/select.h"
 #include "stats.h"
@@ -28,12 +31,13 @@ void analyze_defaults(AnalyzeOptions *opt)
     opt->seed = 1;
     opt->example_layer = -1;
     opt->example_head = 0;
+    opt->threads = 1;
 }
 
-/* Scratch for one head of one sequence. */
+/* Scratch for one head at a time: O(T) vectors and one block of rows. */
 typedef struct {
-    int T;
-    float *attention;   /* [T][T]; only columns i <= t of row t are attention */
+    int T, rb;
+    float *rows;        /* [rb][T] a block of the head's attention rows */
     double *score;      /* [K][T] end-of-sequence scores */
     double *age;        /* [T] T - 1 - i */
     float *running;     /* [1 + n_alpha][T] running H2O, A2SF scores */
@@ -46,7 +50,7 @@ typedef struct {
 
 static void head_work_free(HeadWork *w)
 {
-    free(w->attention); free(w->score); free(w->age); free(w->running); free(w->scratch); free(w->flags);
+    free(w->rows); free(w->score); free(w->age); free(w->running); free(w->scratch); free(w->flags);
     free(w->work); free(w->k_norm); free(w->v_l1); free(w->replicate);
     memset(w, 0, sizeof *w);
 }
@@ -54,8 +58,8 @@ static void head_work_free(HeadWork *w)
 static int head_work_alloc(HeadWork *w, int T, int K, int n_alpha, KvError *err)
 {
     size_t n = (size_t)T;
-    w->T = T;
-    w->attention = malloc(n * n * sizeof(float));
+    w->rb = attention_block_rows(T, 1);
+    w->rows = malloc((size_t)w->rb * n * sizeof(float));
     w->score = malloc((size_t)K * n * sizeof(double));
     w->age = malloc(n * sizeof(double));
     w->running = malloc((size_t)(1 + n_alpha) * n * sizeof(float));
@@ -65,15 +69,23 @@ static int head_work_alloc(HeadWork *w, int T, int K, int n_alpha, KvError *err)
     w->k_norm = malloc(n * sizeof(double));
     w->v_l1 = malloc(n * sizeof(double));
     w->replicate = malloc(ANALYSIS_MAX_SCORES * sizeof(double));
-    if (!w->attention || !w->score || !w->age || !w->running || !w->scratch || !w->flags || !w->work || !w->k_norm ||
+    if (!w->rows || !w->score || !w->age || !w->running || !w->scratch || !w->flags || !w->work || !w->k_norm ||
         !w->v_l1 || !w->replicate) {
         head_work_free(w);
-        return kv_fail(err, "out of memory analysing a %d-token sequence (%d x %d attention)", T, T, T);
+        return kv_fail(err, "out of memory analysing a %d-token sequence", T);
     }
     return 0;
 }
 
 /* ------------------------------------------------------------ one head */
+
+/* Sequence 0's per-position contributions of one head, folded in head order
+ * after its layer (float sums in a fixed order: any thread count gives the
+ * same curves). */
+typedef struct {
+    float *scores;      /* [K][T0] */
+    uint8_t *sink;      /* [T0] */
+} HeadCurves;
 
 /* Everything one head contributes; unit = (s * L + l) * H + h. */
 typedef struct {
@@ -82,7 +94,8 @@ typedef struct {
     const LayerData *layer;
     int s, l, h, g;
     size_t unit;
-    gsl_rng *rng;
+    gsl_rng *rng_age, *rng_norms; /* the bootstrap draws of this head (snapshots of the run's one stream) */
+    HeadCurves *curves;            /* sequence 0 only */
 } Head;
 
 static double relative_age_of_set(const uint8_t *flags, int t, int budget)
@@ -93,57 +106,104 @@ static double relative_age_of_set(const uint8_t *flags, int t, int budget)
     return sum / budget;
 }
 
-/* Walks the rows once: end scores, running scores with the top-B skew, and
- * the attention lost by dropping keys by norm or by attention. */
-static void scan_rows(Head *x)
+/* The top-B set's share in each relative-age bin: token i of row t falls
+ * in bin (t - i) * BINS / t (the oldest, i = 0, in the last one).  Summed
+ * over the rows of a head, then divided by their number (NaN if none). */
+static double *age_share_of(Head *x, int m)
+{
+    return x->a->age_share + (x->unit * x->a->M + m) * ANALYSIS_AGE_BINS;
+}
+
+static void age_share_add(Head *x, int m, int t, int budget)
+{
+    double *share = age_share_of(x, m);
+    for (int i = 0; i <= t; i++)
+        if (x->w->flags[i]) {
+            int bin = (int)((long)(t - i) * ANALYSIS_AGE_BINS / t);
+            share[bin < ANALYSIS_AGE_BINS ? bin : ANALYSIS_AGE_BINS - 1] += 1.0 / budget;
+        }
+}
+
+static void age_share_finish(Head *x, int m, long rows)
+{
+    double *share = age_share_of(x, m);
+    for (int b = 0; b < ANALYSIS_AGE_BINS; b++) share[b] = rows ? share[b] / rows : NAN;
+}
+
+/* What the row scan accumulates. */
+typedef struct {
+    double skew[ANALYSIS_MAX_METHODS], lost_norm, lost_least, lost_random;
+    long skew_rows, loss_rows;
+} RowSums;
+
+/* One row: the running scores with the top-B skew, and the attention lost
+ * by dropping keys by norm or by attention. */
+static void scan_row(Head *x, int t, const float *row, RowSums *sum)
 {
     Analysis *a = x->a;
     HeadWork *w = x->w;
     int T = w->T, n_alpha = a->opt.n_alpha, B = a->seq_budget[x->s];
     const float *k_norm = x->layer->k_norm + (size_t)x->g * T;
     float *h2o = w->running;
-    double skew[ANALYSIS_MAX_METHODS] = {0}, lost_norm = 0, lost_least = 0, lost_random = 0;
-    long skew_rows = 0, loss_rows = 0;
-    memset(w->running, 0, (size_t)(1 + n_alpha) * T * sizeof(float));
-    for (int t = 0; t < T; t++) {
-        const float *row = w->attention + (size_t)t * T;
-        for (int i = 0; i <= t; i++) h2o[i] += row[i];
-        for (int j = 0; j < n_alpha; j++) {
-            float alpha = (float)a->opt.alphas[j], *s = w->running + (size_t)(1 + j) * T;
-            for (int i = 0; i <= t; i++) s[i] = alpha * s[i] + row[i];
-        }
-        if (B < T && t >= B) { /* skew: the set each score would keep at this row */
-            for (int m = 0; m < a->M; m++) {
-                const float *ranked = m < a->M - 1 ? w->running + (size_t)m * T : row;
-                top_k_flags(ranked, t + 1, B, w->scratch, w->flags);
-                skew[m] += relative_age_of_set(w->flags, t, B);
-            }
-            skew_rows++;
-        }
-        int drop = (int)(a->opt.drop_fraction * (t + 1));
-        if (drop >= 1 && drop < t + 1) {
-            top_k_flags(k_norm, t + 1, drop, w->scratch, w->flags); /* highest norms go */
-            for (int i = 0; i <= t; i++) lost_norm += w->flags[i] ? row[i] : 0.0f;
-            top_k_flags(row, t + 1, t + 1 - drop, w->scratch, w->flags); /* least attended go */
-            for (int i = 0; i <= t; i++) lost_least += w->flags[i] ? 0.0f : row[i];
-            lost_random += (double)drop / (t + 1);
-            loss_rows++;
-        }
+    for (int i = 0; i <= t; i++) h2o[i] += row[i];
+    for (int j = 0; j < n_alpha; j++) {
+        float alpha = (float)a->opt.alphas[j], *s = w->running + (size_t)(1 + j) * T;
+        for (int i = 0; i <= t; i++) s[i] = alpha * s[i] + row[i];
     }
-    for (int m = 0; m < a->M; m++)
-        a->relative_age[x->unit * a->M + m] = skew_rows ? skew[m] / skew_rows : NAN;
-    a->loss_norm[x->unit] = loss_rows ? lost_norm / loss_rows : NAN;
-    a->loss_least[x->unit] = loss_rows ? lost_least / loss_rows : NAN;
-    a->loss_random[x->unit] = loss_rows ? lost_random / loss_rows : NAN;
-    /* end-of-sequence scores */
-    double *score = w->score;
+    if (B < T && t >= B) { /* skew: the set each score would keep at this row */
+        for (int m = 0; m < a->M; m++) {
+            const float *ranked = m < a->M - 1 ? w->running + (size_t)m * T : row;
+            top_k_flags(ranked, t + 1, B, w->scratch, w->flags);
+            sum->skew[m] += relative_age_of_set(w->flags, t, B);
+            age_share_add(x, m, t, B);
+        }
+        sum->skew_rows++;
+    }
+    int drop = (int)(a->opt.drop_fraction * (t + 1));
+    if (drop >= 1 && drop < t + 1) {
+        top_k_flags(k_norm, t + 1, drop, w->scratch, w->flags); /* highest norms go */
+        for (int i = 0; i <= t; i++) sum->lost_norm += w->flags[i] ? row[i] : 0.0f;
+        top_k_flags(row, t + 1, t + 1 - drop, w->scratch, w->flags); /* least attended go */
+        for (int i = 0; i <= t; i++) sum->lost_least += w->flags[i] ? 0.0f : row[i];
+        sum->lost_random += (double)drop / (t + 1);
+        sum->loss_rows++;
+    }
+}
+
+/* Streams the head's attention rows block by block (never T x T) through
+ * the row scan, then forms the end-of-sequence scores. */
+static int scan_rows(Head *x, KvError *err)
+{
+    Analysis *a = x->a;
+    HeadWork *w = x->w;
+    const LayerData *ld = x->layer;
+    int T = w->T, n_alpha = a->opt.n_alpha;
+    RowSums sum = {0};
+    memset(w->running, 0, (size_t)(1 + n_alpha) * T * sizeof(float));
+    for (int t0 = 0; t0 < T; t0 += w->rb) {
+        int n = T - t0 < w->rb ? T - t0 : w->rb, bad_row;
+        if (attention_block(ld->q + (size_t)x->h * T * ld->d, ld->k + (size_t)x->g * T * ld->d, ld->d, t0, n, w->rows,
+                            T, &bad_row))
+            return kv_fail(err, "head %d row %d: the attention logits q·k/√d are not finite (q or k too large for "
+                           "float)", x->h, bad_row);
+        for (int r = 0; r < n; r++) scan_row(x, t0 + r, w->rows + (size_t)r * T, &sum);
+    }
+    for (int m = 0; m < a->M; m++) {
+        a->relative_age[x->unit * a->M + m] = sum.skew_rows ? sum.skew[m] / sum.skew_rows : NAN;
+        age_share_finish(x, m, sum.skew_rows);
+    }
+    a->loss_norm[x->unit] = sum.loss_rows ? sum.lost_norm / sum.loss_rows : NAN;
+    a->loss_least[x->unit] = sum.loss_rows ? sum.lost_least / sum.loss_rows : NAN;
+    a->loss_random[x->unit] = sum.loss_rows ? sum.lost_random / sum.loss_rows : NAN;
+    double *score = w->score; /* end-of-sequence scores */
     for (int i = 0; i < T; i++) {
         w->age[i] = T - 1 - i;
-        score[(size_t)SCORE_H2O * T + i] = h2o[i];
+        score[(size_t)SCORE_H2O * T + i] = w->running[i];
         score[(size_t)SCORE_ACCUMULATIONS * T + i] = T - i;
-        score[(size_t)SCORE_MEAN_ATTENTION * T + i] = h2o[i] / (T - i);
+        score[(size_t)SCORE_MEAN_ATTENTION * T + i] = w->running[i] / (T - i);
         for (int j = 0; j < n_alpha; j++) score[(size_t)(SCORE_A2SF + j) * T + i] = w->running[(size_t)(1 + j) * T + i];
     }
+    return 0;
 }
 
 static int age_bias(Head *x, KvError *err)
@@ -159,7 +219,7 @@ static int age_bias(Head *x, KvError *err)
     SpearmanBootstrap boot;
     if (spearman_bootstrap_init(&boot, w->age, y, K, (size_t)T, err)) return -1;
     for (int b = 0; b < a->n_boot; b++) {
-        spearman_bootstrap_draw(&boot, w->age, y, x->rng, w->replicate);
+        spearman_bootstrap_draw(&boot, w->age, y, x->rng_age, w->replicate);
         for (int k = 0; k < K; k++) a->age_rep[(x->unit * K + k) * a->n_boot + b] = (float)w->replicate[k];
     }
     spearman_bootstrap_free(&boot);
@@ -187,7 +247,7 @@ static int norms(Head *x, int have_values, KvError *err)
     SpearmanBootstrap boot;
     if (spearman_bootstrap_init(&boot, mean, y, have_values ? 2 : 1, (size_t)T, err)) return -1;
     for (int b = 0; b < a->n_boot; b++) {
-        spearman_bootstrap_draw(&boot, mean, y, x->rng, w->replicate);
+        spearman_bootstrap_draw(&boot, mean, y, x->rng_norms, w->replicate);
         a->key_rep[x->unit * a->n_boot + b] = (float)w->replicate[0];
         a->value_rep[x->unit * a->n_boot + b] = have_values ? (float)w->replicate[1] : NAN;
     }
@@ -200,7 +260,7 @@ static int norms(Head *x, int have_values, KvError *err)
         beyond += by_attention && i >= a->opt.sink_tokens;
         if (sink) { sink_sum += w->v_l1[i]; sinks++; }
         else { other_sum += w->v_l1[i]; others++; }
-        if (x->s == 0 && sink) a->sink_share[i] += 1.0f / (float)(a->L * a->H);
+        if (x->curves) x->curves->sink[i] = (uint8_t)sink;
     }
     a->attention_sinks[x->unit] = beyond;
     a->sink_value_ratio[x->unit] =
@@ -217,7 +277,7 @@ static void keep_curves(Head *x)
     for (int k = 0; k < a->K; k++)
         for (int i = 0; i < T; i++) {
             float v = (float)w->score[(size_t)k * T + i];
-            a->mean_scores[(size_t)k * T + i] += v / (float)(a->L * a->H);
+            x->curves->scores[(size_t)k * T + i] = v;
             if (example) a->example_scores[(size_t)k * T + i] = v;
         }
     if (!example) return;
@@ -230,13 +290,8 @@ static void keep_curves(Head *x)
 
 static int analyze_head(Head *x, int have_values, KvError *err)
 {
-    const LayerData *ld = x->layer;
-    int T = x->w->T;
-    attention_rows(ld->q + (size_t)x->h * T * ld->d, ld->k + (size_t)x->g * T * ld->d, ld->d, 0, T,
-                   x->w->attention, T);
-    scan_rows(x);
-    if (age_bias(x, err) || norms(x, have_values, err)) return -1;
-    if (x->s == 0) keep_curves(x);
+    if (scan_rows(x, err) || age_bias(x, err) || norms(x, have_values, err)) return -1;
+    if (x->curves) keep_curves(x);
     return 0;
 }
 
@@ -248,6 +303,7 @@ static int alloc_analysis(Analysis *a, KvError *err)
     a->age_spearman = malloc(units * a->K * sizeof(double));
     a->age_rep = malloc(units * a->K * a->n_boot * sizeof(float));
     a->relative_age = malloc(units * a->M * sizeof(double));
+    a->age_share = calloc(units * a->M * ANALYSIS_AGE_BINS, sizeof(double));
     a->key_spearman = malloc(units * sizeof(double));
     a->value_spearman = malloc(units * sizeof(double));
     a->key_rep = malloc(units * a->n_boot * sizeof(float));
@@ -268,7 +324,7 @@ static int alloc_analysis(Analysis *a, KvError *err)
     a->age_layer = malloc((size_t)a->L * a->K * 3 * sizeof(double));
     a->key_layer_head = malloc((size_t)a->L * a->H * 3 * sizeof(double));
     a->alr_layer_head = malloc((size_t)a->L * a->H * sizeof(double));
-    if (!a->age_spearman || !a->age_rep || !a->relative_age || !a->key_spearman || !a->value_spearman ||
+    if (!a->age_spearman || !a->age_rep || !a->relative_age || !a->age_share || !a->key_spearman || !a->value_spearman ||
         !a->key_rep || !a->value_rep || !a->loss_norm || !a->loss_least || !a->loss_random ||
         !a->sink_value_ratio || !a->attention_sinks || !a->example_scores || !a->mean_scores ||
         !a->example_k_norm || !a->example_v_l1 || !a->example_attention || !a->value_by_position ||
@@ -280,6 +336,7 @@ static int alloc_analysis(Analysis *a, KvError *err)
 void analysis_free(Analysis *a)
 {
     free(a->seq_tokens); free(a->seq_budget); free(a->age_spearman); free(a->age_rep); free(a->relative_age);
+    free(a->age_share);
     free(a->key_spearman); free(a->value_spearman); free(a->key_rep); free(a->value_rep); free(a->loss_norm);
     free(a->loss_least); free(a->loss_random); free(a->sink_value_ratio); free(a->attention_sinks);
     free(a->example_scores); free(a->mean_scores); free(a->example_k_norm); free(a->example_v_l1);
@@ -404,36 +461,202 @@ static int pool(Analysis *a, gsl_rng *rng, KvError *err)
     a->loss_least_pooled = sums[1] / n;
     a->loss_random_pooled = sums[2] / n;
     a->alr_pooled = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    /* The age-share bins were added last and draw last, so every interval
+     * above keeps the bootstrap draws it had before they existed. */
+    for (int m = 0; m < a->M && rc == 0; m++)
+        for (int b = 0; b < ANALYSIS_AGE_BINS && rc == 0; b++) {
+            n = select_units(a, -1, -1, a->M * ANALYSIS_AGE_BINS, m * ANALYSIS_AGE_BINS + b, units);
+            rc = mean_with_interval(a->age_share, NULL, units, n, B, rng, a->age_share_pooled[m][b], err);
+        }
     free(units);
     return rc;
 }
 
 /* ------------------------------------------------------------ driver */
 
-static int analyze_sequence(Analysis *a, const TraceReader *r, int s, int have_values, HeadWork *w, gsl_rng *rng,
-                            Progress *progress, KvError *err)
+/* The heads of one layer, spread over worker threads.  The bootstrap draws
+ * come from the run's one random stream in head order, as with one thread:
+ * with more, a sequencer walks the stream ahead (drawing what each head will
+ * draw) and leaves a snapshot of it at every head's start, which the head's
+ * worker waits for.  So any thread count gives the same numbers. */
+typedef struct {
+    Analysis *a;
+    const LayerData *layer;
+    int s, l, have_values;
+    gsl_rng *rng;                 /* the run's stream */
+    int threads;
+    HeadWork *work;               /* [threads] */
+    HeadCurves *curves;           /* [H] filled for sequence 0 */
+    gsl_rng **snapshot;           /* [2H] age and norms streams of each head (threads > 1) */
+    int snapshots_made, next_task, failed;
+    KvError err;
+    pthread_mutex_t lock;
+    pthread_cond_t made;
+} LayerPool;
+
+/* Draws what one head's bootstrap draws, so the stream moves past it. */
+static void skip_draws(gsl_rng *rng, int n_boot, int T)
+{
+    for (long b = 0; b < (long)n_boot * T; b++) gsl_rng_uniform_int(rng, (unsigned long)T);
+}
+
+static void sequence_streams(LayerPool *p)
+{
+    int T = p->layer->T, made = 0;
+    for (int h = 0; h < p->a->H; h++) {
+        gsl_rng *age = gsl_rng_clone(p->rng);
+        skip_draws(p->rng, p->a->n_boot, T);
+        gsl_rng *norms = gsl_rng_clone(p->rng);
+        skip_draws(p->rng, p->a->n_boot, T);
+        pthread_mutex_lock(&p->lock);
+        p->snapshot[2 * h] = age;
+        p->snapshot[2 * h + 1] = norms;
+        if (!age || !norms) { p->failed = 1; kv_fail(&p->err, "out of memory"); }
+        p->snapshots_made = made = h + 1;
+        pthread_cond_broadcast(&p->made);
+        pthread_mutex_unlock(&p->lock);
+        if (!age || !norms) break;
+    }
+    if (made < p->a->H) { /* wake every waiter */
+        pthread_mutex_lock(&p->lock);
+        p->snapshots_made = p->a->H;
+        pthread_cond_broadcast(&p->made);
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+static void run_head(LayerPool *p, HeadWork *w, int h)
+{
+    Analysis *a = p->a;
+    Head x = {a, w, p->layer, p->s, p->l, h, h / (a->H / a->KV), ((size_t)p->s * a->L + p->l) * a->H + h, p->rng,
+              p->rng, p->s == 0 ? &p->curves[h] : NULL};
+    if (p->threads > 1) {
+        pthread_mutex_lock(&p->lock);
+        while (p->snapshots_made <= h) pthread_cond_wait(&p->made, &p->lock);
+        x.rng_age = p->snapshot[2 * h];
+        x.rng_norms = p->snapshot[2 * h + 1];
+        int give_up = p->failed;
+        pthread_mutex_unlock(&p->lock);
+        if (give_up) return;
+    }
+    KvError err;
+    if (analyze_head(&x, p->have_values, &err)) {
+        pthread_mutex_lock(&p->lock);
+        if (!p->failed) { p->failed = 1; p->err = err; }
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+typedef struct {
+    LayerPool *pool;
+    HeadWork *work;
+} Worker;
+
+static void *layer_worker(void *arg)
+{
+    Worker *me = arg;
+    LayerPool *p = me->pool;
+    int sequencer = p->threads > 1;
+    h5_quiet(); /* HDF5's error stack is per thread */
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        int task = p->next_task < p->a->H + sequencer ? p->next_task++ : -1;
+        pthread_mutex_unlock(&p->lock);
+        if (task < 0) break;
+        if (sequencer && task == 0) sequence_streams(p);
+        else run_head(p, me->work, task - sequencer);
+    }
+    return NULL;
+}
+
+/* Sequence 0's curves: every head's contribution, in head order. */
+static void fold_curves(Analysis *a, const HeadCurves *curves)
+{
+    float share = (float)(a->L * a->H);
+    for (int h = 0; h < a->H; h++) {
+        for (size_t i = 0; i < (size_t)a->K * a->T0; i++) a->mean_scores[i] += curves[h].scores[i] / share;
+        for (int i = 0; i < a->T0; i++)
+            if (curves[h].sink[i]) a->sink_share[i] += 1.0f / share;
+    }
+}
+
+static int analyze_layer(LayerPool *p, KvError *err)
+{
+    pthread_t tid[ANALYSIS_MAX_THREADS];
+    Worker workers[ANALYSIS_MAX_THREADS];
+    int started = 0;
+    p->snapshots_made = p->next_task = p->failed = 0;
+    for (int t = 0; t < p->threads; t++) workers[t] = (Worker){p, &p->work[t]};
+    for (; started < p->threads - 1; started++)
+        if (pthread_create(&tid[started], NULL, layer_worker, &workers[started + 1])) break;
+    layer_worker(&workers[0]); /* the calling thread works too */
+    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    for (int i = 0; p->snapshot && i < 2 * p->a->H; i++) {
+        if (p->snapshot[i]) gsl_rng_free(p->snapshot[i]);
+        p->snapshot[i] = NULL;
+    }
+    if (p->failed) {
+        *err = p->err;
+        return -1;
+    }
+    if (p->s == 0) fold_curves(p->a, p->curves);
+    return 0;
+}
+
+static int analyze_sequence(Analysis *a, const TraceReader *r, int s, LayerPool *p, Progress *progress, KvError *err)
 {
     TraceSeqInfo info;
     if (trace_sequence_info(r, s, &info, err)) return -1;
-    w->T = info.n_tokens;
+    for (int w = 0; w < p->threads; w++) p->work[w].T = info.n_tokens;
     for (int l = 0; l < a->L; l++) {
         LayerData ld = {0};
-        if (trace_load_layer(r, s, l, &info, have_values, &ld, err)) {
+        if (trace_load_layer(r, s, l, &info, p->have_values, &ld, err)) {
             trace_layer_free(&ld);
-            return -1;
+            return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
         }
-        int rc = 0;
-        for (int h = 0; h < a->H && rc == 0; h++) {
-            Head x = {a, w, &ld, s, l, h, h / (a->H / a->KV), ((size_t)s * a->L + l) * a->H + h, rng};
-            rc = analyze_head(&x, have_values, err);
-        }
-        if (s == 0 && have_values)
+        p->layer = &ld;
+        p->s = s;
+        p->l = l;
+        int rc = analyze_layer(p, err);
+        if (rc == 0 && s == 0 && p->have_values)
             for (int g = 0; g < a->KV; g++)
                 for (int i = 0; i < a->T0; i++)
                     a->value_by_position[(size_t)l * a->T0 + i] += ld.v_l1[(size_t)g * a->T0 + i] / a->KV;
         trace_layer_free(&ld);
-        if (rc) return -1;
+        if (rc) return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
         progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
+    }
+    return 0;
+}
+
+static void layer_pool_free(LayerPool *p)
+{
+    for (int w = 0; p->work && w < p->threads; w++) head_work_free(&p->work[w]);
+    for (int h = 0; p->curves && h < p->a->H; h++) { free(p->curves[h].scores); free(p->curves[h].sink); }
+    free(p->work); free(p->curves); free(p->snapshot);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->made);
+}
+
+static int layer_pool_init(LayerPool *p, Analysis *a, gsl_rng *rng, int have_values, KvError *err)
+{
+    int longest = 0, threads = a->opt.threads < 1 ? 1 : a->opt.threads;
+    for (int s = 0; s < a->S; s++) longest = a->seq_tokens[s] > longest ? a->seq_tokens[s] : longest;
+    *p = (LayerPool){.a = a, .rng = rng, .have_values = have_values,
+                     .threads = threads > ANALYSIS_MAX_THREADS ? ANALYSIS_MAX_THREADS : threads};
+    if (p->threads > a->H + 1) p->threads = a->H + 1;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->made, NULL);
+    p->work = calloc((size_t)p->threads, sizeof *p->work);
+    p->curves = calloc((size_t)a->H, sizeof *p->curves);
+    p->snapshot = p->threads > 1 ? calloc(2 * (size_t)a->H, sizeof *p->snapshot) : NULL;
+    if (!p->work || !p->curves || (p->threads > 1 && !p->snapshot)) return kv_fail(err, "out of memory");
+    for (int w = 0; w < p->threads; w++)
+        if (head_work_alloc(&p->work[w], longest, a->K, a->opt.n_alpha, err)) return -1;
+    for (int h = 0; h < a->H; h++) {
+        p->curves[h].scores = malloc((size_t)a->K * a->T0 * sizeof(float));
+        p->curves[h].sink = malloc((size_t)a->T0);
+        if (!p->curves[h].scores || !p->curves[h].sink) return kv_fail(err, "out of memory");
     }
     return 0;
 }
@@ -447,15 +670,20 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     if (trace_open(&r, opt->trace, err)) return -1;
     a->meta = r.meta;
     a->S = r.n_sequences;
+    if (a->S < 1) {
+        kv_fail(err, "%s: the trace holds no sequences", opt->trace);
+        trace_close(&r);
+        return -1;
+    }
     a->L = r.meta.n_layers;
     a->H = r.meta.n_heads;
     a->KV = r.meta.n_kv_heads;
     a->n_boot = opt->n_boot;
     if (a->opt.example_layer < 0) a->opt.example_layer = a->L / 2;
     name_scores(a);
-    HeadWork w = {0};
+    LayerPool pool_of_heads = {0};
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
-    int have_values = 0, rc = -1;
+    int have_values = 0, rc = -1, pool_ready = 0;
     if (!rng) {
         kv_fail(err, "out of memory");
         goto done;
@@ -463,18 +691,17 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     gsl_rng_set(rng, opt->seed);
     if (check_options(&a->opt, &r, err) || read_sequences(a, &r, &have_values, err) || alloc_analysis(a, err))
         goto done;
-    int longest = 0;
-    for (int s = 0; s < a->S; s++) longest = a->seq_tokens[s] > longest ? a->seq_tokens[s] : longest;
-    if (head_work_alloc(&w, longest, a->K, opt->n_alpha, err)) goto done;
+    pool_ready = 1;
+    if (layer_pool_init(&pool_of_heads, a, rng, have_values, err)) goto done;
     Progress progress;
     progress_begin(&progress, "analyze");
     for (int s = 0; s < a->S; s++)
-        if (analyze_sequence(a, &r, s, have_values, &w, rng, &progress, err)) goto done;
+        if (analyze_sequence(a, &r, s, &pool_of_heads, &progress, err)) goto done;
     progress_end(&progress);
     rc = pool(a, rng, err);
     a->seconds = kv_now_seconds() - start;
 done:
-    head_work_free(&w);
+    if (pool_ready) layer_pool_free(&pool_of_heads);
     if (rng) gsl_rng_free(rng);
     trace_close(&r);
     if (rc) analysis_free(a);

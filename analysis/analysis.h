@@ -1,15 +1,17 @@
 /* analysis.h — `kvtrace analyze` as a library call: what the recorded
  * attention says about the scores eviction policies rank tokens by
- * (DESIGN.md, "Analysis and plots").  Everything is computed per sequence,
+ * (FORMAT.md, "Analysis files").  Everything is computed per sequence,
  * layer and query head from the exact full-cache attention (recomputed from
- * q and k), then pooled with bootstrap intervals:
+ * q and k, streamed a block of rows at a time: memory is O(T·d + block),
+ * never T×T), then pooled with bootstrap intervals:
  *
  *  - age bias: at the end of a sequence of T tokens, token i has H2O score
  *    Σ_t a_t(i) summed over T − i rows, mean attention per row, and A2SF score
  *    Σ_t α^{T−1−t} a_t(i); Spearman of each with age T − 1 − i;
  *  - top-B skew: at every row t ≥ B, the mean relative age (t − i)/t of the
  *    B tokens ranked first by the running H2O score, by the running A2SF
- *    score, and by the row's own attention (`ideal`);
+ *    score, and by the row's own attention (`ideal`), and the share of that
+ *    set in each bin of relative age;
  *  - key norms: Spearman of ‖k_i‖₂ with mean attention per row, and the L2
  *    paper's attention loss: per row, the attention of the keys dropped by
  *    highest norm vs of the least-attended keys (ALR = their ratio);
@@ -25,11 +27,14 @@
 
 #include "../trace/trace_file.h"
 #include "../util/error.h"
+#include "../util/output.h"
 
 #define ANALYSIS_FORMAT "kvtrace-analysis/1"
 #define ANALYSIS_MAX_ALPHA 6
 #define ANALYSIS_MAX_SCORES (3 + ANALYSIS_MAX_ALPHA)  /* h2o, accumulations, mean attention, a2sf per alpha */
 #define ANALYSIS_MAX_METHODS (2 + ANALYSIS_MAX_ALPHA) /* h2o, a2sf per alpha, ideal */
+#define ANALYSIS_AGE_BINS 12 /* relative age (t - i)/t in twelfths: bins 8..11 are the oldest third */
+#define ANALYSIS_MAX_THREADS 64
 
 typedef struct {
     const char *trace;
@@ -43,6 +48,7 @@ typedef struct {
     uint64_t seed;
     int example_layer, example_head; /* the head whose curves go into the file (sequence 0) */
     int allow_incomplete;
+    int threads;             /* worker threads over the heads of a layer; results do not depend on it */
     const char *command_line;
 } AnalyzeOptions;
 
@@ -62,6 +68,7 @@ typedef struct {
     double *age_spearman;    /* [S][L][H][K] */
     float *age_rep;          /* [S][L][H][K][n_boot] */
     double *relative_age;    /* [S][L][H][M] */
+    double *age_share;       /* [S][L][H][M][ANALYSIS_AGE_BINS] share of the top-B set per relative-age bin */
     double *key_spearman, *value_spearman; /* [S][L][H] with mean attention per row */
     float *key_rep, *value_rep;            /* [S][L][H][n_boot] */
     double *loss_norm, *loss_least, *loss_random; /* [S][L][H] attention lost per row */
@@ -79,6 +86,7 @@ typedef struct {
     double *age_layer;       /* [L][K][3] */
     double age_pooled[ANALYSIS_MAX_SCORES][3];
     double relative_age_pooled[ANALYSIS_MAX_METHODS][3];
+    double age_share_pooled[ANALYSIS_MAX_METHODS][ANALYSIS_AGE_BINS][3];
     double *key_layer_head;  /* [L][H][3] */
     double key_pooled[3], value_pooled[3], sink_ratio_pooled[3];
     double *alr_layer_head;  /* [L][H] Σ loss by norm / Σ loss of the least attended */
@@ -88,7 +96,11 @@ typedef struct {
 
 int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err);
 void analysis_free(Analysis *a);
-int analysis_write_hdf5(const Analysis *a, const char *path, KvError *err);
+int analysis_write_hdf5(const Analysis *a, const OutputFile *out, KvError *err);
+/* One row per (layer, head): each statistic averaged over sequences (FORMAT.md). */
+int analysis_write_csv(const Analysis *a, const OutputFile *out, KvError *err);
 void analysis_print_report(const Analysis *a, FILE *out);
+/* The mean share of a method's top-B set in the oldest third of relative ages. */
+double analysis_oldest_third(const Analysis *a, int method);
 
 #endif

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "../trace/h5util.h"
+#include "../util/csv.h"
 #include "analysis.h"
 
 static int put_doubles(hid_t g, const char *name, int rank, const hsize_t *dims, const double *v)
@@ -42,7 +43,9 @@ static int write_root(hid_t f, const Analysis *a)
              h5_write_array(g, "budget", H5T_STD_I32LE, H5T_NATIVE_INT, 1, ds, a->seq_budget);
     if (g >= 0) H5Gclose(g);
     return rc || h5_attr_write_str(f, "format", ANALYSIS_FORMAT) || h5_attr_write_str(f, "trace", a->opt.trace) ||
-           h5_attr_write_str(f, "model_name", a->meta.model_name) || h5_attr_write_str(f, "model", model) || h5_attr_write_int(f, "n_sequences", a->S) ||
+           h5_attr_write_str(f, "model_name", a->meta.model_name) || h5_attr_write_str(f, "model", model) ||
+           h5_attr_write_str(f, "model_sha256", a->meta.model_digest) ||
+           h5_attr_write_file_digests(f, "trace_sha256", &a->opt.trace, 1) || h5_attr_write_int(f, "n_sequences", a->S) ||
            h5_attr_write_int(f, "n_layers", a->L) || h5_attr_write_int(f, "n_heads", a->H) ||
            h5_attr_write_int(f, "n_kv_heads", a->KV) || h5_attr_write_str(f, "alphas", alphas) ||
            h5_attr_write_double(f, "budget_fraction", a->opt.budget_fraction) ||
@@ -76,9 +79,12 @@ static int write_age_bias(hid_t f, const Analysis *a)
     g = H5Gcreate2(f, "top_b", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) return -1;
     hsize_t um[4] = {(hsize_t)a->S, (hsize_t)a->L, (hsize_t)a->H, (hsize_t)a->M}, pm[2] = {(hsize_t)a->M, 3};
+    hsize_t bins[5] = {(hsize_t)a->S, (hsize_t)a->L, (hsize_t)a->H, (hsize_t)a->M, ANALYSIS_AGE_BINS};
+    hsize_t pooled_bins[3] = {(hsize_t)a->M, ANALYSIS_AGE_BINS, 3};
     memcpy(flat, a->relative_age_pooled, (size_t)a->M * 3 * sizeof(double));
     rc = put_names(g, "methods", a->method_name, a->M) || put_doubles(g, "relative_age", 4, um, a->relative_age) ||
-         put_doubles(g, "relative_age_pooled", 2, pm, flat);
+         put_doubles(g, "relative_age_pooled", 2, pm, flat) || put_doubles(g, "age_share", 5, bins, a->age_share) ||
+         put_doubles(g, "age_share_pooled", 3, pooled_bins, &a->age_share_pooled[0][0][0]);
     H5Gclose(g);
     return rc;
 }
@@ -125,12 +131,65 @@ static int write_analysis(hid_t f, void *ctx)
     return write_root(f, a) || write_age_bias(f, a) || write_norms(f, a) ? -1 : 0;
 }
 
-int analysis_write_hdf5(const Analysis *a, const char *path, KvError *err)
+int analysis_write_hdf5(const Analysis *a, const OutputFile *out, KvError *err)
 {
-    return h5_write_file(path, "analysis", write_analysis, (void *)a, err);
+    return h5_write_file(out, "analysis", write_analysis, (void *)a, err);
+}
+
+/* ------------------------------------------------------------ CSV */
+
+/* Mean over sequences of a [S][L][H][stride] array's column k, NaN skipped. */
+static double mean_over_sequences(const Analysis *a, const double *v, int l, int h, int stride, int k)
+{
+    double sum = 0;
+    int n = 0;
+    for (int s = 0; s < a->S; s++) {
+        double x = v[(((size_t)s * a->L + l) * a->H + h) * stride + k];
+        if (!isnan(x)) { sum += x; n++; }
+    }
+    return n ? sum / n : NAN;
+}
+
+int analysis_write_csv(const Analysis *a, const OutputFile *out, KvError *err)
+{
+    FILE *fp = output_open_text(out, "CSV", err);
+    if (!fp) return -1;
+    char model[128];
+    trace_model_label(&a->meta, model, sizeof model);
+    fprintf(fp, "trace,model,layer,head,n_sequences");
+    for (int k = 0; k < a->K; k++) fprintf(fp, ",age_spearman_%s", a->score_name[k]);
+    for (int m = 0; m < a->M; m++) fprintf(fp, ",top_b_relative_age_%s", a->method_name[m]);
+    fprintf(fp, ",key_norm_spearman,loss_by_norm,loss_least_attended,loss_random,alr,value_norm_spearman,"
+                "sink_value_ratio,attention_sinks\n");
+    for (int l = 0; l < a->L; l++)
+        for (int h = 0; h < a->H; h++) {
+            csv_text(fp, a->opt.trace, 0);
+            csv_text(fp, model, 0);
+            csv_int(fp, l, 0);
+            csv_int(fp, h, 0);
+            csv_int(fp, a->S, 0);
+            for (int k = 0; k < a->K; k++) csv_number(fp, mean_over_sequences(a, a->age_spearman, l, h, a->K, k), 0);
+            for (int m = 0; m < a->M; m++) csv_number(fp, mean_over_sequences(a, a->relative_age, l, h, a->M, m), 0);
+            const double *per_head[] = {a->key_spearman, a->loss_norm, a->loss_least, a->loss_random};
+            for (int i = 0; i < 4; i++) csv_number(fp, mean_over_sequences(a, per_head[i], l, h, 1, 0), 0);
+            csv_number(fp, a->alr_layer_head[(size_t)l * a->H + h], 0);
+            csv_number(fp, mean_over_sequences(a, a->value_spearman, l, h, 1, 0), 0);
+            csv_number(fp, mean_over_sequences(a, a->sink_value_ratio, l, h, 1, 0), 0);
+            long sinks = 0;
+            for (int s = 0; s < a->S; s++) sinks += a->attention_sinks[((size_t)s * a->L + l) * a->H + h];
+            csv_int(fp, sinks, 1);
+        }
+    return output_close_text(fp, out, "CSV", err);
 }
 
 /* ------------------------------------------------------------ report */
+
+double analysis_oldest_third(const Analysis *a, int method)
+{
+    double sum = 0;
+    for (int b = ANALYSIS_AGE_BINS * 2 / 3; b < ANALYSIS_AGE_BINS; b++) sum += a->age_share_pooled[method][b][0];
+    return sum;
+}
 
 static void print_interval(FILE *out, const double v[3])
 {
@@ -159,6 +218,9 @@ void analysis_print_report(const Analysis *a, FILE *out)
     fprintf(out, "Top-%g%% set, mean relative age (0 = newest, 1 = oldest):", 100 * a->opt.budget_fraction);
     for (int m = 0; m < a->M; m++) fprintf(out, " %s %.2f%s", a->method_name[m], a->relative_age_pooled[m][0],
                                            m + 1 < a->M ? "," : "\n");
+    fprintf(out, "  share of the set in the oldest third (relative age >= 2/3):");
+    for (int m = 0; m < a->M; m++)
+        fprintf(out, " %s %.3f%s", a->method_name[m], analysis_oldest_third(a, m), m + 1 < a->M ? "," : "\n");
     fprintf(out, "Key L2 norm vs mean attention: Spearman ");
     print_interval(out, a->key_pooled);
     fprintf(out, "\n  dropping %g%% of keys per row loses %.3f of the attention by highest norm, %.3f at random, "

@@ -25,8 +25,8 @@ static void ranks_of_counts(const double *v, const size_t *order, const unsigned
 {
     double below = 0;
     for (size_t j = 0; j < n;) {
-        size_t end = j;
-        double copies = 0;
+        size_t end = j + 1; /* always advances: a NaN equals nothing, not even itself */
+        double copies = count[order[j]];
         while (end < n && v[order[end]] == v[order[j]]) copies += count[order[end++]];
         double r = below + (copies + 1) / 2.0;
         for (size_t q = j; q < end; q++) rank[order[q]] = r;

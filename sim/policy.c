@@ -2,6 +2,7 @@
  * victim scan and the static-score heap.  Policies supply only scores. */
 #include "policy.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +37,9 @@ static int set_param(PolicySpec *s, const PolicyOps *ops, const char *key, const
         if (!numeric || v < 0 || v > 1) return kv_fail(err, "%s: recent must be a fraction in [0, 1], got '%s'", ops->name, value);
         s->recent = v;
     } else if (!strcmp(key, "sink") || !strcmp(key, "window") || !strcmp(key, "kernel") || !strcmp(key, "seed")) {
-        if (!numeric || v < 0 || v != floor(v) || v > 1e15)
-            return kv_fail(err, "%s: %s must be a whole number >= 0, got '%s'", ops->name, key, value);
+        double max = strcmp(key, "seed") ? (double)(1 << 30) : 1e15; /* token counts stay far inside int */
+        if (!numeric || v < 0 || v != floor(v) || v > max)
+            return kv_fail(err, "%s: %s must be a whole number in 0..%.0f, got '%s'", ops->name, key, max, value);
         if (!strcmp(key, "sink")) s->sink = (int)v;
         else if (!strcmp(key, "window")) s->window = (int)v;
         else if (!strcmp(key, "seed")) s->seed = (uint64_t)v;
@@ -50,15 +52,18 @@ static int set_param(PolicySpec *s, const PolicyOps *ops, const char *key, const
         snprintf(s->base, sizeof s->base, "%s", value);
     } else if (!strcmp(key, "skip")) { /* layers joined by '+': skip=0+1 */
         s->n_skip = 0;
-        char buf[256];
-        snprintf(buf, sizeof buf, "%s", value);
-        char *save = NULL;
-        for (char *tok = strtok_r(buf, "+", &save); tok; tok = strtok_r(NULL, "+", &save)) {
+        if (!strcmp(value, "none")) return 0;
+        char *buf = strdup(value), *save = NULL;
+        if (!buf) return kv_fail(err, "out of memory");
+        int bad = 0;
+        for (char *tok = strtok_r(buf, "+", &save); tok && !bad; tok = strtok_r(NULL, "+", &save)) {
             long layer = strtol(tok, &end, 10);
-            if (*end || layer < 0 || s->n_skip == POLICY_MAX_SKIP)
-                return kv_fail(err, "%s: skip must list layers joined by '+', got '%s'", ops->name, value);
-            s->skip[s->n_skip++] = (int)layer;
+            bad = *end || layer < 0 || layer > 1 << 20 || s->n_skip == POLICY_MAX_SKIP;
+            if (!bad) s->skip[s->n_skip++] = (int)layer;
         }
+        free(buf);
+        if (bad) return kv_fail(err, "%s: skip must list up to %d layers joined by '+', got '%s'", ops->name,
+                                POLICY_MAX_SKIP, value);
     }
     return 0;
 }
@@ -96,7 +101,7 @@ static void canonical(PolicySpec *s, const PolicyOps *ops)
         else if (!strcmp(k, "base")) snprintf(v, sizeof v, "%s", s->base);
         else {
             size_t n = 0;
-            v[0] = 0;
+            snprintf(v, sizeof v, "none");
             for (int i = 0; i < s->n_skip && n + 8 < sizeof v; i++)
                 n += (size_t)snprintf(v + n, sizeof v - n, "%s%d", i ? "+" : "", s->skip[i]);
         }
@@ -263,23 +268,49 @@ static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
     if (first_recent < *lo) *hi = *lo; /* the windows overlap: nothing is free */
 }
 
-/* The lowest score in [lo, hi), the oldest slot on ties.  Two passes: a
- * lane-wise minimum the compiler vectorises, then the first slot holding it. */
+/* The lowest score in [lo, hi), the oldest slot on ties: one pass keeping,
+ * per lane, the least score and its first slot; the lanes are merged at the
+ * end.  AVX2 when the CPU has it (16 slots per step), else scalar. */
+__attribute__((target("avx2")))
+static int lowest_score_avx2(const float *s, int lo, int hi)
+{
+    __m256 m0 = _mm256_loadu_ps(s + lo), m1 = _mm256_loadu_ps(s + lo + 8);
+    __m256i step = _mm256_set1_epi32(16);
+    __m256i i0 = _mm256_add_epi32(_mm256_set1_epi32(lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i i1 = _mm256_add_epi32(i0, _mm256_set1_epi32(8)), a0 = i0, a1 = i1;
+    int j = lo + 16;
+    for (; j + 16 <= hi; j += 16) {
+        i0 = _mm256_add_epi32(i0, step);
+        i1 = _mm256_add_epi32(i1, step);
+        __m256 v0 = _mm256_loadu_ps(s + j), v1 = _mm256_loadu_ps(s + j + 8);
+        __m256 l0 = _mm256_cmp_ps(v0, m0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(v1, m1, _CMP_LT_OQ);
+        m0 = _mm256_blendv_ps(m0, v0, l0);
+        m1 = _mm256_blendv_ps(m1, v1, l1);
+        a0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a0), _mm256_castsi256_ps(i0), l0));
+        a1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a1), _mm256_castsi256_ps(i1), l1));
+    }
+    float lane[16];
+    int at[16];
+    _mm256_storeu_ps(lane, m0);
+    _mm256_storeu_ps(lane + 8, m1);
+    _mm256_storeu_si256((__m256i *)(void *)at, a0);
+    _mm256_storeu_si256((__m256i *)(void *)(at + 8), a1);
+    int best = at[0];
+    for (int k = 1; k < 16; k++)
+        if (lane[k] < s[best] || (lane[k] == s[best] && at[k] < best)) best = at[k];
+    for (; j < hi; j++)
+        if (s[j] < s[best]) best = j;
+    return best;
+}
+
 static int lowest_score(const Policy *p, int lo, int hi)
 {
-    enum { LANES = 8 };
     const float *s = p->score;
-    float lane[LANES];
-    for (int k = 0; k < LANES; k++) lane[k] = s[lo];
-    int j = lo;
-    for (; j + LANES <= hi; j += LANES)
-        for (int k = 0; k < LANES; k++) lane[k] = s[j + k] < lane[k] ? s[j + k] : lane[k];
-    float best = lane[0];
-    for (int k = 1; k < LANES; k++) best = lane[k] < best ? lane[k] : best;
-    for (; j < hi; j++) best = s[j] < best ? s[j] : best;
-    for (j = lo; j < hi; j++)
-        if (s[j] == best) return j;
-    return lo; /* NaN scores only: unreachable with finite attention */
+    if (hi - lo >= 32 && __builtin_cpu_supports("avx2")) return lowest_score_avx2(s, lo, hi);
+    int best = lo;
+    for (int j = lo + 1; j < hi; j++)
+        if (s[j] < s[best]) best = j;
+    return best;
 }
 
 /* Static scores: tokens join the heap as they leave protection. */

@@ -10,7 +10,7 @@
  *     ... the queries attend over p->tokens[0..n) ...
  *     policy_observe(p, r, t);                r[j] = observed attention of tokens[j]
  *
- * (DESIGN.md, "Replay semantics".)  The victim is the unprotected token with
+ * (docs/semantics.md, "The replay loop".)  The victim is the unprotected token with
  * the lowest score, ties to the oldest; protected are the first `sink`
  * tokens, the `recent` newest ones (i > t - recent), and token t itself.
  * Since tokens are kept in position order, the unprotected tokens are one
@@ -45,6 +45,18 @@ typedef struct {
     float v_l1;     /* ‖v‖₁ */
 } TokenFeatures;
 
+/* The unit's group-summed full attention Σ_{h in unit} a_t^h(i), for
+ * hindsight oracles: read(ctx, t0, n, out, ld) fills rows t0..t0+n-1 of it
+ * (columns 0..t of row t, row stride ld).  Rows are computed on demand, a
+ * block at a time, so an oracle can read any rows, any number of times,
+ * without the T×T matrix ever existing. */
+typedef struct {
+    int T;        /* rows (tokens) */
+    int block;    /* rows the source computes at once: read at least this many */
+    void *ctx;
+    int (*read)(void *ctx, int t0, int n, float *out, long ld, KvError *err);
+} AttentionRows;
+
 typedef enum {
     KIND_ORDER,   /* victim by position alone (window, streaming) */
     KIND_SCAN,    /* scores change every row; victim by a scan of [lo, hi) */
@@ -72,9 +84,8 @@ typedef struct {
     void (*observe)(Policy *p, const float *r, int t);
     /* returns the slot in [lo, hi) to evict; NULL = lowest score, oldest on ties */
     int (*victim)(Policy *p, int lo, int hi, int t);
-    /* hindsight oracles: sees the whole unit's attention before the replay.
-     * rows[t*ld + i] = group-summed full attention of query t on key i. */
-    int (*prepare)(Policy *p, const float *rows, long ld, int n_rows, int first_step, KvError *err);
+    /* hindsight oracles: sees the whole unit's attention before the replay */
+    int (*prepare)(Policy *p, const AttentionRows *rows, int first_step, KvError *err);
 } PolicyOps;
 
 struct Policy {

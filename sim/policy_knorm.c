@@ -21,6 +21,6 @@ static float knorm_score(Policy *p, int token, const TokenFeatures *f)
 }
 
 const PolicyOps POLICY_KNORM = {
-    .name = "knorm", .defaults = "sink=0,recent=0", .keys = "skip,sink,recent", .cost = "O(log B)",
+    .name = "knorm", .defaults = "skip=none,sink=0,recent=0", .keys = "skip,sink,recent", .cost = "O(log B)",
     .kind = KIND_STATIC, .init = knorm_init, .enter_score = knorm_score,
 };

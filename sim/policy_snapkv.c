@@ -7,6 +7,7 @@
  * kept as (token, value) lists in a ring).  Sums are double, so the
  * add/subtract drift stays far below float resolution.
  * Cost per step: O(B) update, O(B * kernel) victim scan. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "policy.h"
@@ -17,6 +18,8 @@ typedef struct {
     float *ring_values;  /* [window][capacity+1] */
     int *ring_len;       /* [window] */
     int rows_seen;
+    double *pooled_in;   /* [capacity+1+kernel] scratch: window sums of a slot range, in slot order */
+    double *pooled;      /* [capacity+1] scratch: pooled scores */
 } SnapState;
 
 static int snapkv_init(Policy *p, KvError *err)
@@ -25,14 +28,18 @@ static int snapkv_init(Policy *p, KvError *err)
     p->recent = w;
     SnapState *s = calloc(1, sizeof *s);
     size_t cap = (size_t)p->capacity + 1;
+    /* a unit observes at most capacity rows: a longer window never wraps its ring */
+    size_t rows = (size_t)w < cap ? (size_t)w : cap;
     if (s) {
         s->window_sum = calloc(cap, sizeof *s->window_sum);
-        s->ring_tokens = malloc((size_t)w * cap * sizeof *s->ring_tokens);
-        s->ring_values = malloc((size_t)w * cap * sizeof *s->ring_values);
-        s->ring_len = calloc((size_t)w, sizeof *s->ring_len);
+        s->ring_tokens = malloc(rows * cap * sizeof *s->ring_tokens);
+        s->ring_values = malloc(rows * cap * sizeof *s->ring_values);
+        s->ring_len = calloc(rows, sizeof *s->ring_len);
+        s->pooled_in = malloc((cap + (size_t)p->spec.kernel) * sizeof *s->pooled_in);
+        s->pooled = malloc(cap * sizeof *s->pooled);
     }
     p->priv = s;
-    if (!s || !s->window_sum || !s->ring_tokens || !s->ring_values || !s->ring_len)
+    if (!s || !s->window_sum || !s->ring_tokens || !s->ring_values || !s->ring_len || !s->pooled_in || !s->pooled)
         return kv_fail(err, "out of memory for snapkv's %d-row window", w);
     return 0;
 }
@@ -45,6 +52,8 @@ static void snapkv_destroy(Policy *p)
     free(s->ring_tokens);
     free(s->ring_values);
     free(s->ring_len);
+    free(s->pooled_in);
+    free(s->pooled);
     free(s);
     p->priv = NULL;
 }
@@ -68,22 +77,28 @@ static void snapkv_observe(Policy *p, const float *r, int t)
     s->rows_seen++;
 }
 
+/* The pooled score of slot j is the largest window sum over slots
+ * j-half..j+half (clipped to the cache); the victim has the least, the older
+ * on ties.  The sums of the slots involved are gathered once in slot order,
+ * padded with -inf where the window leaves the cache, and pooled by `kernel`
+ * contiguous passes (max is exact: the same numbers as slot by slot). */
 static int snapkv_victim(Policy *p, int lo, int hi, int t)
 {
     (void)t;
     const SnapState *s = p->priv;
-    int half = p->spec.kernel / 2, best = lo;
-    double best_score = 0;
-    for (int j = lo; j < hi; j++) {
-        int a = j - half > 0 ? j - half : 0, b = j + half < p->n - 1 ? j + half : p->n - 1;
-        double pooled = s->window_sum[p->tokens[a]];
-        for (int k = a + 1; k <= b; k++)
-            if (s->window_sum[p->tokens[k]] > pooled) pooled = s->window_sum[p->tokens[k]];
-        if (j == lo || pooled < best_score) { /* strict: ties keep the older slot */
-            best_score = pooled;
-            best = j;
-        }
-    }
+    int half = p->spec.kernel / 2;
+    int first = lo - half > 0 ? lo - half : 0, last = hi - 1 + half < p->n - 1 ? hi - 1 + half : p->n - 1;
+    double *sum = s->pooled_in + half - first, *pooled = s->pooled; /* sum[k], k in [first - half, last + half] */
+    for (int k = first - half; k < first; k++) sum[k] = -INFINITY;
+    for (int k = first; k <= last; k++) sum[k] = s->window_sum[p->tokens[k]];
+    for (int k = last + 1; k <= last + half; k++) sum[k] = -INFINITY;
+    for (int j = lo; j < hi; j++) pooled[j] = sum[j - half];
+    for (int o = 1 - half; o <= half; o++)
+        for (int j = lo; j < hi; j++) pooled[j] = sum[j + o] > pooled[j] ? sum[j + o] : pooled[j];
+    double least = pooled[lo]; /* then the first slot holding it: ties keep the older slot */
+    for (int j = lo + 1; j < hi; j++) least = pooled[j] < least ? pooled[j] : least;
+    int best = lo;
+    while (pooled[best] != least) best++;
     return best;
 }
 

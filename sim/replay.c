@@ -1,15 +1,16 @@
 #include "replay.h"
 
-#include "../util/progress.h"
-#include "../util/select.h"
-#include "../trace/trace_layer.h"
-
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#define DEFAULT_ROW_BLOCK 64
+#include "../util/attention.h"
+#include "../util/progress.h"
+#include "../util/select.h"
+
 #define MIN_MASS 1e-30
 
 int replay_result_alloc(ReplayResult *r, int n_heads, int T, int retention)
@@ -43,6 +44,13 @@ int replay_first_reported(const ReplayOptions *opt, int budget, int T)
     return budget < T ? budget : 0;
 }
 
+double replay_thread_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Everything one unit's replay works with. */
 typedef struct {
     const UnitData *u;
@@ -51,6 +59,7 @@ typedef struct {
     const ReplayOptions *opt;
     ReplayResult *out;
     Policy *pol;          /* [n_cfg]; unused for ideal */
+    int *first_reported;  /* [n_cfg] */
     int rb;               /* rows per block */
     float *block;         /* [n_heads][rb][T] full attention rows */
     float *group_row;     /* [T] Σ_h a_t^h */
@@ -61,30 +70,118 @@ typedef struct {
     uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set */
     float *observed;      /* [T] r_t over held tokens */
     float *gathered;      /* [T] one head's attention on the held tokens */
+    float *scratch;       /* behind observed and gathered */
     float *full_out;      /* [n_heads][d] o_t with the full cache */
     float *held_out;      /* [d] õ_t */
     int *ideal_tokens;    /* [T] scratch: the ideal set as a token list */
+    double attention_seconds; /* thread CPU time computing or reading attention */
+    int *positions;       /* [T] 0, 1, 2, ...: the held list of a cache holding everything */
+    double *whole_sum;    /* [n_heads] Σ of the whole row ... */
+    int *whole_row;       /* [n_heads] ... of this row (-1: none yet) */
 } Replay;
 
 /* ---------------------------------------------------------------- attention */
 
-/* Full attention rows t0..t0+n-1 of every head of the unit into x->block. */
-static int attention_block(Replay *x, int t0, int n, KvError *err)
+/* Attention rows t0..t0+n-1 of every head of the unit into x->block: read
+ * as stored, or their logits (one sgemm per head), which ready_row then
+ * normalises one row at a time, just before the row is replayed, while it
+ * is in cache. */
+static int fill_block(Replay *x, int t0, int n, KvError *err)
 {
     const UnitData *u = x->u;
     long ld = u->T;
-    for (int h = 0; h < u->n_heads; h++) {
+    double start = replay_thread_seconds();
+    int rc = 0;
+    for (int h = 0; h < u->n_heads && rc == 0; h++) {
         float *dst = x->block + (size_t)h * x->rb * ld;
-        if (u->read_attention) {
-            if (u->read_attention(u->read_ctx, h, t0, n, dst, ld, err)) return -1;
-            continue;
-        }
-        attention_rows(u->q[h], u->k[h], u->d, t0, n, dst, ld);
+        if (u->read_attention) rc = u->read_attention(u->read_ctx, h, t0, n, dst, ld, err);
+        else attention_logits(u->q[h], u->k[h], u->d, t0, n, dst, ld);
     }
-    return 0;
+    x->attention_seconds += replay_thread_seconds() - start;
+    return rc;
+}
+
+/* Row r (= step t) of the block, normalised for every head. */
+static int ready_row(Replay *x, int t, int r, KvError *err)
+{
+    const UnitData *u = x->u;
+    if (u->read_attention) return 0;
+    double start = kv_now_seconds(); /* per row: the monotonic clock is the cheap one */
+    int rc = 0;
+    for (int h = 0; h < u->n_heads && rc == 0; h++)
+        if (attention_softmax_row(x->block + ((size_t)h * x->rb + r) * u->T, t))
+            rc = kv_fail(err, "kv head %d, query %d of the unit, row %d: the attention logits q·k/√d are not "
+                         "finite (q or k too large for float)", u->unit, h, t);
+    x->attention_seconds += kv_now_seconds() - start;
+    return rc;
 }
 
 static const float *row_of(const Replay *x, int h, int r) { return x->block + ((size_t)h * x->rb + r) * x->u->T; }
+
+/* ---------------------------------------------------------------- held sums */
+
+/* Σ a[held[j]] over j < n in double, in four chains by j mod 4 (the order
+ * every replay since the first has used, so sums are reproducible); g
+ * (optional) receives the gathered values.  With AVX2 the four chains are
+ * the lanes of one register and every four held tokens that are neighbours
+ * (a recent window, a run of heavy hitters) load as one vector; else a
+ * contiguous held list (full, window) is summed without the indirection. */
+__attribute__((target("avx2")))
+static double held_sum_avx2(const float *a, const int *held, int n, float *g)
+{
+    __m256d chains = _mm256_setzero_pd();
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m128 v = held[j + 3] - held[j] == 3 ? _mm_loadu_ps(a + held[j])
+                                              : _mm_setr_ps(a[held[j]], a[held[j + 1]], a[held[j + 2]], a[held[j + 3]]);
+        if (g) _mm_storeu_ps(g + j, v);
+        chains = _mm256_add_pd(chains, _mm256_cvtps_pd(v));
+    }
+    double part[4];
+    _mm256_storeu_pd(part, chains);
+    for (; j < n; j++) {
+        float v = a[held[j]];
+        if (g) g[j] = v;
+        part[0] += v;
+    }
+    return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
+static double held_sum(const float *a, const int *held, int n, float *g)
+{
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") != 0;
+    if (avx2) return held_sum_avx2(a, held, n, g);
+    double part[4] = {0, 0, 0, 0};
+    int j = 0;
+    if (n > 0 && held[n - 1] - held[0] == n - 1) { /* positions increase: one run */
+        const float *s = a + held[0];
+        if (g) memcpy(g, s, (size_t)n * sizeof *g);
+        for (; j + 4 <= n; j += 4)
+            for (int k = 0; k < 4; k++) part[k] += s[j + k];
+        for (; j < n; j++) part[0] += s[j];
+    } else if (g) {
+        for (; j + 4 <= n; j += 4)
+            for (int k = 0; k < 4; k++) part[k] += g[j + k] = a[held[j + k]];
+        for (; j < n; j++) part[0] += g[j] = a[held[j]];
+    } else {
+        for (; j + 4 <= n; j += 4)
+            for (int k = 0; k < 4; k++) part[k] += a[held[j + k]];
+        for (; j < n; j++) part[0] += a[held[j]];
+    }
+    return (part[0] + part[1]) + (part[2] + part[3]);
+}
+
+/* Σ a[0..t] of head h's row t, summed once per row for every config that
+ * holds all its tokens (the same four chains as held_sum: the same number). */
+static double whole_row_sum(Replay *x, int h, int t, const float *a)
+{
+    if (x->whole_row[h] != t) {
+        x->whole_sum[h] = held_sum(a, x->positions, t + 1, NULL);
+        x->whole_row[h] = t;
+    }
+    return x->whole_sum[h];
+}
 
 /* ---------------------------------------------------------------- ideal sets */
 
@@ -103,17 +200,32 @@ static int budget_index(const Replay *x, int budget)
 
 /* ---------------------------------------------------------------- metrics */
 
+/* out = Σ_j (a[held[j]] * inv) v_{held[j]}, each out[c] summed token by
+ * token in order (four tokens per sweep over out: the same arithmetic). */
+__attribute__((target_clones("avx2", "default")))
+static void held_output(const float *a, const int *held, int n, float inv, const float *v, int d, float *restrict out)
+{
+    memset(out, 0, (size_t)d * sizeof(float));
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        float w0 = a[held[j]] * inv, w1 = a[held[j + 1]] * inv, w2 = a[held[j + 2]] * inv, w3 = a[held[j + 3]] * inv;
+        const float *restrict v0 = v + (size_t)held[j] * d, *restrict v1 = v + (size_t)held[j + 1] * d;
+        const float *restrict v2 = v + (size_t)held[j + 2] * d, *restrict v3 = v + (size_t)held[j + 3] * d;
+        for (int c = 0; c < d; c++) out[c] = (((out[c] + w0 * v0[c]) + w1 * v1[c]) + w2 * v2[c]) + w3 * v3[c];
+    }
+    for (; j < n; j++) {
+        float w = a[held[j]] * inv;
+        const float *restrict vi = v + (size_t)held[j] * d;
+        for (int c = 0; c < d; c++) out[c] += w * vi[c];
+    }
+}
+
 static float output_error(Replay *x, int h, int r, const int *held, int n, float inv_mass)
 {
     const UnitData *u = x->u;
     int d = u->d;
-    const float *a = row_of(x, h, r), *v = u->v[h], *full = x->full_out + (size_t)h * d;
-    memset(x->held_out, 0, (size_t)d * sizeof(float));
-    for (int j = 0; j < n; j++) {
-        float w = a[held[j]] * inv_mass;
-        const float *vi = v + (size_t)held[j] * d;
-        for (int c = 0; c < d; c++) x->held_out[c] += w * vi[c];
-    }
+    const float *full = x->full_out + (size_t)h * d;
+    held_output(row_of(x, h, r), held, n, inv_mass, u->v[h], d, x->held_out);
     double diff = 0, norm = 0;
     for (int c = 0; c < d; c++) {
         diff += (double)(full[c] - x->held_out[c]) * (full[c] - x->held_out[c]);
@@ -138,22 +250,23 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
     ReplayResult *res = &x->out[c];
     const UnitData *u = x->u;
     double mean_mass = 0;
+    int whole = n == t + 1; /* every token held (full, or any policy before its budget fills) */
     for (int h = 0; h < u->n_heads; h++) {
         const float *a = row_of(x, h, r);
-        float *g = x->gathered;
-        double part[4] = {0, 0, 0, 0}; /* four chains: the gather-add is latency bound */
-        int j = 0;
-        for (; j + 4 <= n; j += 4)
-            for (int k = 0; k < 4; k++) part[k] += g[j + k] = a[held[j + k]];
-        for (; j < n; j++) part[0] += g[j] = a[held[j]];
-        double m = (part[0] + part[1]) + (part[2] + part[3]);
+        float *g = h == 0 ? observed : x->gathered; /* head 0 is scaled in place */
+        double m = whole ? whole_row_sum(x, h, t, a) : held_sum(a, held, n, observed ? g : NULL);
         if (m < MIN_MASS) m = MIN_MASS;
         float inv = (float)(1.0 / m);
-        if (observed) { /* contiguous from here on: these loops vectorise */
+        if (observed && whole) { /* contiguous from here on: these loops vectorise */
             if (h == 0)
-                for (j = 0; j < n; j++) observed[j] = g[j] * inv;
+                for (int j = 0; j < n; j++) observed[j] = a[j] * inv;
             else
-                for (j = 0; j < n; j++) observed[j] += g[j] * inv;
+                for (int j = 0; j < n; j++) observed[j] += a[j] * inv;
+        } else if (observed) {
+            if (h == 0)
+                for (int j = 0; j < n; j++) observed[j] *= inv;
+            else
+                for (int j = 0; j < n; j++) observed[j] += g[j] * inv;
         }
         if (!reported) continue;
         res->mass[h] += m;
@@ -181,10 +294,11 @@ static void record_retention(const Replay *x, int c, int t, const int *held, int
 static void evict_to_budget(Replay *x, int c, int t)
 {
     Policy *p = &x->pol[c];
+    long *age = x->out[c].evict_age;
     while (p->n > p->budget) {
         int token = policy_evict(p, t);
         if (token < 0) break; /* all protected: refused up front, so unreachable */
-        x->out[c].evict_age[t - token]++;
+        age[t - token]++;
     }
 }
 
@@ -196,7 +310,7 @@ static void step_policy(Replay *x, int c, int t, int r, int error_row)
     TokenFeatures f = {u->k_norm ? u->k_norm[t] : 0.0f, u->v_l1 ? u->v_l1[t] : 0.0f};
     policy_insert(p, t, &f);
     if (t >= P) evict_to_budget(x, c, t);
-    int reported = t >= replay_first_reported(x->opt, x->cfg[c].budget, u->T);
+    int reported = t >= x->first_reported[c];
     if (reported && error_row) {
         int b = budget_index(x, x->cfg[c].budget);
         const uint8_t *flags = x->ideal + (size_t)b * u->T;
@@ -214,7 +328,7 @@ static void step_policy(Replay *x, int c, int t, int r, int error_row)
 static void step_ideal(Replay *x, int c, int t, int r, int error_row)
 {
     const UnitData *u = x->u;
-    int budget = x->cfg[c].budget, reported = t >= replay_first_reported(x->opt, budget, u->T);
+    int budget = x->cfg[c].budget, reported = t >= x->first_reported[c];
     const uint8_t *flags = x->ideal + (size_t)budget_index(x, budget) * u->T;
     int n = 0;
     for (int i = 0; i <= t; i++)
@@ -225,19 +339,23 @@ static void step_ideal(Replay *x, int c, int t, int r, int error_row)
     record_retention(x, c, t, x->ideal_tokens, n);
 }
 
+/* Σ over the unit's heads of row r of the block, into out[0..t]. */
+static void group_sum(const Replay *x, int r, int t, float *out)
+{
+    memset(out, 0, (size_t)(t + 1) * sizeof(float));
+    for (int h = 0; h < x->u->n_heads; h++) {
+        const float *a = row_of(x, h, r);
+        for (int i = 0; i <= t; i++) out[i] += a[i];
+    }
+}
+
 static void step_row(Replay *x, int t, int r)
 {
     const UnitData *u = x->u;
     int stride = x->opt->error_stride, error_row = stride > 0 && t % stride == 0, need_ideal = error_row;
     for (int b = 0; b < x->n_budgets; b++) need_ideal |= x->ideal_every_row[b];
     if (error_row && u->v) full_outputs(x, t, r);
-    if (need_ideal) { /* the ideal sets rank the group sum of the heads' rows */
-        memset(x->group_row, 0, (size_t)(t + 1) * sizeof(float));
-        for (int h = 0; h < u->n_heads; h++) {
-            const float *a = row_of(x, h, r);
-            for (int i = 0; i <= t; i++) x->group_row[i] += a[i];
-        }
-    }
+    if (need_ideal) group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
     for (int b = 0; b < x->n_budgets; b++)
         if (error_row || x->ideal_every_row[b]) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
     for (int c = 0; c < x->n_cfg; c++) {
@@ -248,58 +366,67 @@ static void step_row(Replay *x, int t, int r)
 
 /* ---------------------------------------------------------------- setup */
 
-/* The hindsight oracle sees the unit's whole group-summed attention first. */
+/* Rows of the unit's group-summed attention for hindsight oracles: computed
+ * a block at a time into the replay's block buffer (free before the replay). */
+static int hindsight_rows(void *ctx, int t0, int n, float *out, long ld, KvError *err)
+{
+    Replay *x = ctx;
+    for (int done = 0; done < n;) {
+        int m = n - done < x->rb ? n - done : x->rb;
+        if (fill_block(x, t0 + done, m, err)) return -1;
+        for (int r = 0; r < m; r++) {
+            if (ready_row(x, t0 + done + r, r, err)) return -1;
+            group_sum(x, r, t0 + done + r, out + (size_t)(done + r) * ld);
+        }
+        done += m;
+    }
+    return 0;
+}
+
 static int prepare_hindsight(Replay *x, KvError *err)
 {
-    const UnitData *u = x->u;
-    int needed = 0;
-    for (int c = 0; c < x->n_cfg; c++) needed |= x->pol[c].ops->needs_hindsight;
-    if (!needed) return 0;
-    size_t T = (size_t)u->T;
-    float *all = calloc(T * T, sizeof(float));
-    if (!all) return kv_fail(err, "out of memory for the %zu x %zu attention the optimal schedule needs", T, T);
-    int rc = 0;
-    for (int t0 = 0; t0 < u->T && rc == 0; t0 += x->rb) {
-        int n = u->T - t0 < x->rb ? u->T - t0 : x->rb;
-        rc = attention_block(x, t0, n, err);
-        for (int r = 0; r < n && rc == 0; r++)
-            for (int h = 0; h < u->n_heads; h++) {
-                const float *a = row_of(x, h, r);
-                float *dst = all + (size_t)(t0 + r) * T;
-                for (int i = 0; i <= t0 + r; i++) dst[i] += a[i];
-            }
-    }
-    for (int c = 0; c < x->n_cfg && rc == 0; c++)
-        if (x->pol[c].ops->needs_hindsight)
-            rc = x->pol[c].ops->prepare(&x->pol[c], all, (long)T, u->T, x->opt->n_prompt, err);
-    free(all);
-    return rc;
+    AttentionRows rows = {.T = x->u->T, .block = x->rb, .ctx = x, .read = hindsight_rows};
+    for (int c = 0; c < x->n_cfg; c++)
+        if (x->pol[c].ops->needs_hindsight && x->pol[c].ops->prepare(&x->pol[c], &rows, x->opt->n_prompt, err))
+            return -1;
+    return 0;
 }
 
 static int setup(Replay *x, KvError *err)
 {
     const UnitData *u = x->u;
     size_t T = (size_t)u->T;
-    x->rb = x->opt->row_block > 0 ? x->opt->row_block : DEFAULT_ROW_BLOCK;
+    x->rb = x->opt->row_block > 0 ? x->opt->row_block : attention_block_rows(u->T, u->n_heads);
     x->pol = calloc((size_t)x->n_cfg, sizeof *x->pol);
+    x->first_reported = malloc((size_t)x->n_cfg * sizeof(int));
     x->block = malloc((size_t)u->n_heads * x->rb * T * sizeof(float));
     x->group_row = malloc(T * sizeof(float));
     x->select = malloc(T * sizeof(float));
     x->budgets = malloc((size_t)x->n_cfg * sizeof(int));
     x->ideal_every_row = calloc((size_t)x->n_cfg, sizeof(int));
     x->ideal = malloc((size_t)x->n_cfg * T);
-    x->observed = malloc((T + 1) * sizeof(float));
-    x->gathered = malloc((T + 1) * sizeof(float));
+    x->scratch = aligned_alloc(4096, ((2 * T + 4096) * sizeof(float) + 4095) / 4096 * 4096);
+    if (x->scratch) { /* 2 KB apart modulo 4 KB: no false store-to-load dependencies between them */
+        x->observed = x->scratch + 512;
+        x->gathered = x->observed + (T + 1024) / 1024 * 1024 + 512;
+    }
     x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
     x->held_out = malloc((size_t)u->d * sizeof(float));
     x->ideal_tokens = malloc(T * sizeof(int));
-    if (!x->pol || !x->block || !x->group_row || !x->select || !x->budgets || !x->ideal_every_row || !x->ideal || !x->observed || !x->gathered ||
-        !x->full_out || !x->held_out || !x->ideal_tokens)
+    x->positions = malloc(T * sizeof(int));
+    x->whole_sum = malloc((size_t)u->n_heads * sizeof(double));
+    x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
+    if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
+        !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out ||
+        !x->ideal_tokens || !x->positions || !x->whole_sum || !x->whole_row)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
+    for (int i = 0; i < u->T; i++) x->positions[i] = i;
+    for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
     for (int c = 0; c < x->n_cfg; c++) {
         if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
         if (policy_lookup(x->cfg[c].spec.name)->kind == KIND_IDEAL)
             x->ideal_every_row[budget_index(x, x->cfg[c].budget)] = 1;
+        x->first_reported[c] = replay_first_reported(x->opt, x->cfg[c].budget, u->T);
         if (policy_create(&x->pol[c], &x->cfg[c].spec, x->cfg[c].budget, u->T, u->layer, u->unit, err))
             return -1;
     }
@@ -310,8 +437,9 @@ static void teardown(Replay *x)
 {
     for (int c = 0; x->pol && c < x->n_cfg; c++)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
-    free(x->pol); free(x->block); free(x->group_row); free(x->select); free(x->budgets); free(x->ideal_every_row); free(x->ideal);
-    free(x->observed); free(x->gathered); free(x->full_out); free(x->held_out); free(x->ideal_tokens);
+    free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
+    free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
+    free(x->held_out); free(x->ideal_tokens); free(x->positions); free(x->whole_sum); free(x->whole_row);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
@@ -319,15 +447,13 @@ int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const Rep
 {
     Replay x = {.u = u, .cfg = cfg, .n_cfg = n_cfg, .opt = opt, .out = out};
     int rc = setup(&x, err);
-    double in_attention = 0;
     for (int t0 = 0; t0 < u->T && rc == 0; t0 += x.rb) {
         int n = u->T - t0 < x.rb ? u->T - t0 : x.rb;
-        double start = kv_now_seconds();
-        rc = attention_block(&x, t0, n, err);
-        in_attention += kv_now_seconds() - start;
-        for (int r = 0; r < n && rc == 0; r++) step_row(&x, t0 + r, r);
+        rc = fill_block(&x, t0, n, err);
+        for (int r = 0; r < n && rc == 0; r++)
+            if ((rc = ready_row(&x, t0 + r, r, err)) == 0) step_row(&x, t0 + r, r);
     }
     teardown(&x);
-    if (attention_seconds) *attention_seconds = in_attention;
+    if (attention_seconds) *attention_seconds = x.attention_seconds;
     return rc;
 }

@@ -1,11 +1,12 @@
 /* replay.h — replaying one cache unit of a trace under many eviction
- * configurations at once (DESIGN.md, "Replay semantics").
+ * configurations at once (docs/semantics.md).
  *
  * A cache unit is (layer, kv head), or a whole layer at `layer` granularity;
  * its query heads share one cache.  The replay walks the rows in blocks: the
  * full attention of each block (stored, or recomputed from q and k with one
  * sgemm per head) is computed once and fed to every configuration, so a long
- * trace never needs its whole T×T matrix (except for the hindsight oracle).
+ * trace never needs its whole T×T matrix (hindsight oracles read the rows
+ * they need through AttentionRows, policy.h).
  * The replay loop knows nothing about any policy beyond policy.h. */
 #ifndef KV_REPLAY_H
 #define KV_REPLAY_H
@@ -38,7 +39,7 @@ typedef struct {
 typedef struct {
     int n_prompt;       /* prefill mode: P >= 1; 0 = streaming mode */
     int error_stride;   /* output error and ideal overlap on rows t % stride == 0; 0 = none */
-    int row_block;      /* rows per attention block (default 64) */
+    int row_block;      /* rows per attention block (0 = attention_block_rows' choice) */
     int retention;      /* record which tokens are held at each step */
 } ReplayOptions;
 
@@ -59,9 +60,14 @@ void replay_result_free(ReplayResult *r);
  * equals the full cache), rather than none. */
 int replay_first_reported(const ReplayOptions *opt, int budget, int T);
 
-/* attention_seconds (may be NULL) receives the time spent computing or
- * reading attention, so throughput can be split into attention and replay. */
+/* attention_seconds (may be NULL) receives the thread CPU time spent
+ * computing or reading attention, so throughput can be split into attention
+ * and replay. */
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
                 ReplayResult *out, double *attention_seconds, KvError *err);
+
+/* CPU time of the calling thread, in seconds (what the replay's timings use:
+ * on a busy machine wall clock would count time spent waiting for a core). */
+double replay_thread_seconds(void);
 
 #endif

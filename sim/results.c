@@ -1,7 +1,7 @@
 /* Writing simulation results: HDF5 ("kvtrace-results/1", see FORMAT.md), a
- * tidy CSV, and the short table on the terminal.  Files are written under a
- * temporary name and renamed, so a failure never leaves a partial file that
- * looks complete. */
+ * tidy CSV, and the short table on the terminal.  Files go into the
+ * temporary file of an OutputFile (util/output.h); the caller renames them
+ * into place only when everything was written. */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 
 #include "../trace/h5util.h"
 #include "../trace/trace_file.h"
+#include "../util/csv.h"
 #include "simulate.h"
 
 static const char *METRICS[4] = {"retained_mass", "attention_kl", "output_error", "ideal_overlap"};
@@ -52,10 +53,11 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
     gmtime_r(&now, &tm);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (h5_attr_write_str(f, "format", "kvtrace-results/1") || h5_attr_write_str(f, "traces", traces) ||
-        h5_attr_write_str(f, "model", r->model) ||
+        h5_attr_write_str(f, "model", r->model) || h5_attr_write_str(f, "model_sha256", r->model_sha256) ||
+        h5_attr_write_file_digests(f, "trace_sha256", opt->traces, opt->n_traces) ||
         h5_attr_write_str(f, "mode", opt->prefill ? "prefill" : "streaming") ||
         h5_attr_write_str(f, "granularity", opt->layer_granularity ? "layer" : "kv_head") ||
-        h5_attr_write_int(f, "error_stride", opt->error_stride) || h5_attr_write_str(f, "created", created) ||
+        h5_attr_write_int(f, "error_stride", r->error_stride) || h5_attr_write_str(f, "created", created) ||
         h5_attr_write_str(f, "command", opt->command_line ? opt->command_line : "") ||
         h5_attr_write_str(f, "kvtrace_version", KVTRACE_VERSION) || h5_attr_write_double(f, "seconds", r->seconds) ||
         h5_attr_write_double(f, "cpu_seconds_attention", r->cpu_attention) ||
@@ -90,9 +92,7 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
         hsize_t dr[3] = {(hsize_t)C, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
         hid_t space = H5Screate_simple(3, dr, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
         hsize_t chunk[3] = {1, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
-        H5Pset_chunk(dcpl, 3, chunk);
-        H5Pset_deflate(dcpl, 4);
-        hid_t d = H5Dcreate2(f, "retention", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        hid_t d = dcpl < 0 || h5_set_chunked(dcpl, 3, chunk, 4, 1) ? -1 : H5Dcreate2(f, "retention", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         rc = d < 0 || H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->retention) < 0 ||
              h5_attr_write_int(d, "layer", opt->retention_layer) || h5_attr_write_int(d, "unit", opt->retention_unit) ||
              h5_attr_write_str(d, "sequence", r->seq_source[0]);
@@ -114,10 +114,10 @@ static int write_results(hid_t f, void *ctx)
     return write_body(f, w->results, w->options);
 }
 
-int sim_write_hdf5(const SimResults *r, const SimOptions *opt, const char *path, KvError *err)
+int sim_write_hdf5(const SimResults *r, const SimOptions *opt, const OutputFile *out, KvError *err)
 {
     ResultsWrite w = {r, opt};
-    return h5_write_file(path, "results", write_results, &w, err);
+    return h5_write_file(out, "results", write_results, &w, err);
 }
 
 /* Mean and standard deviation over sequences of one cell (config, layer, head). */
@@ -142,49 +142,88 @@ double sim_mean_budget(const SimResults *r, int c)
     return sum / r->n_sequences;
 }
 
-int sim_write_csv(const SimResults *r, const char *path, KvError *err)
+/* The columns that say which run a row comes from, so CSVs of several runs concatenate. */
+static void csv_run_columns(FILE *fp, const SimResults *r, const SimOptions *opt, const char *traces)
 {
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *fp = fopen(tmp, "w");
-    if (!fp) return kv_fail(err, "%s: cannot create the CSV file", path);
-    fprintf(fp, "policy,params,budget,budget_tokens,layer,head,retained_mass,retained_mass_std,attention_kl,"
-                "output_error,ideal_overlap,n_sequences\n");
-    for (int c = 0; c < r->n_configs; c++) {
-        const char *params = r->config_params[c];
-        for (int l = 0; l < r->n_layers; l++)
-            for (int h = 0; h < r->n_heads; h++) {
-                double m[4], sd[4];
-                int n;
-                for (int k = 0; k < 4; k++) cell_stats(r, metric_of(r, k), c, l, h, &m[k], &sd[k], &n);
-                if (!n) continue;
-                fprintf(fp, "%s,\"%s\",%s,%.1f,%d,%d,%.8g,%.8g,%.8g,%.8g,%.8g,%d\n", r->config_policy[c], params,
-                        r->config_budget[c], sim_mean_budget(r, c), l, h, m[0], sd[0], m[1], m[2], m[3], n);
-            }
-        double m[4], sd[4];
+    csv_text(fp, traces, 0);
+    csv_text(fp, r->model, 0);
+    csv_text(fp, opt->prefill ? "prefill" : "streaming", 0);
+    csv_text(fp, opt->layer_granularity ? "layer" : "kv_head", 0);
+}
+
+static void csv_row(FILE *fp, const SimResults *r, const SimOptions *opt, const char *traces, int c, int l, int h)
+{
+    double m[4], sd[4];
+    int n = r->n_sequences;
+    if (l < 0) {
         for (int k = 0; k < 4; k++) sim_overall(r, c, k, &m[k], &sd[k]);
-        fprintf(fp, "%s,\"%s\",%s,%.1f,all,all,%.8g,%.8g,%.8g,%.8g,%.8g,%d\n", r->config_policy[c], params,
-                r->config_budget[c], sim_mean_budget(r, c), m[0], sd[0], m[1], m[2], m[3], r->n_sequences);
+    } else {
+        for (int k = 0; k < 4; k++) cell_stats(r, metric_of(r, k), c, l, h, &m[k], &sd[k], &n);
+        if (!n) return; /* a layer or head that was not simulated */
     }
-    int bad = ferror(fp);
-    if (fclose(fp) != 0) bad = 1;
-    if (bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return kv_fail(err, "%s: writing the CSV failed", path);
+    csv_run_columns(fp, r, opt, traces);
+    csv_text(fp, r->config_policy[c], 0);
+    csv_text(fp, r->config_params[c], 0);
+    csv_text(fp, r->config_budget[c], 0);
+    csv_number(fp, sim_mean_budget(r, c), 0);
+    if (l < 0) { /* the overall row: layer and head left empty */
+        csv_empty(fp, 0);
+        csv_empty(fp, 0);
+    } else {
+        csv_int(fp, l, 0);
+        csv_int(fp, h, 0);
     }
-    return 0;
+    csv_number(fp, m[0], 0);
+    csv_number(fp, sd[0], 0);
+    csv_number(fp, m[1], 0);
+    csv_number(fp, m[2], 0);
+    csv_number(fp, m[3], 0);
+    csv_int(fp, n, 1);
+}
+
+int sim_write_csv(const SimResults *r, const SimOptions *opt, const OutputFile *out, KvError *err)
+{
+    FILE *fp = output_open_text(out, "CSV", err);
+    if (!fp) return -1;
+    size_t len = 1;
+    for (int i = 0; i < opt->n_traces; i++) len += strlen(opt->traces[i]) + 1;
+    char *traces = calloc(len, 1);
+    for (int i = 0; traces && i < opt->n_traces; i++) {
+        if (i) strcat(traces, ";");
+        strcat(traces, opt->traces[i]);
+    }
+    fprintf(fp, "trace,model,mode,granularity,policy,params,budget,budget_tokens,layer,head,retained_mass,"
+                "retained_mass_std,attention_kl,output_error,ideal_overlap,n_sequences\n");
+    for (int c = 0; c < r->n_configs; c++) {
+        for (int l = 0; l < r->n_layers; l++)
+            for (int h = 0; h < r->n_heads; h++) csv_row(fp, r, opt, traces ? traces : "", c, l, h);
+        csv_row(fp, r, opt, traces ? traces : "", c, -1, -1);
+    }
+    free(traces);
+    return output_close_text(fp, out, "CSV", err);
+}
+
+/* "0.7783 ± 0.0123", or the mean alone when one sequence gives no spread. */
+static void mean_pm(char *out, size_t cap, double mean, double std)
+{
+    if (isnan(std)) snprintf(out, cap, "%.4f", mean);
+    else snprintf(out, cap, "%.4f ± %.4f", mean, std);
 }
 
 void sim_print_table(const SimResults *r, FILE *out)
 {
-    fprintf(out, "%-10s %-34s %7s %7s  %-17s %9s %9s %8s\n", "policy", "params", "budget", "tokens",
+    int width = 6; /* the params column fits the longest, never cut */
+    for (int c = 0; c < r->n_configs; c++)
+        if ((int)strlen(r->config_params[c]) > width) width = (int)strlen(r->config_params[c]);
+    fprintf(out, "%-10s %-*s %7s %7s  %-17s %9s %9s %8s\n", "policy", width, "params", "budget", "tokens",
             "retained mass", "attn KL", "out err", "overlap");
     for (int c = 0; c < r->n_configs; c++) {
         double m[4], sd[4];
         for (int k = 0; k < 4; k++) sim_overall(r, c, k, &m[k], &sd[k]);
         char mass[32];
-        snprintf(mass, sizeof mass, "%.4f ± %.4f", m[0], sd[0]);
-        fprintf(out, "%-10s %-34.34s %7s %7.1f  %-17s %9.4f %9.4f %8.3f\n", r->config_policy[c], r->config_params[c],
-                r->config_budget[c], sim_mean_budget(r, c), mass, m[1], m[2], m[3]);
+        mean_pm(mass, sizeof mass, m[0], sd[0]);
+        fprintf(out, "%-10s %-*s %7s %7.1f  %-17s %9.4f %9.4f %8.3f\n", r->config_policy[c], width,
+                r->config_params[c], r->config_budget[c], sim_mean_budget(r, c), mass, m[1], m[2], m[3]);
     }
+    if (r->n_sequences == 1) fprintf(out, "(one sequence: no spread over sequences)\n");
 }

@@ -4,13 +4,16 @@
 #include "simulate.h"
 
 #include <cblas.h>
+#include <hdf5.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../trace/trace_file.h"
+#include "../trace/h5util.h"
 #include "../trace/trace_layer.h"
+#include "../util/attention.h"
 #include "../util/progress.h"
 #include "replay.h"
 
@@ -195,6 +198,7 @@ typedef struct {
 static void *worker(void *arg)
 {
     Pool *pool = arg;
+    h5_quiet(); /* HDF5's error stack is per thread: silence it in every thread that reads */
     ReplayConfig *cfg = malloc((size_t)pool->n_configs * sizeof *cfg);
     for (;;) {
         pthread_mutex_lock(&pool->lock);
@@ -204,10 +208,10 @@ static void *worker(void *arg)
         UnitJob *job = &pool->jobs[j];
         if (!cfg) { job->failed = 1; kv_fail(&job->err, "out of memory"); continue; }
         for (int c = 0; c < pool->n_configs; c++) cfg[c] = pool->configs[(long)c * pool->config_stride];
-        double start = kv_now_seconds();
+        double start = replay_thread_seconds();
         job->failed = replay_unit(&job->data, cfg, pool->n_configs, &pool->ropt, job->results,
                                   &job->attention_seconds, &job->err) != 0;
-        job->seconds = kv_now_seconds() - start;
+        job->seconds = replay_thread_seconds() - start;
         pthread_mutex_lock(&pool->lock);
         progress_update(pool->progress, ++*pool->done, pool->total, "units");
         pthread_mutex_unlock(&pool->lock);
@@ -242,9 +246,40 @@ typedef struct {
     int *curve_count;
 } Accumulators;
 
+/* Whether this layer's attention must be read as stored (SIM_ATTENTION_AUTO:
+ * unless recomputing reproduces the first rows of every head, simulate.h). */
+static int replay_stored(const SimOptions *opt, const Plan *plan, const LayerData *ld, int s, int layer, int *stored,
+                         KvError *err)
+{
+    const TraceSeqInfo *info = &plan->seq_info[s];
+    *stored = info->has_attention && opt->attention_source != SIM_ATTENTION_RECOMPUTE;
+    if (!*stored || opt->attention_source == SIM_ATTENTION_STORED) return 0;
+    int n = ld->T < 64 ? ld->T : 64, group = ld->H / ld->KV, rc = 0, agree = 1;
+    float *read = malloc((size_t)n * n * sizeof(float)), *computed = malloc((size_t)n * n * sizeof(float));
+    if (!read || !computed) rc = kv_fail(err, "out of memory");
+    for (int h = 0; h < ld->H && rc == 0 && agree; h++) {
+        int bad_row;
+        const float *q = ld->q + (size_t)h * ld->T * ld->d, *k = ld->k + (size_t)(h / group) * ld->T * ld->d;
+        rc = trace_read_attention_rows(&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, h, 0, n, read,
+                                       n, err);
+        if (rc == 0 && attention_block(q, k, ld->d, 0, n, computed, n, &bad_row)) {
+            agree = 0; /* q·k overflows: only the stored rows can be replayed */
+            break;
+        }
+        for (int r = 0; r < n && rc == 0 && agree; r++)
+            for (int i = 0; i <= r; i++) agree &= fabsf(read[(size_t)r * n + i] - computed[(size_t)r * n + i]) <= 1e-5f;
+    }
+    free(read);
+    free(computed);
+    if (rc == 0 && agree) *stored = 0;
+    return rc;
+}
+
 static int layer_jobs(const SimOptions *opt, const Plan *plan, LayerData *ld, int s, int layer,
                       pthread_mutex_t *hdf5, UnitJob **out, int *n_out, KvError *err)
 {
+    int stored;
+    if (replay_stored(opt, plan, ld, s, layer, &stored, err)) return -1;
     int group = ld->H / ld->KV, n_units = opt->layer_granularity ? 1 : plan->n_units;
     int heads_per = opt->layer_granularity ? ld->H : group;
     size_t T = (size_t)ld->T;
@@ -285,8 +320,7 @@ static int layer_jobs(const SimOptions *opt, const Plan *plan, LayerData *ld, in
         job->stored = (StoredAttention){&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, job->heads, hdf5};
         job->data = (UnitData){.n_heads = heads_per, .T = ld->T, .d = ld->d, .layer = layer, .unit = g,
                                .q = job->q, .k = job->k, .v = ld->v ? job->v : NULL, .k_norm = kn, .v_l1 = vn,
-                               .read_attention = plan->seq_info[s].has_attention && !opt->recompute ? read_stored : NULL,
-                               .read_ctx = &job->stored};
+                               .read_attention = stored ? read_stored : NULL, .read_ctx = &job->stored};
         for (int c = 0; c < plan->n_configs; c++)
             if (replay_result_alloc(&job->results[c], heads_per, ld->T,
                                     s == 0 && layer == opt->retention_layer && g == opt->retention_unit))
@@ -396,36 +430,98 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     return 0;
 }
 
-static int run_sequence(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, int s,
-                        Progress *progress, long *done, long total, int values, KvError *err)
+/* One layer of one sequence, loaded (in the background while the previous
+ * layer is replayed, when there are worker threads to spare). */
+typedef struct {
+    const Plan *plan;
+    int s, layer, values;
+    LayerData ld;
+    int rc;
+    KvError err;
+    pthread_t tid;
+    int in_background;
+} LayerLoad;
+
+static void *load_layer(void *arg)
+{
+    LayerLoad *l = arg;
+    const Plan *plan = l->plan;
+    h5_quiet(); /* HDF5's error stack is per thread */
+    l->rc = trace_load_layer(&plan->readers[plan->seq_reader[l->s]], plan->seq_index[l->s], l->layer,
+                             &plan->seq_info[l->s], l->values, &l->ld, &l->err);
+    return NULL;
+}
+
+/* Starts loading (s, layer): on a thread when `background`, else now. */
+static void load_start(LayerLoad *l, const Plan *plan, int s, int layer, int values, int background)
+{
+    *l = (LayerLoad){.plan = plan, .s = s, .layer = layer, .values = values};
+    l->in_background = background && pthread_create(&l->tid, NULL, load_layer, l) == 0;
+    if (!l->in_background) load_layer(l);
+}
+
+static int load_finish(LayerLoad *l, KvError *err)
+{
+    if (l->in_background) pthread_join(l->tid, NULL);
+    l->in_background = 0;
+    if (l->rc) *err = l->err;
+    return l->rc;
+}
+
+static int replay_layer(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, LayerData *ld,
+                        int s, int layer, pthread_mutex_t *hdf5, Progress *progress, long *done, long total,
+                        KvError *err)
+{
+    UnitJob *jobs = NULL;
+    int n_jobs = 0, rc = layer_jobs(opt, plan, ld, s, layer, hdf5, &jobs, &n_jobs, err);
+    if (rc == 0) {
+        Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = plan->configs + s, .config_stride = plan->n_seq,
+                     .n_configs = plan->n_configs, .progress = progress, .done = done, .total = total,
+                     .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0,
+                              .error_stride = res->error_stride}};
+        rc = run_pool(&pool, opt->threads, err);
+        if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
+    }
+    free_jobs(jobs, n_jobs, plan->n_configs);
+    return rc;
+}
+
+/* Every selected layer of every sequence in order; with more than one thread
+ * (and a thread-safe HDF5) the next layer loads while this one replays. */
+static int run_layers(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc,
+                      Progress *progress, long *done, long total, int values, KvError *err)
 {
     pthread_mutex_t hdf5 = PTHREAD_MUTEX_INITIALIZER;
-    for (int li = 0; li < plan->n_layers; li++) {
-        int layer = plan->layers[li];
-        LayerData ld = {0};
-        UnitJob *jobs = NULL;
-        int n_jobs = 0;
-        int rc = trace_load_layer(&plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, &plan->seq_info[s],
-                            values, &ld, err) ||
-                 layer_jobs(opt, plan, &ld, s, layer, &hdf5, &jobs, &n_jobs, err);
-        if (rc == 0) {
-            Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = plan->configs + s, .config_stride = plan->n_seq,
-                         .n_configs = plan->n_configs, .progress = progress, .done = done, .total = total,
-                         .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0,
-                                  .error_stride = opt->error_stride}};
-            rc = run_pool(&pool, opt->threads, err);
-            if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
+    hbool_t threadsafe = 0;
+    H5is_library_threadsafe(&threadsafe);
+    int background = opt->threads > 1 && threadsafe, n = plan->n_seq * plan->n_layers, rc = 0;
+    LayerLoad load[2];
+    load_start(&load[0], plan, 0, plan->layers[0], values, 0);
+    for (int i = 0; i < n; i++) {
+        LayerLoad *cur = &load[i % 2], *next = &load[(i + 1) % 2];
+        int s = cur->s, layer = cur->layer, next_started = 0;
+        rc = load_finish(cur, err);
+        if (rc == 0 && i + 1 < n) {
+            load_start(next, plan, (i + 1) / plan->n_layers, plan->layers[(i + 1) % plan->n_layers], values, background);
+            next_started = 1;
         }
-        free_jobs(jobs, n_jobs, plan->n_configs);
-        trace_layer_free(&ld);
-        if (rc) return kv_wrap(err, "%s sequence %d layer %d", opt->traces[plan->seq_reader[s]], plan->seq_index[s], layer);
+        if (rc == 0) rc = replay_layer(opt, plan, res, acc, &cur->ld, s, layer, &hdf5, progress, done, total, err);
+        trace_layer_free(&cur->ld);
+        if (rc) {
+            KvError ignored;
+            if (next_started) {
+                load_finish(next, &ignored);
+                trace_layer_free(&next->ld);
+            }
+            return kv_wrap(err, "%s sequence %d layer %d", opt->traces[plan->seq_reader[s]], plan->seq_index[s], layer);
+        }
     }
     return 0;
 }
 
 static int needs_values(const SimOptions *opt)
 {
-    int need = opt->error_stride > 0;
+    int need = opt->error_stride != 0;
     for (int p = 0; p < opt->n_policies; p++) need |= !strcmp(opt->policies[p].name, "vatp");
     return need;
 }
@@ -441,6 +537,7 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
     if (rc == 0) {
         const TraceMeta *m = &plan.readers[0].meta;
         trace_model_label(m, res->model, sizeof res->model);
+        snprintf(res->model_sha256, sizeof res->model_sha256, "%s", m->model_digest);
         if (opt->layer_granularity && opt->units)
             rc = kv_fail(err, "--heads selects cache units per kv head; it does not apply at layer granularity");
         rc = rc || select_list(opt->layers, opt->n_layers, m->n_layers, "layer", &plan.layers, &plan.n_layers, err) ||
@@ -451,13 +548,15 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
             rc = kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
     }
     rc = rc || plan_configs(opt, &plan, err) || alloc_results(opt, &plan, res, &acc, err);
+    if (rc == 0)
+        res->error_stride = opt->error_stride != SIM_ERROR_STRIDE_AUTO ? opt->error_stride
+                                                                       : (res->max_T + SIM_ERROR_ROWS - 1) / SIM_ERROR_ROWS;
     if (rc == 0) {
         openblas_set_num_threads(1); /* the parallelism is across cache units */
         Progress progress;
         progress_begin(&progress, "simulate");
         long done = 0, total = (long)plan.n_seq * plan.n_layers * (opt->layer_granularity ? 1 : plan.n_units);
-        for (int s = 0; s < plan.n_seq && rc == 0; s++)
-            rc = run_sequence(opt, &plan, res, &acc, s, &progress, &done, total, values, err);
+        rc = run_layers(opt, &plan, res, &acc, &progress, &done, total, values, err);
         progress_end(&progress);
     }
     if (rc == 0) {
@@ -512,5 +611,5 @@ void sim_overall(const SimResults *res, int config, int metric, double *mean, do
 void mean_and_std(double sum, double sum2, int n, double *mean, double *std)
 {
     *mean = n ? sum / n : NAN;
-    *std = n > 1 ? sqrt(fmax(0, (sum2 - sum * sum / n) / (n - 1))) : (n ? 0 : NAN);
+    *std = n > 1 ? sqrt(fmax(0, (sum2 - sum * sum / n) / (n - 1))) : NAN; /* no spread from one value */
 }

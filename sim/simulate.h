@@ -8,7 +8,25 @@
 #include <stdio.h>
 
 #include "../util/error.h"
+#include "../util/output.h"
 #include "policy.h"
+
+/* Output error and ideal overlap are measured on rows t with t % stride == 0.
+ * By default (SIM_ERROR_STRIDE_AUTO) the stride gives about SIM_ERROR_ROWS
+ * rows per sequence: ⌈T/128⌉ for the longest sequence T, so every row up to
+ * 128 tokens, every 32nd at 4096, every 256th at 32k: about 1.25x the cost of
+ * a run without them (every row costs 6-9x: a full output per head, a held
+ * output per configuration and head, and a top-B selection per budget). */
+#define SIM_ERROR_STRIDE_AUTO (-1)
+#define SIM_ERROR_ROWS 128
+
+/* Attention a trace stores is replayed as stored, or recomputed from q and k
+ * (an sgemm: 4-5x faster than inflating the stored rows).  AUTO recomputes
+ * whenever that reproduces the stored rows: the first 64 stored rows of every
+ * head of the layer equal the recomputed ones within 1e-5; else (float16 q
+ * and k rounded away from the model's attention, or attention that is not
+ * softmax(q kᵀ/√d), e.g. written by hand) it reads the stored rows. */
+enum { SIM_ATTENTION_AUTO, SIM_ATTENTION_STORED, SIM_ATTENTION_RECOMPUTE };
 
 typedef struct {
     char text[24];    /* as given: "20%", "0.2" or "64" */
@@ -29,10 +47,10 @@ typedef struct {
     int n_layers;
     const int *units;         /* kv heads (cache units) subset, or NULL for all */
     int n_units;
-    int error_stride;         /* output error every N-th reported row; 0 = off */
+    int error_stride;         /* output error every N-th row; 0 = off; SIM_ERROR_STRIDE_AUTO */
     int threads;              /* worker threads (>= 1) */
     int allow_incomplete;
-    int recompute;            /* ignore stored attention, recompute from q and k */
+    int attention_source;     /* SIM_ATTENTION_*: where stored attention is replayed from */
     int retention_layer;      /* record retention maps for this unit of the first sequence */
     int retention_unit;       /* (-1 = none) */
     const char *command_line;
@@ -41,6 +59,7 @@ typedef struct {
 /* Everything simulate computed, for the writers and the terminal table. */
 typedef struct {
     int n_configs, n_sequences, n_layers, n_heads, n_units, max_T;
+    int error_stride;             /* the stride used (SIM_ERROR_STRIDE_AUTO resolved) */
     const char **config_policy;   /* [C] */
     const char **config_params;   /* [C] canonical parameters */
     const char **config_budget;   /* [C] budget as given */
@@ -55,6 +74,7 @@ typedef struct {
     uint8_t *retention;           /* [C][T0][T0] or NULL */
     int retention_T;
     char model[128];              /* model label of the (first) trace, for titles */
+    char model_sha256[65];        /* the traces' model file digest */
     double seconds;               /* wall clock */
     double cpu_attention;         /* thread-seconds computing or reading attention */
     double cpu_replay;            /* thread-seconds in the replay proper (policies and metrics) */
@@ -78,8 +98,8 @@ void sim_overall(const SimResults *res, int config, int metric, double *mean, do
 /* Budget in tokens of a config, averaged over sequences. */
 double sim_mean_budget(const SimResults *res, int config);
 
-int sim_write_hdf5(const SimResults *res, const SimOptions *opt, const char *path, KvError *err);
-int sim_write_csv(const SimResults *res, const char *path, KvError *err);
+int sim_write_hdf5(const SimResults *res, const SimOptions *opt, const OutputFile *out, KvError *err);
+int sim_write_csv(const SimResults *res, const SimOptions *opt, const OutputFile *out, KvError *err);
 void sim_print_table(const SimResults *res, FILE *out);
 
 #endif

@@ -152,5 +152,77 @@ def bad_input():
     assert h5py.File(out).attrs["n_sequences"] == 1
 
 
+def all_datasets(path):
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def assert_same(a, b):
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if a[key].dtype.kind in "fiu":
+            assert np.array_equal(a[key], b[key], equal_nan=True), key
+        else:
+            assert list(a[key]) == list(b[key]), key
+
+
+def threads_identical():
+    """Heads run on worker threads with the bootstrap stream split by head:
+    1, 2 and 3 threads give the same analysis, bit for bit."""
+    from helpers import synthetic_trace
+    d = workdir()
+    long = synthetic_trace(os.path.join(d, "long.h5"), T=700, H=6, KV=3)
+    for trace, args in ((STORIES, ["--bootstrap", "60"]), (long, ["--bootstrap", "20", "--example", "0:4"])):
+        runs = []
+        for threads in (1, 2, 3):
+            out = os.path.join(d, f"a{threads}.h5")
+            run("analyze", trace, "--threads", threads, "-o", out, "--force", *args)
+            runs.append(all_datasets(out))
+        assert_same(runs[0], runs[1])
+        assert_same(runs[0], runs[2])
+
+
+def sanitized():
+    """ASan reserves terabytes of address space: no RLIMIT_AS under it."""
+    with open(os.environ["KVTRACE"], "rb") as fh:
+        return b"libasan.so" in fh.read()
+
+
+def bounded_memory():
+    """A 10000-token head, whose T x T attention (400 MB) could not exist in
+    the 350 MB of address space the test allows (the libraries alone take
+    about 300 MB of it): analyze streams its rows and gives the same results
+    as an unlimited run with another thread count.
+    Under AddressSanitizer, which cannot run in a small address space, the
+    peak resident memory must stay below the T x T size instead."""
+    import resource
+    import subprocess
+    T, limit = 10000, 350 << 20
+    d = workdir()
+    rng = np.random.default_rng(11)
+    trace = write_trace(os.path.join(d, "long.h5"), rng.normal(size=(1, T, 1, 8)), rng.normal(size=(1, T, 1, 8)),
+                        rng.normal(size=(1, T, 1, 8)))
+    free_run = os.path.join(d, "free.h5")
+    args = ["--bootstrap", "5", "--alpha", "0.5"]
+    run("analyze", trace, *args, "--threads", "2", "-o", free_run)
+    bounded = os.path.join(d, "bounded.h5")
+    asan = sanitized()
+
+    def limit_memory():
+        if not asan:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = subprocess.run([os.environ["KVTRACE"], "analyze", trace, *args, "--threads", "1", "-o", bounded],
+                       preexec_fn=limit_memory, capture_output=True, timeout=100)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(f"peak resident memory {peak / 2**20:.0f} MB (T x T would be {T * T * 4 / 2**20:.0f} MB)"
+          f"{'' if asan else f', address space limited to {limit >> 20} MB'}")
+    assert before * 1024 < T * T * 4 and peak < T * T * 4
+    assert_same(all_datasets(free_run), all_datasets(bounded))
+
+
 main(dict(uniform_closed_form=uniform_closed_form, alr_tiny=alr_tiny, stories_age_bias=stories_age_bias,
-          bad_input=bad_input))
+          bad_input=bad_input, threads_identical=threads_identical, bounded_memory=bounded_memory))

@@ -390,38 +390,166 @@ static void optimal_brute_force(void)
     }
 }
 
-/* The flow solver against GLPK's out-of-kilter on the same random networks
- * (integer costs, so both are exact). */
-static void flow_vs_glpk(void)
+/* ---------------------------------------------------------------- the schedule solver */
+
+/* Attention rows given as a packed lower triangle of doubles. */
+typedef struct {
+    int T;
+    const double *rows;
+} Packed;
+
+static int packed_read(void *ctx, int t0, int n, float *out, long ld, KvError *err)
 {
-    for (unsigned seed = 1; seed <= 20; seed++) {
-        int n = 12, amount = 3;
-        FlowGraph g;
-        flow_init(&g, n, 64);
-        glp_graph *G = glp_create_graph(sizeof(double), 4 * sizeof(double));
-        glp_add_vertices(G, n);
-        *(double *)G->v[1]->data = amount;
-        *(double *)G->v[n]->data = -amount;
+    (void)err;
+    const Packed *p = ctx;
+    for (int r = 0; r < n; r++) {
+        int t = t0 + r;
+        for (int i = 0; i <= t; i++) out[(long)r * ld + i] = (float)p->rows[(long)t * (t + 1) / 2 + i];
+    }
+    return 0;
+}
+
+static AttentionRows packed_source(Packed *p, int block)
+{
+    return (AttentionRows){.T = p->T, .block = block, .ctx = p, .read = packed_read};
+}
+
+/* Σ of w_s(i) over the counted rows s >= max(S, i): all a schedule could keep. */
+static double all_weight(const double *rows, int T, int S)
+{
+    double sum = 0;
+    for (int t = S; t < T; t++)
+        for (int i = 0; i <= t; i++) sum += (float)rows[(long)t * (t + 1) / 2 + i];
+    return sum;
+}
+
+/* The network the first `optimal` solved (kvtrace 0.1): B slots flow along
+ * the time line; token i enters a chain of nodes, one per step it stays, and
+ * leaves to the time line after any step; staying through step s costs
+ * -w_s(i); decoding tokens must enter (a bonus M on their entry arcs).
+ * Solved by GLPK's out-of-kilter method (integer weights: exact).  Returns
+ * the largest retained weight. */
+static double glpk_best(const double *rows, int T, int B, int S)
+{
+    int time_nodes = T - S + 1, n = time_nodes;
+    for (int i = 0; i < T; i++) n += T - (i > S ? i : S);
+    glp_graph *G = glp_create_graph(sizeof(double), 4 * sizeof(double));
+    glp_add_vertices(G, n);
+    *(double *)G->v[1]->data = B;
+    *(double *)G->v[time_nodes]->data = -B;
+    double bonus = 1 + all_weight(rows, T, S);
+    int forced = 0;
+#define ARC(u, v, cap, cost) do { glp_arc *a_ = glp_add_arc(G, (u) + 1, (v) + 1); double *d_ = a_->data; \
+        d_[0] = 0; d_[1] = (cap); d_[2] = (cost); } while (0)
+    for (int s = S; s < T; s++) ARC(s - S, s + 1 - S, B, 0.0);
+    int base = time_nodes;
+    for (int i = 0; i < T; i++) {
+        int e = i > S ? i : S;
+        forced += i >= S;
+        ARC(e - S, base, 1, -rows[(long)e * (e + 1) / 2 + i] - (i >= S ? bonus : 0.0));
+        for (int s = e; s < T; s++) {
+            int node = base + s - e;
+            ARC(node, s + 1 - S, 1, 0.0);
+            if (s + 1 < T) ARC(node, node + 1, 1, -rows[(long)(s + 1) * (s + 2) / 2 + i]);
+        }
+        base += T - e;
+    }
+#undef ARC
+    double cost;
+    glp_term_out(GLP_OFF);
+    int rc = glp_mincost_okalg(G, 0, 0, sizeof(double), 2 * sizeof(double), &cost, 3 * sizeof(double), -1);
+    CHECK(rc == 0, "GLPK: %d", rc);
+    glp_delete_graph(G);
+    return -cost - bonus * forced;
+}
+
+/* The schedule against GLPK on random units (streaming and prefill), with
+ * integer weights so that both are exact; the duals prove optimality too. */
+static void schedule_vs_glpk(void)
+{
+    for (unsigned seed = 1; seed <= 24; seed++) {
         unsigned s = seed;
-        for (int u = 0; u < n - 1; u++) /* a chain keeps it feasible, plus random forward arcs */
-            for (int k = 0; k < 3; k++) {
-                int v = k == 0 ? u + 1 : u + 1 + (int)(rand_r(&s) % (unsigned)(n - u - 1));
-                int cap = k == 0 ? amount : 1 + (int)(rand_r(&s) % 2);
-                double cost = (double)((int)(rand_r(&s) % 21) - 10);
-                flow_add_arc(&g, u, v, cap, cost);
-                glp_arc *a = glp_add_arc(G, u + 1, v + 1);
-                double *d = a->data;
-                d[0] = 0; d[1] = cap; d[2] = cost;
-            }
-        double mine, theirs;
-        int rc = flow_min_cost(&g, 0, n - 1, amount, &mine);
-        glp_term_out(GLP_OFF);
-        int grc = glp_mincost_okalg(G, 0, 0, sizeof(double), 2 * sizeof(double), &theirs, 3 * sizeof(double), -1);
-        CHECK(rc == 0 && grc == 0 && fabs(mine - theirs) < 1e-9, "seed %u: flow %g, GLPK %g", seed, mine, theirs);
-        glp_delete_graph(G);
-        flow_free(&g);
+        int T = 6 + (int)(rand_r(&s) % 9), B = 1 + (int)(rand_r(&s) % (unsigned)(T - 1));
+        int S = seed % 3 == 0 ? 1 + (int)(rand_r(&s) % (unsigned)(T - 2)) : 0;
+        if (S && B > S) B = 1 + (int)(rand_r(&s) % (unsigned)S); /* prefill: B of the prompt */
+        double rows[15 * 16 / 2];
+        for (int k = 0; k < T * (T + 1) / 2; k++) rows[k] = (double)(rand_r(&s) % 1000 + 1);
+        Packed p = {T, rows};
+        AttentionRows src = packed_source(&p, 1 + (int)(seed % 4));
+        int leave[16];
+        ScheduleStats st;
+        KvError err;
+        CHECK(schedule_optimal(&src, S, B, leave, &st, &err) == 0, "%s", err.msg);
+        double mine = all_weight(rows, T, S) - st.lost, theirs = glpk_best(rows, T, B, S);
+        CHECK(fabs(mine - theirs) < 1e-6, "seed %u (T %d B %d S %d): schedule keeps %.1f, GLPK %.1f", seed, T, B, S,
+              mine, theirs);
+        CHECK(fabs(st.lost - st.dual) < 1e-6, "seed %u: primal %.6f dual %.6f", seed, st.lost, st.dual);
     }
     glp_free_env();
+}
+
+/* A 1024-token unit with realistic structure (a sink, heavy hitters,
+ * recency): the schedule is feasible, and its duals certify it optimal over
+ * every one of the T^2/2 arcs, checked here independently. */
+static void optimal_long_unit(void)
+{
+    enum { T = 1024 };
+    double *rows = malloc(sizeof(double) * T * (T + 1) / 2);
+    unsigned seed = 12;
+    float heavy[T];
+    for (int i = 0; i < T; i++) heavy[i] = rand_r(&seed) % 50 == 0 ? 20.0f : 1.0f;
+    for (int t = 0, k = 0; t < T; t++) {
+        double sum = 0;
+        int start = k;
+        for (int i = 0; i <= t; i++) {
+            double recency = 8.0 / (1 + t - i), noise = (rand_r(&seed) % 1000 + 1) / 1000.0;
+            sum += rows[k++] = (i == 0 ? 30.0 : 0.0) + heavy[i] * noise + recency;
+        }
+        for (int i = start; i < k; i++) rows[i] /= sum;
+    }
+    for (int variant = 0; variant < 2; variant++) {
+        int S = variant ? 300 : 0, B = variant ? 90 : 205;
+        Packed p = {T, rows};
+        AttentionRows src = packed_source(&p, 64);
+        int leave[T], evicted_at[T + 1];
+        double u[T], v[T];
+        ScheduleStats st = {.step_dual = u, .token_dual = v};
+        KvError err;
+        CHECK(schedule_optimal(&src, S, B, leave, &st, &err) == 0, "%s", err.msg);
+        memset(evicted_at, 0, sizeof evicted_at);
+        for (int i = 0; i < T; i++) {
+            CHECK(leave[i] > i || (i < S && leave[i] == S), "token %d leaves at %d", i, leave[i]);
+            evicted_at[leave[i]]++;
+        }
+        for (int t = S; t < T; t++) { /* the cache holds min(t+1, B) tokens at every counted step */
+            int held = 0;
+            for (int i = 0; i <= t; i++) held += leave[i] > t;
+            CHECK(held == (t + 1 < B ? t + 1 : B), "step %d holds %d", t, held);
+        }
+        /* lost = Σ over evicted tokens of the weight they miss, from the rows directly */
+        double lost = 0;
+        for (int t = S; t < T; t++)
+            for (int i = 0; i <= t; i++)
+                if (leave[i] <= t) lost += (float)rows[(long)t * (t + 1) / 2 + i];
+        CHECK(fabs(lost - st.lost) < 1e-6 * (1 + lost), "lost %.9f vs %.9f", lost, st.lost);
+        CHECK(fabs(st.lost - st.dual) < 1e-7 * (1 + st.lost), "primal %.9f dual %.9f", st.lost, st.dual);
+        /* the certificate, arc by arc: every reduced cost L_i(t) - u_t - v_i >= 0, and v <= 0 */
+        double acc[T], worst = 0;
+        memset(acc, 0, sizeof acc);
+        for (int t = T - 1; t >= S; t--) {
+            for (int i = 0; i <= t; i++) acc[i] += (float)rows[(long)t * (t + 1) / 2 + i];
+            if (isinf(u[t])) continue;
+            for (int i = 0; i < t; i++) {
+                double reduced = acc[i] - u[t] - v[i];
+                worst = reduced < worst ? reduced : worst;
+            }
+        }
+        for (int i = 0; i < T; i++) worst = -v[i] < worst ? -v[i] : worst;
+        CHECK(worst > -1e-6, "a reduced cost of %g: not optimal", worst);
+        printf("S %d B %d: lost %.6f, %.1f steps scanned per eviction, worst reduced cost %.2g\n", S, B, st.lost,
+               (double)st.scanned / (T - (B > S ? B : S)), worst);
+    }
+    free(rows);
 }
 
 /* Bad configurations are refused with a clear message. */
@@ -445,7 +573,8 @@ int main(int argc, char **argv)
         {"h2o", h2o}, {"h2o_age_bias", h2o_age_bias}, {"a2sf_decay", a2sf_decay}, {"a2sf_long", a2sf_long},
         {"vatp", vatp}, {"knorm", knorm}, {"tova", tova}, {"snapkv", snapkv},
         {"window_and_streaming", window_and_streaming}, {"ties", ties}, {"output_error", output_error},
-        {"prefill", prefill}, {"optimal_brute_force", optimal_brute_force}, {"flow_vs_glpk", flow_vs_glpk},
+        {"prefill", prefill}, {"optimal_brute_force", optimal_brute_force}, {"schedule_vs_glpk", schedule_vs_glpk},
+        {"optimal_long_unit", optimal_long_unit},
         {"refusals", refusals},
     };
     if (argc != 2) return 2;

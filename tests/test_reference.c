@@ -166,24 +166,26 @@ static void write_llama2c(const char *gguf_path, const char *bin_path, const cha
     Model m;
     KvError err;
     CHECK(model_load(&m, gguf_path, NULL, &err) == 0, "%s", err.msg);
+    CHECK(model_dequantize_all(&m, &err) == 0, "%s", err.msg); /* every matrix as float32 */
     const ModelConfig *c = &m.cfg;
     FILE *fp = fopen(bin_path, "wb");
+    int tied = m.output.data == m.token_embd.data;
     int32_t header[7] = {c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads,
-                         m.output == m.token_embd ? c->vocab_size : -c->vocab_size, c->max_seq_len};
+                         tied ? c->vocab_size : -c->vocab_size, c->max_seq_len};
     fwrite(header, 4, 7, fp);
     size_t dim = (size_t)c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t hid = (size_t)c->hidden_dim;
-    fwrite(m.token_embd, 4, (size_t)c->vocab_size * dim, fp);
+    fwrite(m.token_embd.data, 4, (size_t)c->vocab_size * dim, fp);
 #define ALL_LAYERS(field, n) for (int l = 0; l < c->n_layers; l++) fwrite(m.layers[l].field, 4, n, fp);
-    ALL_LAYERS(attn_norm, dim) ALL_LAYERS(wq, qd * dim) ALL_LAYERS(wk, kvd * dim) ALL_LAYERS(wv, kvd * dim)
-    ALL_LAYERS(wo, dim * qd) ALL_LAYERS(ffn_norm, dim) ALL_LAYERS(w_gate, hid * dim) ALL_LAYERS(w_down, dim * hid)
-    ALL_LAYERS(w_up, hid * dim)
+    ALL_LAYERS(attn_norm, dim) ALL_LAYERS(wq.data, qd * dim) ALL_LAYERS(wk.data, kvd * dim)
+    ALL_LAYERS(wv.data, kvd * dim) ALL_LAYERS(wo.data, dim * qd) ALL_LAYERS(ffn_norm, dim)
+    ALL_LAYERS(w_gate.data, hid * dim) ALL_LAYERS(w_down.data, dim * hid) ALL_LAYERS(w_up.data, hid * dim)
 #undef ALL_LAYERS
     fwrite(m.output_norm, 4, dim, fp);
     float *freqs = calloc((size_t)c->max_seq_len * c->head_dim, 4); /* unused RoPE tables */
     fwrite(freqs, 4, (size_t)c->max_seq_len * c->head_dim, fp);
     free(freqs);
-    if (m.output != m.token_embd) fwrite(m.output, 4, (size_t)c->vocab_size * dim, fp);
+    if (!tied) fwrite(m.output.data, 4, (size_t)c->vocab_size * dim, fp);
     fclose(fp);
     fp = fopen(tok_path, "wb");
     int max_len = 0;

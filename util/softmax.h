@@ -8,4 +8,9 @@
 /* x[0..n) <- softmax(x[0..n)), n >= 1. */
 void softmax_inplace(float *x, int n);
 
+/* The same, returning the sum of exp(x - max) and the max, so that a caller
+ * built without -ffast-math can refuse a row whose logits were not finite
+ * (then the sum or the max is NaN or infinite). */
+float softmax_inplace_sum(float *x, int n, float *max_out);
+
 #endif
