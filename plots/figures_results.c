@@ -1,23 +1,39 @@
-/* Figures from a results file (kvtrace simulate): metric vs budget,
- * retention maps, eviction-age histograms. */
+/* Figures from results files (kvtrace simulate) and eval files (kvtrace
+ * eval): metric vs budget, retention maps, eviction ages, closed-loop NLL.
+ * Several files of one kind go on one figure, each configuration a series
+ * labelled with its file's label; --policy/--config choose the series. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../eval/eval.h"
 #include "../trace/h5util.h"
 #include "figure.h"
 
+#define MAX_SERIES 256
+#define MAX_CONFIGS 100000
+#define MAX_SEQUENCES 10000000
+#define MAX_TOKENS (1 << 22)
+
 typedef struct {
-    int C, S, T;                 /* configs, sequences, longest sequence */
+    const PlotInput *in;
+    int C, S, T;                 /* configs, sequences, longest sequence (eviction ages) */
     char **policy, **params, **budget;
     double *fraction;            /* [C] NaN for token budgets */
     int *tokens;                 /* [C][S] */
-    int *series;                 /* [C] series (policy + parameters) of each config */
-    int n_series;
-    char label[64][96];          /* per series */
-    char family[64][16];         /* per series: the policy name */
-    char mode[16];
+    int *selected;               /* [C] kept by --policy/--config */
+    char mode[16], model[128];
 } Results;
+
+/* The series of a figure: one per (file, policy, parameters). */
+typedef struct {
+    int n;
+    int file[MAX_SERIES];
+    char label[MAX_SERIES][192];
+    char params[MAX_SERIES][160];
+    SeriesKey key[MAX_SERIES];
+    int *of[64];                 /* [file][C]: series of each config, -1 if not drawn */
+} Series;
 
 static void results_free(Results *r)
 {
@@ -26,62 +42,145 @@ static void results_free(Results *r)
     h5_free_strings(r->budget, r->C);
     free(r->fraction);
     free(r->tokens);
-    free(r->series);
+    free(r->selected);
+    memset(r, 0, sizeof *r);
 }
 
-/* Configs sharing policy and parameters form one series; the label shows the
- * parameters only when one policy appears with several. */
-static void group_series(Results *r)
+static void results_free_all(Results *r, int n)
 {
-    int first[64] = {0};
-    for (int c = 0; c < r->C; c++) {
-        int s = 0;
-        while (s < r->n_series &&
-               (strcmp(r->policy[first[s]], r->policy[c]) || strcmp(r->params[first[s]], r->params[c])))
-            s++;
-        if (s == r->n_series && r->n_series < 64) {
-            first[s] = c;
-            snprintf(r->family[s], sizeof r->family[s], "%s", r->policy[c]);
-            r->n_series++;
-        }
-        r->series[c] = s < 64 ? s : 63;
-    }
-    for (int s = 0; s < r->n_series; s++) {
-        int variants = 0;
-        for (int t = 0; t < r->n_series; t++) variants += !strcmp(r->family[t], r->family[s]);
-        if (variants > 1 && r->params[first[s]][0])
-            snprintf(r->label[s], sizeof r->label[s], "%s(%s)", r->family[s], r->params[first[s]]);
-        else
-            snprintf(r->label[s], sizeof r->label[s], "%s", r->family[s]);
-    }
+    for (int i = 0; i < n; i++) results_free(&r[i]);
+    free(r);
 }
 
-static int results_load(const FigureJob *job, Results *r, KvError *err)
+/* ------------------------------------------------------------ filters */
+
+/* "key=value" of a canonical parameter list, or NULL. */
+static const char *param_value(const char *params, const char *key, size_t key_len, size_t *len)
+{
+    for (const char *p = params; *p;) {
+        const char *end = strchr(p, ','), *eq = strchr(p, '=');
+        if (!end) end = p + strlen(p);
+        if (eq && eq < end && (size_t)(eq - p) == key_len && !strncmp(p, key, key_len)) {
+            *len = (size_t)(end - eq - 1);
+            return eq + 1;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return NULL;
+}
+
+static int same_value(const char *a, size_t na, const char *b, size_t nb)
+{
+    char x[64], y[64], *ex, *ey;
+    if (na >= sizeof x || nb >= sizeof y) return 0;
+    snprintf(x, sizeof x, "%.*s", (int)na, a);
+    snprintf(y, sizeof y, "%.*s", (int)nb, b);
+    double u = strtod(x, &ex), v = strtod(y, &ey);
+    if (ex != x && !*ex && ey != y && !*ey) return u == v;
+    return !strcmp(x, y);
+}
+
+/* "a2sf:alpha=0.1": the policy, and every parameter given equal to the config's. */
+static int config_matches(const char *spec, const char *policy, const char *params)
+{
+    const char *colon = strchr(spec, ':');
+    size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (strlen(policy) != n || strncmp(spec, policy, n)) return 0;
+    for (const char *p = colon ? colon + 1 : ""; *p;) {
+        const char *end = strchr(p, ','), *eq = strchr(p, '=');
+        if (!end) end = p + strlen(p);
+        if (!eq || eq > end) return 0;
+        size_t len;
+        const char *v = param_value(params, p, (size_t)(eq - p), &len);
+        if (!v || !same_value(v, len, eq + 1, (size_t)(end - eq - 1))) return 0;
+        p = *end ? end + 1 : end;
+    }
+    return 1;
+}
+
+static int policy_listed(const char *list, const char *policy)
+{
+    size_t n = strlen(policy);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        if ((size_t)(end - p) == n && !strncmp(p, policy, n)) return 1;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static int selected(const PlotOptions *opt, const char *policy, const char *params)
+{
+    if (!opt->n_policy && !opt->n_config) return 1;
+    for (int i = 0; i < opt->n_policy; i++)
+        if (policy_listed(opt->policy[i], policy)) return 1;
+    for (int i = 0; i < opt->n_config; i++)
+        if (config_matches(opt->config[i], policy, params)) return 1;
+    return 0;
+}
+
+/* Every --policy name and --config must match a configuration somewhere. */
+static int check_filters(const FigureJob *job, const Results *r, int n, KvError *err)
+{
+    const PlotOptions *opt = job->opt;
+    for (int i = 0; i < opt->n_config; i++) {
+        int hit = 0;
+        for (int f = 0; f < n; f++)
+            for (int c = 0; c < r[f].C; c++) hit |= config_matches(opt->config[i], r[f].policy[c], r[f].params[c]);
+        if (!hit) return kv_fail(err, "--config %s: no such configuration in %s", opt->config[i], job->input);
+    }
+    for (int i = 0; i < opt->n_policy; i++) {
+        char list[1024], *save = NULL;
+        snprintf(list, sizeof list, "%s", opt->policy[i]);
+        for (char *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+            int hit = 0;
+            for (int f = 0; f < n; f++)
+                for (int c = 0; c < r[f].C; c++) hit |= !strcmp(r[f].policy[c], p);
+            if (!hit) return kv_fail(err, "--policy %s: no such policy in %s", p, job->input);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ loading */
+
+static int results_load(const FigureJob *job, const PlotInput *in, Results *r, KvError *err)
 {
     memset(r, 0, sizeof *r);
+    r->in = in;
     int rank;
     hsize_t dims[8], ages[8];
-    hid_t f = job->file;
+    hid_t f = in->file;
     if (h5_dataset_shape(f, "configs/budget_tokens", &rank, dims) || rank != 2)
-        return kv_fail(err, "%s: damaged file (configs)", job->input);
+        return kv_fail(err, "%s: damaged file (configs/budget_tokens)", in->path);
+    if (dims[0] < 1) return kv_fail(err, "%s: holds no configurations; nothing to plot", in->path);
+    if (dims[1] < 1) return kv_fail(err, "%s: holds no sequences; nothing to plot", in->path);
+    if (dims[0] > MAX_CONFIGS || dims[1] > MAX_SEQUENCES || dims[0] * dims[1] > (hsize_t)1 << 31)
+        return kv_fail(err, "%s: damaged file (%llu configurations x %llu sequences)", in->path,
+                       (unsigned long long)dims[0], (unsigned long long)dims[1]);
     r->C = (int)dims[0];
     r->S = (int)dims[1];
-    if (h5_dataset_shape(f, "eviction_age", &rank, ages) == 0 && rank == 2) r->T = (int)ages[1]; /* results only */
+    if (h5_dataset_shape(f, "eviction_age", &rank, ages) == 0) { /* results only */
+        if (rank != 2 || ages[0] != dims[0] || ages[1] < 1 || ages[1] > MAX_TOKENS)
+            return kv_fail(err, "%s: damaged file (eviction_age)", in->path);
+        r->T = (int)ages[1];
+    }
     r->policy = h5_read_strings(f, "configs/policy", r->C);
     r->params = h5_read_strings(f, "configs/params", r->C);
     r->budget = h5_read_strings(f, "configs/budget", r->C);
     r->fraction = malloc((size_t)r->C * sizeof(double));
     r->tokens = malloc((size_t)r->C * r->S * sizeof(int));
-    r->series = malloc((size_t)r->C * sizeof(int));
-    if (!r->policy || !r->params || !r->budget || !r->fraction || !r->tokens || !r->series ||
+    r->selected = malloc((size_t)r->C * sizeof(int));
+    if (!r->policy || !r->params || !r->budget || !r->fraction || !r->tokens || !r->selected ||
         h5_read_all(f, "configs/budget_fraction", H5T_NATIVE_DOUBLE, r->fraction, (size_t)r->C) ||
         h5_read_all(f, "configs/budget_tokens", H5T_NATIVE_INT, r->tokens, (size_t)r->C * r->S)) {
         results_free(r);
-        return kv_fail(err, "%s: damaged file (configs)", job->input);
+        return kv_fail(err, "%s: damaged file (configs)", in->path);
     }
-    for (int c = 0; c < r->C; c++) r->series[c] = -1;
+    for (int c = 0; c < r->C; c++) r->selected[c] = selected(job->opt, r->policy[c], r->params[c]);
     if (h5_attr_read_str(f, "mode", r->mode, sizeof r->mode)) snprintf(r->mode, sizeof r->mode, "streaming");
-    group_series(r);
+    figure_model(f, r->model, sizeof r->model);
     return 0;
 }
 
@@ -92,87 +191,215 @@ static int all_fractions(const Results *r)
     return 1;
 }
 
-static double budget_x(const Results *r, int c, int fractions)
+/* Every file of the figure's kind, checked against each other and the filters. */
+static int load_all(const FigureJob *job, Results **out, KvError *err)
 {
-    if (fractions) return 100 * r->fraction[c];
+    Results *r = calloc((size_t)job->n_in, sizeof *r);
+    if (!r) return kv_fail(err, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < job->n_in && rc == 0; i++) rc = results_load(job, job->in[i], &r[i], err);
+    for (int i = 1; i < job->n_in && rc == 0; i++) {
+        int tokens0 = !all_fractions(&r[0]), tokens = !all_fractions(&r[i]);
+        if (tokens0 != tokens)
+            rc = kv_fail(err, "%s gives budgets %s, %s %s: the budget axes differ; plot them separately", r[0].in->path,
+                         tokens0 ? "in tokens" : "as fractions", r[i].in->path, tokens ? "in tokens" : "as fractions");
+    }
+    if (rc == 0) rc = check_filters(job, r, job->n_in, err);
+    if (rc) {
+        results_free_all(r, job->n_in);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+/* ------------------------------------------------------------ series */
+
+static void series_free(Series *s)
+{
+    for (int f = 0; f < 64; f++) free(s->of[f]);
+}
+
+/* Groups the selected configs (those passing keep, when given) into series;
+ * labels show parameters when the inputs hold a policy with several, and
+ * the file's label when there are several files. */
+static int make_series(const Results *r, int n_files, const int *const *keep, Series *s, KvError *err)
+{
+    memset(s, 0, sizeof *s);
+    for (int f = 0; f < n_files && f < 64; f++) {
+        if (!(s->of[f] = malloc((size_t)r[f].C * sizeof(int)))) return kv_fail(err, "out of memory");
+        for (int c = 0; c < r[f].C; c++) {
+            s->of[f][c] = -1;
+            if (!r[f].selected[c] || (keep && !keep[f][c])) continue;
+            int k = 0;
+            while (k < s->n && (s->file[k] != f || strcmp(s->key[k].family, r[f].policy[c]) ||
+                                strcmp(s->params[k], r[f].params[c])))
+                k++;
+            if (k == s->n) {
+                if (s->n == MAX_SERIES) return kv_fail(err, "more than %d series on one figure; choose some with --policy or --config", MAX_SERIES);
+                s->file[k] = f;
+                s->key[k] = (SeriesKey){.family = r[f].policy[c], .group = f};
+                snprintf(s->params[k], sizeof s->params[k], "%s", r[f].params[c]);
+                s->n++;
+            }
+            s->of[f][c] = k;
+        }
+    }
+    for (int k = 0; k < s->n; k++) {
+        int variants = 0; /* other parameters of the policy in the inputs, drawn or not */
+        for (int f = 0; f < n_files && !variants; f++)
+            for (int c = 0; c < r[f].C && !variants; c++)
+                variants = !strcmp(r[f].policy[c], s->key[k].family) && strcmp(r[f].params[c], s->params[k]);
+        const char *label = r[s->file[k]].in->label;
+        char name[192];
+        if (variants && s->params[k][0]) snprintf(name, sizeof name, "%s(%s)", s->key[k].family, s->params[k]);
+        else snprintf(name, sizeof name, "%s", s->key[k].family);
+        snprintf(s->label[k], sizeof s->label[k], "%s%s%s", label, label[0] ? ": " : "", name);
+    }
+    return 0;
+}
+
+static void series_styles(FigureJob *job, const Series *s, const int *used)
+{
+    const char *labels[MAX_SERIES];
+    SeriesKey keys[MAX_SERIES];
+    int n = 0;
+    for (int k = 0; k < s->n; k++)
+        if (!used || used[k]) {
+            labels[n] = s->label[k];
+            keys[n++] = s->key[k];
+        }
+    figure_styles(job, "", labels, keys, n);
+}
+
+/* "stories260K" or "stories260K, stories15M"; modes likewise. */
+static void describe(const Results *r, int n, char *models, size_t cap_m, char *modes, size_t cap_o, int *sequences)
+{
+    models[0] = modes[0] = 0;
+    *sequences = 0;
+    for (int f = 0; f < n; f++) {
+        if (r[f].model[0] && !strstr(models, r[f].model))
+            snprintf(models + strlen(models), cap_m - strlen(models), "%s%s", models[0] ? ", " : "", r[f].model);
+        if (!strstr(modes, r[f].mode))
+            snprintf(modes + strlen(modes), cap_o - strlen(modes), "%s%s", modes[0] ? ", " : "", r[f].mode);
+        *sequences = r[f].S > *sequences ? r[f].S : *sequences;
+    }
+}
+
+/* Percent of T (or P) when every budget of the file is a fraction, else tokens. */
+static double budget_x(const Results *r, int c)
+{
+    if (all_fractions(r)) return 100 * r->fraction[c];
     double sum = 0;
     for (int s = 0; s < r->S; s++) sum += r->tokens[(size_t)c * r->S + s];
     return sum / r->S;
 }
 
-static void set_series_vars(FigureJob *job, const Results *r, const int *used)
+/* ------------------------------------------------------------ budget curves */
+
+static int read_summary(const Results *r, const char *metric, double *mean, double *std, KvError *err)
 {
-    char series[4096] = "", families[2048] = "";
-    for (int s = 0; s < r->n_series; s++) {
-        if (!used[s]) continue;
-        snprintf(series + strlen(series), sizeof series - strlen(series), "%s%s", series[0] ? " " : "", r->label[s]);
-        snprintf(families + strlen(families), sizeof families - strlen(families), "%s%s", families[0] ? " " : "",
-                 r->family[s]);
-    }
-    figure_var(job, "series", "%s", series);
-    figure_var(job, "families", "%s", families);
+    char name[96];
+    snprintf(name, sizeof name, "summary/%s_mean", metric);
+    int ok = h5_read_all(r->in->file, name, H5T_NATIVE_DOUBLE, mean, (size_t)r->C) == 0;
+    snprintf(name, sizeof name, "summary/%s_std", metric);
+    if (!ok || h5_read_all(r->in->file, name, H5T_NATIVE_DOUBLE, std, (size_t)r->C))
+        return kv_fail(err, "%s: damaged file (%s)", r->in->path, name);
+    return 0;
 }
 
 /* One block per series: budget, mean, std sorted by budget. */
-static int budget_curves(FigureJob *job, const char *metric, const char *ylabel, const char *what, KvError *err)
+static int write_curves(FigureJob *job, const Results *r, const Series *s, double *const *mean, double *const *std,
+                        int *used, char *rel, size_t cap, KvError *err)
 {
-    Results r;
-    if (results_load(job, &r, err)) return -1;
-    size_t C = (size_t)r.C;
-    double *mean = malloc(C * sizeof(double)), *std = malloc(C * sizeof(double));
-    int *order = malloc(C * sizeof(int)), used[64] = {0}, rc = -1, fractions = all_fractions(&r), any = 0;
-    char name[96], rel[256], file[64];
+    char file[64];
     snprintf(file, sizeof file, "%s.dat", job->name);
-    FILE *out = NULL;
-    if (!mean || !std || !order) { kv_fail(err, "out of memory"); goto done; }
-    snprintf(name, sizeof name, "summary/%s_mean", metric);
-    int ok = h5_read_all(job->file, name, H5T_NATIVE_DOUBLE, mean, C) == 0;
-    snprintf(name, sizeof name, "summary/%s_std", metric);
-    if (!ok || h5_read_all(job->file, name, H5T_NATIVE_DOUBLE, std, C)) {
-        kv_fail(err, "%s: damaged results file (%s)", job->input, name);
-        goto done;
-    }
-    for (size_t c = 0; c < C; c++) any |= !isnan(mean[c]);
-    if (!any) { job->skip = 1; rc = 0; goto done; } /* e.g. output error turned off */
-    if (!(out = figure_data(job, file, rel, sizeof rel, err))) goto done;
-    fprintf(out, "# %s: budget mean std, one block per policy\n", metric);
-    for (int s = 0; s < r.n_series; s++) {
-        int n = 0;
-        for (int c = 0; c < r.C; c++)
-            if (r.series[c] == s && !isnan(mean[c])) order[n++] = c;
+    FILE *out = figure_data(job, file, rel, cap, err);
+    if (!out) return -1;
+    fprintf(out, "# budget mean std, one block per series (label in the block's first comment)\n");
+    for (int k = 0; k < s->n; k++) {
+        const Results *rf = &r[s->file[k]];
+        int order[4096], n = 0, f = s->file[k];
+        for (int c = 0; c < rf->C && n < 4096; c++)
+            if (s->of[f][c] == k && !isnan(mean[f][c])) order[n++] = c;
         for (int i = 1; i < n; i++) /* few budgets: insertion sort by budget */
-            for (int j = i; j > 0 && budget_x(&r, order[j], fractions) < budget_x(&r, order[j - 1], fractions); j--) {
+            for (int j = i; j > 0 && budget_x(rf, order[j]) < budget_x(rf, order[j - 1]); j--) {
                 int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
             }
         if (!n) continue;
-        used[s] = 1;
-        fprintf(out, "# %s\n", r.label[s]);
+        used[k] = 1;
+        fprintf(out, "# %s\n", s->label[k]);
         for (int i = 0; i < n; i++)
-            fprintf(out, "%.6g %.9g %.9g\n", budget_x(&r, order[i], fractions), mean[order[i]],
-                    isnan(std[order[i]]) ? 0.0 : std[order[i]]);
+            fprintf(out, "%.6g %.9g %.9g\n", budget_x(rf, order[i]), mean[f][order[i]],
+                    isnan(std[f][order[i]]) ? 0.0 : std[f][order[i]]);
         fprintf(out, "\n\n");
     }
-    if (figure_data_close(out, file, err)) goto done;
-    char model[128];
-    figure_model(job, model, sizeof model);
+    return figure_data_close(job, out, file, err);
+}
+
+/* ymin, ymax for a symmetric log axis (linear within ±0.01): a little
+ * beyond the data, 0 always inside. */
+static void symlog_range(FigureJob *job, double lo, double hi)
+{
+    figure_num(job, "symlog", 1);
+    figure_num(job, "ymin", lo < -0.005 ? lo * 1.6 : -0.005);
+    figure_num(job, "ymax", hi > 0.005 ? hi * 1.6 : 0.005);
+}
+
+static int budget_curves(FigureJob *job, const char *metric, const char *ylabel, const char *what, KvError *err)
+{
+    Results *r;
+    if (load_all(job, &r, err)) return -1;
+    int n = job->n_in, rc = -1, any = 0, used[MAX_SERIES] = {0};
+    double *mean[64] = {0}, *std[64] = {0};
+    Series s;
+    char rel[256];
+    if (make_series(r, n, NULL, &s, err)) goto done;
+    for (int f = 0; f < n; f++) {
+        mean[f] = malloc((size_t)r[f].C * sizeof(double));
+        std[f] = malloc((size_t)r[f].C * sizeof(double));
+        if (!mean[f] || !std[f]) { kv_fail(err, "out of memory"); goto done; }
+        if (read_summary(&r[f], metric, mean[f], std[f], err)) goto done;
+        for (int c = 0; c < r[f].C; c++) any |= r[f].selected[c] && !isnan(mean[f][c]);
+    }
+    if (!any) { job->skip = 1; rc = 0; goto done; } /* e.g. output error turned off */
+    if (write_curves(job, r, &s, mean, std, used, rel, sizeof rel, err)) goto done;
+    char models[256], modes[64];
+    int S, fractions = all_fractions(&r[0]);
+    describe(r, n, models, sizeof models, modes, sizeof modes, &S);
     figure_var(job, "data", "%s", rel);
-    figure_var(job, "title", "%s%s%s vs cache budget (%s mode; mean over %d sequence%s, bars: 1 s.d.)", model,
-               model[0] ? ": " : "", what, r.mode, r.S, r.S == 1 ? "" : "s");
-    figure_var(job, "xlabel", fractions ? (!strcmp(r.mode, "prefill") ? "cache budget (%% of the prompt length P)"
-                                                                       : "cache budget (%% of the sequence length T)")
-                                        : "cache budget (tokens)");
+    int eval = job->in[0]->kind == INPUT_EVAL;
+    figure_var(job, "title", "%s%s%s vs cache budget|%s; mean over %s%d %s%s, bars: 1 s.d.", models,
+               models[0] ? ": " : "", what, modes, n > 1 ? "up to " : "", S, eval ? "text" : "sequence",
+               S == 1 ? "" : "s");
+    figure_var(job, "xlabel", !fractions ? "cache budget (tokens)"
+                              : !strcmp(modes, "prefill") ? "cache budget (%% of the prompt length P)"
+                              : !strcmp(modes, "streaming") ? "cache budget (%% of the sequence length T)"
+                                                            : "cache budget (%% of T streaming, of P prefill)");
     figure_var(job, "ylabel", "%s", ylabel);
-    set_series_vars(job, &r, used);
+    if (!strcmp(metric, "delta_nll")) { /* symmetric log axis: its range from the data */
+        double lo = 0, hi = 0;
+        for (int f = 0; f < n; f++)
+            for (int c = 0; c < r[f].C; c++)
+                if (r[f].selected[c] && !isnan(mean[f][c])) {
+                    double sd = isnan(std[f][c]) ? 0 : std[f][c];
+                    lo = fmin(lo, mean[f][c] - sd);
+                    hi = fmax(hi, mean[f][c] + sd);
+                }
+        symlog_range(job, lo, hi);
+    }
+    series_styles(job, &s, used);
     rc = 0;
 done:
-    free(mean); free(std); free(order);
-    results_free(&r);
+    for (int f = 0; f < n; f++) { free(mean[f]); free(std[f]); }
+    series_free(&s);
+    results_free_all(r, n);
     return rc;
 }
 
 int figure_mass(FigureJob *job, KvError *err)
 {
-    return budget_curves(job, "retained_mass", "retained attention mass m_t (1 = nothing lost)", "retained mass",
+    return budget_curves(job, "retained_mass", "retained attention mass m_t", "retained mass",
                          err);
 }
 
@@ -181,27 +408,50 @@ int figure_error(FigureJob *job, KvError *err)
     return budget_curves(job, "output_error", "relative output error ||o - o~|| / ||o||", "output error", err);
 }
 
-/* The budget the one-budget figures show: as asked, else the middle one. */
-static int pick_budget(const FigureJob *job, const Results *r, char *out, size_t cap, KvError *err)
+int figure_nll(FigureJob *job, KvError *err)
+{
+    return budget_curves(job, "delta_nll", "NLL increase over the full cache (nats/token)",
+                         "closed-loop NLL increase", err);
+}
+
+/* ------------------------------------------------------------ one budget */
+
+/* The budget the one-budget figures show: as asked, else the middle one of the first file. */
+static int pick_budget(const FigureJob *job, const Results *r, int n, char *out, size_t cap, KvError *err)
 {
     if (job->opt->budget) {
-        for (int c = 0; c < r->C; c++)
-            if (!strcmp(r->budget[c], job->opt->budget)) {
-                snprintf(out, cap, "%s", r->budget[c]);
-                return 0;
-            }
-        return kv_fail(err, "%s: no configuration with budget '%s'", job->input, job->opt->budget);
+        for (int f = 0; f < n; f++) {
+            int found = 0;
+            for (int c = 0; c < r[f].C; c++) found |= !strcmp(r[f].budget[c], job->opt->budget);
+            if (!found) return kv_fail(err, "%s: no configuration with budget '%s'", r[f].in->path, job->opt->budget);
+        }
+        snprintf(out, cap, "%s", job->opt->budget);
+        return 0;
     }
-    int distinct[256], n = 0;
-    for (int c = 0; c < r->C && n < 256; c++) {
+    int distinct[256], count = 0;
+    for (int c = 0; c < r[0].C && count < 256; c++) {
         int seen = 0;
-        for (int j = 0; j < n; j++) seen |= !strcmp(r->budget[distinct[j]], r->budget[c]);
-        if (!seen) distinct[n++] = c;
+        for (int j = 0; j < count; j++) seen |= !strcmp(r[0].budget[distinct[j]], r[0].budget[c]);
+        if (!seen) distinct[count++] = c;
     }
-    snprintf(out, cap, "%s", r->budget[distinct[n / 2]]);
+    snprintf(out, cap, "%s", r[0].budget[distinct[count / 2]]); /* count >= 1: C >= 1 */
     return 0;
 }
 
+/* keep[f][c]: the config has the budget (and, for retention, is not `full`). */
+static int keep_budget(const Results *r, int n, const char *budget, int skip_full, int **keep, KvError *err)
+{
+    for (int f = 0; f < n; f++) {
+        if (!(keep[f] = malloc((size_t)r[f].C * sizeof(int)))) return kv_fail(err, "out of memory");
+        for (int c = 0; c < r[f].C; c++)
+            keep[f][c] = !strcmp(r[f].budget[c], budget) && !(skip_full && !strcmp(r[f].policy[c], "full"));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ retention */
+
+/* One map as a matrix: 1 held, 0 evicted, -1 not yet produced (i > t). */
 static int write_retention_matrix(FigureJob *job, const uint8_t *map, int T, const char *file, char *rel, size_t cap,
                                   KvError *err)
 {
@@ -211,161 +461,334 @@ static int write_retention_matrix(FigureJob *job, const uint8_t *map, int T, con
         for (int i = 0; i < T; i++) fputs(i > t ? "-1 " : map[(size_t)t * T + i] ? "1 " : "0 ", out);
         fputc('\n', out);
     }
-    return figure_data_close(out, file, err);
+    return figure_data_close(job, out, file, err);
 }
 
-int figure_retention(FigureJob *job, KvError *err)
+/* One map as rectangles: for every token i, each run of steps t in which
+ * it is evicted (block 0) or held (block 1) is one rectangle "i t_first
+ * t_last".  Vector output stays small (a real policy holds a token over one
+ * run) and has no resampling moiré. */
+static int write_retention_runs(FigureJob *job, const uint8_t *map, int T, const char *file, char *rel, size_t cap,
+                                KvError *err)
 {
-    static const char *SHOWN[] = {"h2o", "a2sf", "vatp", "knorm", "window"};
-    if (!h5_exists(job->file, "retention")) { job->skip = 1; return 0; }
-    Results r;
-    if (results_load(job, &r, err)) return -1;
-    int rank, rc = -1;
-    hsize_t dims[8];
-    uint8_t *maps = NULL;
-    char budget[32], files[2048] = "", series[512] = "";
-    long long layer = 0, unit = 0;
-    if (pick_budget(job, &r, budget, sizeof budget, err)) goto done;
-    if (h5_dataset_shape(job->file, "retention", &rank, dims) || rank != 3 || (int)dims[0] != r.C) {
-        kv_fail(err, "%s: damaged results file (retention)", job->input);
-        goto done;
+    FILE *out = figure_data(job, file, rel, cap, err);
+    if (!out) return -1;
+    fprintf(out, "# position first_step last_step: runs of steps t >= i in which token i is evicted (block 0) or "
+                 "held (block 1)\n");
+    for (int held = 0; held < 2; held++) {
+        fprintf(out, "# %s\n", held ? "held" : "evicted");
+        for (int i = 0; i < T; i++)
+            for (int t = i; t < T;) {
+                int state = map[(size_t)t * T + i] != 0, end = t;
+                while (end + 1 < T && (map[(size_t)(end + 1) * T + i] != 0) == state) end++;
+                if (state == held) fprintf(out, "%d %d %d\n", i, t, end);
+                t = end + 1;
+            }
+        fprintf(out, "\n\n");
     }
-    int T = (int)dims[1];
-    maps = malloc((size_t)r.C * T * T);
-    hid_t d = H5Dopen2(job->file, "retention", H5P_DEFAULT);
+    return figure_data_close(job, out, file, err);
+}
+
+/* Long parameter lists go on two lines ("|" breaks the line in the script). */
+static void wrap_params(const char *params, char *out, size_t cap)
+{
+    size_t n = strlen(params);
+    const char *best = NULL;
+    for (const char *c = strchr(params, ','); c && n > 22; c = strchr(c + 1, ','))
+        if (!best || labs((long)(c - params) - (long)n / 2) < labs((long)(best - params) - (long)n / 2)) best = c;
+    if (best) snprintf(out, cap, "%.*s|%s", (int)(best - params + 1), params, best + 1);
+    else snprintf(out, cap, "%s", params);
+}
+
+/* One file's maps for the series drawn; appends to files/titles. */
+static int retention_of_file(FigureJob *job, const Results *r, const Series *s, int f, const int *keep, char *files,
+                             char *titles, size_t cap, int *panels, int *max_T, char *unit_text, size_t unit_cap,
+                             KvError *err)
+{
+    int rank, T;
+    hsize_t dims[8];
+    long long layer = 0, unit = 0;
+    if (!h5_exists(r->in->file, "retention")) return 0;
+    if (h5_dataset_shape(r->in->file, "retention", &rank, dims) || rank != 3 || (int)dims[0] != r->C ||
+        dims[1] != dims[2] || dims[1] < 1 || dims[1] > 16384)
+        return kv_fail(err, "%s: damaged file (retention)", r->in->path);
+    T = (int)dims[1];
+    *max_T = T > *max_T ? T : *max_T;
+    hid_t d = H5Dopen2(r->in->file, "retention", H5P_DEFAULT);
     if (d >= 0) {
         h5_attr_read_int(d, "layer", &layer);
         h5_attr_read_int(d, "unit", &unit);
         H5Dclose(d);
     }
-    if (!maps || h5_read_all(job->file, "retention", H5T_NATIVE_UINT8, maps, (size_t)r.C * T * T)) {
-        kv_fail(err, "%s: cannot read the retention maps", job->input);
-        goto done;
+    uint8_t *maps = malloc((size_t)r->C * T * T);
+    if (!maps || h5_read_all(r->in->file, "retention", H5T_NATIVE_UINT8, maps, (size_t)r->C * T * T)) {
+        free(maps);
+        return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
     }
-    int tokens = 0, shown = 0;
-    for (size_t p = 0; p < sizeof SHOWN / sizeof SHOWN[0]; p++)
-        for (int c = 0; c < r.C; c++) {
-            if (strcmp(r.policy[c], SHOWN[p]) || strcmp(r.budget[c], budget)) continue;
-            char file[64], rel[256];
-            snprintf(file, sizeof file, "retention_%s.dat", SHOWN[p]);
-            if (write_retention_matrix(job, maps + (size_t)c * T * T, T, file, rel, sizeof rel, err)) goto done;
-            snprintf(files + strlen(files), sizeof files - strlen(files), "%s%s", shown ? " " : "", rel);
-            snprintf(series + strlen(series), sizeof series - strlen(series), "%s%s", shown ? " " : "", SHOWN[p]);
-            tokens = r.tokens[(size_t)c * r.S];
-            shown++;
-            break;
+    snprintf(unit_text + strlen(unit_text), unit_cap - strlen(unit_text), "%s%s%slayer %lld kv head %lld, T = %d",
+             unit_text[0] ? "; " : "", r->in->label, r->in->label[0] ? ": " : "", layer, unit, T);
+    int rc = 0;
+    for (int c = 0; c < r->C && rc == 0; c++) {
+        if (!keep[c] || s->of[f][c] < 0) continue;
+        char file[64], rel[256];
+        snprintf(file, sizeof file, "retention_%d.dat", *panels);
+        rc = write_retention_runs(job, maps + (size_t)c * T * T, T, file, rel, sizeof rel, err);
+        if (rc == 0 && !strcmp(job->opt->format, "svg")) { /* SVG: one embedded image per map, not rectangles */
+            char matrix[64], ignored[256];
+            snprintf(matrix, sizeof matrix, "retention_%d.matrix", *panels);
+            rc = write_retention_matrix(job, maps + (size_t)c * T * T, T, matrix, ignored, sizeof ignored, err);
         }
-    if (!shown) { job->skip = 1; rc = 0; goto done; }
-    char model[128];
-    figure_model(job, model, sizeof model);
+        int tokens = r->tokens[(size_t)c * r->S]; /* S >= 1 */
+        snprintf(files + strlen(files), cap - strlen(files), "%s%s", *panels ? " " : "", rel);
+        char params[200];
+        wrap_params(r->params[c], params, sizeof params);
+        snprintf(titles + strlen(titles), cap - strlen(titles), "%s\"%s%s%s (B = %d)|%s\"", *panels ? " " : "",
+                 r->in->label, r->in->label[0] ? ": " : "", r->policy[c], tokens, params);
+        (*panels)++;
+    }
+    free(maps);
+    return rc;
+}
+
+int figure_retention(FigureJob *job, KvError *err)
+{
+    Results *r;
+    if (load_all(job, &r, err)) return -1;
+    int n = job->n_in, rc = -1, panels = 0, max_T = 0, *keep[64] = {0};
+    char budget[32], *files = malloc(65536), *titles = malloc(65536), units[512] = "";
+    Series s = {0};
+    if (!files || !titles) { kv_fail(err, "out of memory"); goto done; }
+    files[0] = titles[0] = 0;
+    if (pick_budget(job, r, n, budget, sizeof budget, err) || keep_budget(r, n, budget, !job->opt->n_policy && !job->opt->n_config, keep, err) ||
+        make_series(r, n, (const int *const *)keep, &s, err))
+        goto done;
+    for (int f = 0; f < n; f++)
+        if (retention_of_file(job, &r[f], &s, f, keep[f], files, titles, 65536, &panels, &max_T, units, sizeof units, err))
+            goto done;
+    if (!panels) { job->skip = 1; rc = 0; goto done; }
+    int cols = job->opt->size && !strcmp(job->opt->size, "column") ? 2 : panels < 4 ? panels : 4;
+    int rows = (panels + cols - 1) / cols;
+    char models[256], modes[64];
+    int S;
+    describe(r, n, models, sizeof models, modes, sizeof modes, &S);
     figure_var(job, "files", "%s", files);
-    figure_var(job, "series", "%s", series);
-    figure_num(job, "width", 360.0 * shown + 100);
-    figure_num(job, "height", 520);
-    figure_num(job, "T", T);
-    figure_var(job, "title", "%s%stokens held at each step (dark), layer %lld kv head %lld, budget %s = %d tokens, "
-               "sequence 0", model, model[0] ? ": " : "", layer, unit, budget, tokens);
+    figure_var(job, "titles", "%s", titles);
+    figure_num(job, "cols", cols);
+    figure_num(job, "rows", rows);
+    figure_num(job, "T", max_T);
+    job->aspect = (rows * (6.66 / cols + 0.56) + 0.5) / 7.0;
+    figure_var(job, "title", "%s%stokens held (dark) at each step t (rows) by position i (columns), budget %s",
+               models, models[0] ? ": " : "", budget);
+    figure_var(job, "title2", "%s, sequence 0", units);
     rc = 0;
 done:
-    free(maps);
-    results_free(&r);
+    for (int f = 0; f < n; f++) free(keep[f]);
+    free(files);
+    free(titles);
+    series_free(&s);
+    results_free_all(r, n);
     return rc;
+}
+
+/* ------------------------------------------------------------ eviction ages */
+
+typedef struct {
+    double total, mean, p[5]; /* p5, p25, p50, p75, p95 */
+} AgeStats;
+
+/* Percentiles of a histogram of ages; counts are summed as doubles (they
+ * may be huge), a negative count is damage. */
+static int age_stats(const long *h, int T, AgeStats *st)
+{
+    static const double Q[5] = {0.05, 0.25, 0.5, 0.75, 0.95};
+    double total = 0, weighted = 0;
+    for (int a = 0; a < T; a++) {
+        if (h[a] < 0) return -1;
+        total += (double)h[a];
+        weighted += (double)h[a] * a;
+    }
+    st->total = total;
+    st->mean = total > 0 ? weighted / total : NAN;
+    for (int q = 0; q < 5; q++) {
+        double below = 0;
+        st->p[q] = NAN;
+        for (int a = 0; a < T && total > 0; a++) {
+            below += (double)h[a];
+            if (below >= Q[q] * total) { st->p[q] = a; break; }
+        }
+    }
+    return 0;
+}
+
+/* The cumulative share of evictions by age: a vertical step at every age
+ * that occurs, so a single-age policy draws one visible step. */
+static void write_age_cdf(FILE *out, const long *h, int T, double total)
+{
+    double below = 0;
+    for (int a = 0; a < T; a++) {
+        if (!h[a]) continue;
+        fprintf(out, "%d %.9g\n", a, below / total);
+        below += (double)h[a];
+        fprintf(out, "%d %.9g\n", a, below / total);
+    }
+}
+
+static int read_ages(const Results *r, long **ages, KvError *err)
+{
+    *ages = malloc((size_t)r->C * r->T * sizeof(long));
+    if (!*ages || h5_read_all(r->in->file, "eviction_age", H5T_NATIVE_LONG, *ages, (size_t)r->C * r->T))
+        return kv_fail(err, "%s: damaged file (eviction_age)", r->in->path);
+    return 0;
+}
+
+static int write_ages(FigureJob *job, const Results *r, const Series *s, long *const *ages, int *used, char *rel,
+                      char *rel_box, KvError *err)
+{
+    FILE *cdf = figure_data(job, "eviction_age.dat", rel, 256, err), *box = NULL;
+    if (!cdf || !(box = figure_data(job, "eviction_age_box.dat", rel_box, 256, err))) {
+        if (cdf) fclose(cdf);
+        return -1;
+    }
+    fprintf(cdf, "# age cumulative_share_of_evictions: one block per series, a vertical step at each age\n");
+    fprintf(box, "# series p5 p25 median p75 p95 mean evictions (ages t - i, one block per series)\n");
+    int rc = 0, drawn = 0;
+    for (int k = 0; k < s->n && rc == 0; k++) {
+        int f = s->file[k];
+        for (int c = 0; c < r[f].C; c++) {
+            if (s->of[f][c] != k) continue;
+            const long *h = ages[f] + (size_t)c * r[f].T;
+            AgeStats st;
+            if (age_stats(h, r[f].T, &st)) { rc = kv_fail(err, "%s: damaged file (negative eviction count)", r[f].in->path); break; }
+            if (st.total <= 0) break; /* never evicted (full, or budget >= T) */
+            used[k] = 1;
+            fprintf(cdf, "# %s\n", s->label[k]);
+            write_age_cdf(cdf, h, r[f].T, st.total);
+            fprintf(cdf, "\n\n");
+            fprintf(box, "# %s\n%d %g %g %g %g %g %.6g %.17g\n\n\n", s->label[k], ++drawn, st.p[0], st.p[1], st.p[2],
+                    st.p[3], st.p[4], st.mean, st.total);
+            break;
+        }
+    }
+    int a = figure_data_close(job, cdf, "eviction_age.dat", err), b = figure_data_close(job, box, "eviction_age_box.dat", err);
+    return rc || a || b ? -1 : 0;
 }
 
 int figure_eviction_age(FigureJob *job, KvError *err)
 {
-    Results r;
-    if (results_load(job, &r, err)) return -1;
-    int rc = -1, used[64] = {0};
-    long *ages = malloc((size_t)r.C * r.T * sizeof(long));
-    char budget[32], rel[256];
-    FILE *out = NULL;
-    if (!ages || h5_read_all(job->file, "eviction_age", H5T_NATIVE_LONG, ages, (size_t)r.C * r.T)) {
-        kv_fail(err, "%s: damaged results file (eviction_age)", job->input);
+    Results *r;
+    if (load_all(job, &r, err)) return -1;
+    int n = job->n_in, rc = -1, used[MAX_SERIES] = {0}, *keep[64] = {0};
+    long *ages[64] = {0};
+    char budget[32], rel[256], rel_box[256];
+    Series s = {0};
+    for (int f = 0; f < n; f++)
+        if (!r[f].T) { kv_fail(err, "%s: has no eviction ages (not a results file?)", r[f].in->path); goto done; }
+    if (pick_budget(job, r, n, budget, sizeof budget, err) || keep_budget(r, n, budget, 0, keep, err) ||
+        make_series(r, n, (const int *const *)keep, &s, err))
         goto done;
-    }
-    if (pick_budget(job, &r, budget, sizeof budget, err)) goto done;
-    int bin = r.T > 40 ? (r.T + 39) / 40 : 1, any = 0;
-    if (!(out = figure_data(job, "eviction_age.dat", rel, sizeof rel, err))) goto done;
-    fprintf(out, "# age_bin_start share_of_evictions, one block per policy, budget %s\n", budget);
-    for (int c = 0; c < r.C; c++) {
-        const long *h = ages + (size_t)c * r.T;
-        long total = 0;
-        for (int a = 0; a < r.T; a++) total += h[a];
-        if (strcmp(r.budget[c], budget) || total == 0 || used[r.series[c]]) continue;
-        used[r.series[c]] = any = 1;
-        fprintf(out, "# %s\n", r.label[r.series[c]]);
-        for (int a0 = 0; a0 < r.T; a0 += bin) {
-            long n = 0;
-            for (int a = a0; a < a0 + bin && a < r.T; a++) n += h[a];
-            if (n) fprintf(out, "%d %.9g\n", a0, (double)n / total);
-            else fprintf(out, "%d NaN\n", a0);
-        }
-        fprintf(out, "\n\n");
-    }
-    if (figure_data_close(out, "eviction_age.dat", err)) goto done;
-    if (!any) { job->skip = 1; rc = 0; goto done; }
-    char model[128];
-    figure_model(job, model, sizeof model);
+    for (int f = 0; f < n; f++)
+        if (read_ages(&r[f], &ages[f], err)) goto done;
+    if (write_ages(job, r, &s, ages, used, rel, rel_box, err)) goto done;
+    int drawn = 0;
+    for (int k = 0; k < s.n; k++) drawn += used[k];
+    if (!drawn) { job->skip = 1; rc = 0; goto done; }
+    char models[256], modes[64];
+    int S;
+    describe(r, n, models, sizeof models, modes, sizeof modes, &S);
     figure_var(job, "data", "%s", rel);
-    figure_num(job, "binwidth", bin);
-    figure_var(job, "title", "%s%sage of tokens at eviction, budget %s (all sequences, layers and heads)", model,
-               model[0] ? ": " : "", budget);
-    set_series_vars(job, &r, used);
+    figure_var(job, "boxes", "%s", rel_box);
+    job->aspect = 0.62 + 0.012 * drawn;
+    figure_var(job, "title", "%s%sage of tokens at eviction, budget %s|all sequences, layers and heads", models,
+               models[0] ? ": " : "", budget);
+    series_styles(job, &s, used);
     rc = 0;
 done:
-    free(ages);
-    results_free(&r);
+    for (int f = 0; f < n; f++) { free(keep[f]); free(ages[f]); }
+    series_free(&s);
+    results_free_all(r, n);
     return rc;
 }
 
-/* ---------------------------------------------------------------- eval files */
+/* ------------------------------------------------------------ offline vs closed */
 
-int figure_nll(FigureJob *job, KvError *err)
+static int ovc_file(const Results *r, const Series *s, int f, FILE *out, int *used, char *corr,
+                    size_t cap, double range[2], KvError *err)
 {
-    return budget_curves(job, "delta_nll", "closed-loop next-token NLL increase over the full cache (nats)",
-                         "closed-loop NLL increase", err);
-}
-
-int figure_offline_vs_closed(FigureJob *job, KvError *err)
-{
-    Results r;
-    if (results_load(job, &r, err)) return -1;
-    size_t C = (size_t)r.C;
-    double *mass = malloc(C * sizeof(double)), *delta = malloc(C * sizeof(double)), rho = NAN;
-    int used[64] = {0}, rc = -1;
-    char rel[256];
-    FILE *out = NULL;
-    if (!mass || !delta || h5_read_all(job->file, "summary/offline_retained_mass_mean", H5T_NATIVE_DOUBLE, mass, C) ||
-        h5_read_all(job->file, "summary/delta_nll_mean", H5T_NATIVE_DOUBLE, delta, C)) {
-        kv_fail(err, "%s: damaged eval file (summary)", job->input);
+    size_t C = (size_t)r->C;
+    double *mass = malloc(C * sizeof(double)), *delta = malloc(C * sizeof(double));
+    int rc = -1;
+    if (!mass || !delta || h5_read_all(r->in->file, "summary/offline_retained_mass_mean", H5T_NATIVE_DOUBLE, mass, C) ||
+        h5_read_all(r->in->file, "summary/delta_nll_mean", H5T_NATIVE_DOUBLE, delta, C)) {
+        kv_fail(err, "%s: damaged eval file (summary)", r->in->path);
         goto done;
     }
-    h5_attr_read_double(job->file, "rank_correlation", &rho);
-    if (!(out = figure_data(job, "offline_vs_closed.dat", rel, sizeof rel, err))) goto done;
-    fprintf(out, "# offline_retained_mass closed_loop_delta_nll budget, one block per policy\n");
-    for (int s = 0; s < r.n_series; s++) {
+    EvalRanks ranks;
+    eval_rank_correlations(mass, delta, (const char *const *)r->policy, (const char *const *)r->budget, r->C, &ranks);
+    fprintf(out, "# %s%sSpearman(offline mass, -dNLL) over configurations: all %+.3f, without full %+.3f, "
+                 "without full/knorm/random %+.3f; within a budget (mean): all %+.3f, without full %+.3f, "
+                 "without full/knorm/random %+.3f\n", r->in->label, r->in->label[0] ? ": " : "",
+            ranks.overall[EVAL_RANK_ALL], ranks.overall[EVAL_RANK_NO_FULL], ranks.overall[EVAL_RANK_CLOSE],
+            ranks.within_budget[EVAL_RANK_ALL], ranks.within_budget[EVAL_RANK_NO_FULL],
+            ranks.within_budget[EVAL_RANK_CLOSE]);
+    snprintf(corr + strlen(corr), cap - strlen(corr),
+             "%s%s%sSpearman(offline mass, -dNLL) over all configurations: %+.2f with full, %+.2f without|"
+             "within a budget (mean): %+.2f without full, %+.2f also without knorm and random",
+             corr[0] ? "|" : "", r->in->label, r->in->label[0] ? ": " : "", ranks.overall[EVAL_RANK_ALL],
+             ranks.overall[EVAL_RANK_NO_FULL], ranks.within_budget[EVAL_RANK_NO_FULL],
+             ranks.within_budget[EVAL_RANK_CLOSE]);
+    for (int c = 0; c < r->C; c++)
+        if (!isnan(delta[c]) && strcmp(r->policy[c], "full")) {
+            range[0] = fmin(range[0], delta[c]);
+            range[1] = fmax(range[1], delta[c]);
+        }
+    for (int k = 0; k < s->n; k++) {
+        if (s->file[k] != f || !strcmp(s->key[k].family, "full")) continue; /* full: mass 1, no increase */
         int any = 0;
-        if (!strcmp(r.family[s], "full")) continue; /* the reference itself: mass 1, no increase */
-        for (int c = 0; c < r.C; c++)
-            if (r.series[c] == s && !isnan(mass[c]) && !isnan(delta[c])) {
-                if (!any) fprintf(out, "# %s\n", r.label[s]);
-                fprintf(out, "%.9g %.9g %s\n", mass[c], delta[c], r.budget[c]);
-                any = used[s] = 1;
+        for (int c = 0; c < r->C; c++)
+            if (s->of[f][c] == k && !isnan(mass[c]) && !isnan(delta[c])) {
+                if (!any) fprintf(out, "# %s\n", s->label[k]);
+                fprintf(out, "%.9g %.9g %s\n", mass[c], delta[c], r->budget[c]);
+                any = used[k] = 1;
             }
         if (any) fprintf(out, "\n\n");
     }
-    if (figure_data_close(out, "offline_vs_closed.dat", err)) goto done;
-    char model[128];
-    figure_model(job, model, sizeof model);
-    figure_var(job, "data", "%s", rel);
-    figure_var(job, "title", "%s%soffline retained mass vs closed-loop NLL increase (mean over %d texts); "
-               "Spearman(mass, -dNLL) = %.2f", model, model[0] ? ": " : "", r.S, rho);
-    set_series_vars(job, &r, used);
     rc = 0;
 done:
     free(mass);
     free(delta);
-    results_free(&r);
+    return rc;
+}
+
+int figure_offline_vs_closed(FigureJob *job, KvError *err)
+{
+    Results *r;
+    if (load_all(job, &r, err)) return -1;
+    int n = job->n_in, rc = -1, used[MAX_SERIES] = {0};
+    char rel[256], corr[2048] = "";
+    double range[2] = {0, 0};
+    Series s = {0};
+    FILE *out = NULL;
+    if (make_series(r, n, NULL, &s, err) || !(out = figure_data(job, "offline_vs_closed.dat", rel, sizeof rel, err)))
+        goto done;
+    fprintf(out, "# offline_retained_mass closed_loop_delta_nll budget, one block per series (full left out)\n");
+    for (int f = 0; f < n; f++)
+        if (ovc_file(&r[f], &s, f, out, used, corr, sizeof corr, range, err)) goto done;
+    rc = figure_data_close(job, out, "offline_vs_closed.dat", err);
+    out = NULL;
+    if (rc) goto done;
+    char models[256], modes[64];
+    int S;
+    describe(r, n, models, sizeof models, modes, sizeof modes, &S);
+    figure_var(job, "data", "%s", rel);
+    figure_var(job, "title", "%s%soffline retained mass vs closed-loop NLL increase (mean over %d texts)", models,
+               models[0] ? ": " : "", S);
+    figure_var(job, "subtitle", "%s", corr);
+    symlog_range(job, range[0], range[1]);
+    job->aspect = 0.55 + 0.03 * n;
+    series_styles(job, &s, used);
+done:
+    if (out) fclose(out);
+    series_free(&s);
+    results_free_all(r, n);
     return rc;
 }

@@ -16,11 +16,11 @@ static int write_heatmap(FigureJob *job, const float *attention, int T, char *re
         const float *row = attention + (size_t)t * T;
         for (int i = 0; i < T; i++) {
             if (i > t) fputs("0 ", out);
-            else fprintf(out, "%.4g ", row[i] > 1e-6f ? row[i] : 1e-6f); /* below the colour range: darkest */
+            else fprintf(out, "%.4g ", row[i] > 1e-6f ? row[i] : 1e-6f); /* below the colour range: black */
         }
         fputc('\n', out);
     }
-    return figure_data_close(out, "heatmap.dat", err);
+    return figure_data_close(job, out, "heatmap.dat", err);
 }
 
 int figure_heatmap(FigureJob *job, KvError *err)
@@ -54,8 +54,7 @@ int figure_heatmap(FigureJob *job, KvError *err)
     figure_var(job, "data", "%s", rel);
     figure_var(job, "title", "%s: attention of layer %d head %d, sequence %d (T = %d, %d prompt tokens)", model, layer, head, opt->sequence, T, info.n_prompt);
     figure_num(job, "T", T);
-    figure_num(job, "width", 950);
-    figure_num(job, "height", 850);
+    figure_var(job, "logformat", "%s", figure_log_format(job));
     rc = 0;
 done:
     free(attention);
