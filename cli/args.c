@@ -1,3 +1,4 @@
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -103,12 +104,42 @@ void free_lines(char **lines, int n)
     free(lines);
 }
 
-void join_argv(int argc, char **argv, char *out, size_t cap)
+/* Appends one argument, single-quoted unless it is plainly safe for sh. */
+static void append_quoted(char *out, size_t *used, const char *arg)
 {
-    size_t used = 0;
-    out[0] = 0;
-    for (int i = 0; i < argc && used + 1 < cap; i++)
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? " " : "", argv[i]);
+    int plain = *arg != 0;
+    for (const char *c = arg; *c && plain; c++)
+        plain = isalnum((unsigned char)*c) || strchr("_@%+=:,./-", *c);
+    if (plain) {
+        *used += (size_t)sprintf(out + *used, "%s", arg);
+        return;
+    }
+    out[(*used)++] = '\'';
+    for (const char *c = arg; *c; c++) {
+        if (*c == '\'') {
+            memcpy(out + *used, "'\\''", 4);
+            *used += 4;
+        } else {
+            out[(*used)++] = *c;
+        }
+    }
+    out[(*used)++] = '\'';
+    out[*used] = 0;
+}
+
+char *cli_command_line(int argc, char **argv)
+{
+    size_t cap = 16;
+    for (int i = 0; i < argc; i++) cap += 4 * strlen(argv[i]) + 3;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    size_t used = (size_t)sprintf(out, "kvtrace");
+    for (int i = 0; i < argc; i++) {
+        out[used++] = ' ';
+        out[used] = 0;
+        append_quoted(out, &used, argv[i]);
+    }
+    return out;
 }
 
 int file_exists(const char *path)
@@ -127,17 +158,23 @@ int cli_add_policy(PolicySpec **list, int *n, const char *text, KvError *err)
     return 0;
 }
 
-int cli_set_budgets(BudgetSpec **list, int *n, const char *text, KvError *err)
+int cli_add_budgets(BudgetSpec **list, int *n, const char *text, KvError *err)
 {
     int count = 1;
     for (const char *c = text; *c; c++) count += *c == ',';
-    free(*list);
-    *n = 0;
-    if (!(*list = calloc((size_t)count, sizeof **list))) return kv_fail(err, "out of memory");
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", text);
+    BudgetSpec *grown = realloc(*list, (size_t)(*n + count) * sizeof **list);
+    char *copy = strdup(text);
+    if (!grown || !copy) {
+        if (grown) *list = grown;
+        free(copy);
+        return kv_fail(err, "out of memory");
+    }
+    *list = grown;
+    int before = *n, rc = 0;
     char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-        if (parse_budget(tok, &(*list)[(*n)++], err)) return -1;
-    return *n ? 0 : kv_fail(err, "--budget needs at least one budget");
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save))
+        rc = parse_budget(tok, &(*list)[(*n)++], err);
+    free(copy);
+    if (rc) return -1;
+    return *n > before ? 0 : kv_fail(err, "--budget needs at least one budget");
 }

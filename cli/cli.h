@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "../sim/simulate.h"
+#include "../util/output.h"
 
 int cmd_record(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -15,6 +16,7 @@ int cmd_simulate(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* Prints "kvtrace <cmd>: <msg>" and returns 1 (or 2 for usage errors). */
 int cli_error(const char *cmd, const char *msg);
@@ -30,10 +32,12 @@ int read_lines(const char *path, char ***lines, int *n);
 void free_lines(char **lines, int n);
 /* Appends a parsed "name[:k=v,...]" to a growing policy list. */
 int cli_add_policy(PolicySpec **list, int *n, const char *text, KvError *err);
-/* Replaces *list with the budgets of "20%,0.4,64". */
-int cli_set_budgets(BudgetSpec **list, int *n, const char *text, KvError *err);
-/* The command line joined with spaces, for provenance attributes. */
-void join_argv(int argc, char **argv, char *out, size_t cap);
+/* Appends the budgets of "20%,0.4,64" (--budget is repeatable, like --policy). */
+int cli_add_budgets(BudgetSpec **list, int *n, const char *text, KvError *err);
+/* "kvtrace <argv...>" with every argument shell-quoted where needed, so the
+ * provenance attribute of an output can be pasted back into a shell
+ * (malloc'd; argv is the subcommand's, argv[0] its name). */
+char *cli_command_line(int argc, char **argv);
 int file_exists(const char *path);
 
 #endif

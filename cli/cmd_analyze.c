@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../analysis/analysis.h"
 #include "cli.h"
@@ -24,28 +25,35 @@ static const char ANALYZE_HELP[] =
     "  --bootstrap N          bootstrap replicates (default 1000; 0 = no intervals)\n"
     "  --seed N               bootstrap seed (default 1)\n"
     "  --example L:H          layer and head whose per-position curves are stored (default middle layer, head 0)\n"
+    "  --threads N            worker threads over the heads of a layer (default: all cores); results do not depend on N\n"
     "  --allow-incomplete     analyse a trace whose recording was interrupted\n"
-    "  -o, --output FILE      analysis file (HDF5)\n";
+    "  -o, --output FILE      analysis file (HDF5)\n"
+    "  --csv FILE             per-head statistics as a tidy CSV (default: ANALYSIS with .csv)\n"
+    "  --force                replace an existing output file (never the trace)\n";
 
 static int parse_alphas(const char *text, AnalyzeOptions *o)
 {
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", text);
+    char *copy = strdup(text);
+    if (!copy) return -1;
     o->n_alpha = 0;
+    int rc = 0;
     char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (o->n_alpha == ANALYSIS_MAX_ALPHA || parse_double(tok, 0, 0.999999, &o->alphas[o->n_alpha])) return -1;
-        o->n_alpha++;
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+        if (o->n_alpha == ANALYSIS_MAX_ALPHA || parse_double(tok, 0, 0.999999, &o->alphas[o->n_alpha])) rc = -1;
+        else o->n_alpha++;
     }
-    return o->n_alpha ? 0 : -1;
+    free(copy);
+    return rc == 0 && o->n_alpha ? 0 : -1;
 }
 
-static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **output, KvError *err)
+static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **output, const char **csv, int *force,
+                      KvError *err)
 {
     static const struct option longopts[] = {
         {"alpha", 1, 0, 'a'}, {"budget-fraction", 1, 0, 'b'}, {"drop-fraction", 1, 0, 'd'},
         {"sink-tokens", 1, 0, 's'}, {"sink-attention", 1, 0, 'S'}, {"bootstrap", 1, 0, 'B'}, {"seed", 1, 0, 'r'},
-        {"example", 1, 0, 'e'}, {"allow-incomplete", 0, 0, 'i'}, {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'},
+        {"example", 1, 0, 'e'}, {"threads", 1, 0, 't'}, {"allow-incomplete", 0, 0, 'i'}, {"output", 1, 0, 'o'},
+        {"csv", 1, 0, 'c'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
     long v;
@@ -64,8 +72,11 @@ static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **out
             if (sscanf(optarg, "%d:%d", &o->example_layer, &o->example_head) != 2 || o->example_layer < 0)
                 return kv_fail(err, "--example needs LAYER:HEAD"), 2;
             break;
+        case 't': if (parse_int(optarg, 1, ANALYSIS_MAX_THREADS, &v)) return kv_fail(err, "--threads needs 1..%d", ANALYSIS_MAX_THREADS), 2; o->threads = (int)v; break;
         case 'i': o->allow_incomplete = 1; break;
         case 'o': *output = optarg; break;
+        case 'F': *force = 1; break;
+        case 'c': *csv = optarg; break;
         case 'h': printf(ANALYZE_HELP); return -1;
         default: return kv_fail(err, "unknown option or missing value: %s", argv[optind - 1]), 2;
         }
@@ -76,27 +87,46 @@ static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **out
     return 0;
 }
 
+static int write_analysis(const OutputFile *out, void *ctx, KvError *err)
+{
+    return analysis_write_hdf5(ctx, out, err);
+}
+
+static int write_csv(const OutputFile *out, void *ctx, KvError *err)
+{
+    return analysis_write_csv(ctx, out, err);
+}
+
 int cmd_analyze(int argc, char **argv)
 {
-    char cmdline[4096], full[4200];
-    join_argv(argc, argv, cmdline, sizeof cmdline);
-    snprintf(full, sizeof full, "kvtrace %s", cmdline);
     AnalyzeOptions opt;
     analyze_defaults(&opt);
-    const char *output = NULL;
+    opt.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    const char *output = NULL, *csv = NULL;
+    int force = 0;
     KvError err;
-    int rc = parse_args(argc, argv, &opt, &output, &err);
+    int rc = parse_args(argc, argv, &opt, &output, &csv, &force, &err);
     if (rc < 0) return 0;
     if (rc == 2) return cli_usage_error("analyze", "%s", err.msg);
-    opt.command_line = full;
+    char *cmdline = cli_command_line(argc, argv);
+    opt.command_line = cmdline;
     Analysis a;
-    if (analyze_run(&opt, &a, &err)) return cli_error("analyze", err.msg);
-    rc = analysis_write_hdf5(&a, output, &err);
-    if (rc == 0) {
-        analysis_print_report(&a, stdout);
-        fflush(stdout);
-        fprintf(stderr, "analysis -> %s\n", output);
+    OutputInputs inputs = {0};
+    char *default_csv = csv ? NULL : output_replace_extension(output, ".csv");
+    OutputJob jobs[2] = {{output, write_analysis, &a}, {csv ? csv : default_csv, write_csv, &a}};
+    rc = !jobs[1].path || output_list_add(&inputs, opt.trace) ? kv_fail(&err, "out of memory")
+                                                              : output_check_all(jobs, 2, force, &inputs, &err);
+    if (rc == 0 && (rc = analyze_run(&opt, &a, &err)) == 0) {
+        rc = output_write_all(jobs, 2, force, &err);
+        if (rc == 0) {
+            analysis_print_report(&a, stdout);
+            fflush(stdout);
+            fprintf(stderr, "analysis -> %s, %s\n", output, jobs[1].path);
+        }
+        analysis_free(&a);
     }
-    analysis_free(&a);
+    output_list_free(&inputs);
+    free(default_csv);
+    free(cmdline);
     return rc ? cli_error("analyze", err.msg) : 0;
 }

@@ -1,5 +1,6 @@
 /* kvtrace demo — the main job: record example traces from the bundled model
  * (or use the committed ones in traces/) and report what they hold. */
+#include <dirent.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,16 +13,19 @@
 #include "../plots/plot.h"
 #include "../sim/simulate.h"
 #include "../trace/recorder.h"
+#include "../util/datadir.h"
 #include "cli.h"
 
 static const char DEMO_HELP[] =
     "usage: kvtrace demo [--model MODEL.gguf] [-o DIR]\n"
     "\n"
     "Records traces of the prompts in traces/prompts.txt from MODEL (default: $KVTRACE_MODEL,\n"
-    "models/stories260K.gguf, or ../shared/models/stories260K.gguf), or, when no model is found,\n"
-    "uses the committed traces/stories260K.h5; replays them under every policy at 10%, 20% and 40%\n"
+    "./models/stories260K.gguf, or the source tree's models/ or ../shared/models/), or, when no model is\n"
+    "found, uses the example trace traces/stories260K.h5 (kvtrace's data folder: $KVTRACE_DATA, beside\n"
+    "the installed binary, or the source tree); replays them under every policy at 10%, 20% and 40%\n"
     "budgets; analyses the age bias and the key/value norms; draws every figure into DIR/figures and\n"
-    "prints a five-line summary. Everything goes into DIR (default demo-out).\n";
+    "prints a summary with the numbers each figure shows. Everything goes into DIR (default demo-out); files the demo would\n"
+    "write that exist already are refused unless --force.\n";
 
 #define DEMO_LAYER 2 /* the layer whose retention maps and heatmap the figures show */
 
@@ -43,7 +47,98 @@ static int demo_specs(PolicySpec *policies, BudgetSpec *budgets)
     return 0;
 }
 
-static int demo_simulate(const char *trace, const char *dir, const PolicySpec *policies, const BudgetSpec *budgets,
+/* The files the demo writes into its folder: all checked before it starts,
+ * each written under the output rule (util/output.h). */
+typedef struct {
+    const char *dir;
+    int force;
+    char trace[1100], results[1100], results_csv[1100], analysis[1100], analysis_csv[1100], eval[1100], eval_csv[1100],
+        eval_trace[1100], figures[1100];
+} DemoFiles;
+
+static void demo_files(DemoFiles *f, const char *dir, int force)
+{
+    f->dir = dir;
+    f->force = force;
+    snprintf(f->trace, sizeof f->trace, "%s/trace.h5", dir);
+    snprintf(f->results, sizeof f->results, "%s/results.h5", dir);
+    snprintf(f->results_csv, sizeof f->results_csv, "%s/results.csv", dir);
+    snprintf(f->analysis, sizeof f->analysis, "%s/analysis.h5", dir);
+    snprintf(f->analysis_csv, sizeof f->analysis_csv, "%s/analysis.csv", dir);
+    snprintf(f->eval, sizeof f->eval, "%s/eval.h5", dir);
+    snprintf(f->eval_csv, sizeof f->eval_csv, "%s/eval.csv", dir);
+    snprintf(f->eval_trace, sizeof f->eval_trace, "%s/eval-trace.h5", dir);
+    snprintf(f->figures, sizeof f->figures, "%s/figures", dir);
+}
+
+static int demo_check_outputs(const DemoFiles *f, int record, int eval)
+{
+    const char *paths[] = {f->results, f->results_csv, f->analysis, f->analysis_csv, record ? f->trace : NULL,
+                           eval ? f->eval : NULL, eval ? f->eval_csv : NULL, eval ? f->eval_trace : NULL};
+    OutputInputs seen = {0};
+    KvError err;
+    int rc = 0;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0] && rc == 0; i++) {
+        if (!paths[i]) continue;
+        rc = output_check(paths[i], f->force, &seen, &err) || output_list_add(&seen, paths[i]);
+    }
+    output_list_free(&seen);
+    if (rc) return cli_error("demo", err.msg);
+    /* the figures are plot's outputs (it checks each file); refuse early rather than after the work */
+    DIR *figures = f->force ? NULL : opendir(f->figures);
+    int old_figures = 0;
+    for (struct dirent *e; figures && (e = readdir(figures));) old_figures |= e->d_name[0] != '.';
+    if (figures) closedir(figures);
+    if (old_figures) {
+        fprintf(stderr, "kvtrace demo: %s exists and holds figures; use --force to replace them\n", f->figures);
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const SimResults *res;
+    const SimOptions *opt;
+    const Analysis *analysis;
+    const EvalResults *eval;
+    const EvalOptions *eval_opt;
+} DemoWrite;
+
+static int write_results(const OutputFile *out, void *ctx, KvError *err)
+{
+    const DemoWrite *w = ctx;
+    return sim_write_hdf5(w->res, w->opt, out, err);
+}
+
+static int write_results_csv(const OutputFile *out, void *ctx, KvError *err)
+{
+    const DemoWrite *w = ctx;
+    return sim_write_csv(w->res, w->opt, out, err);
+}
+
+static int write_analysis(const OutputFile *out, void *ctx, KvError *err)
+{
+    return analysis_write_hdf5(((const DemoWrite *)ctx)->analysis, out, err);
+}
+
+static int write_analysis_csv(const OutputFile *out, void *ctx, KvError *err)
+{
+    return analysis_write_csv(((const DemoWrite *)ctx)->analysis, out, err);
+}
+
+static int write_eval(const OutputFile *out, void *ctx, KvError *err)
+{
+    const DemoWrite *w = ctx;
+    return eval_write_hdf5(w->eval, w->eval_opt, out, err);
+}
+
+static int write_eval_csv(const OutputFile *out, void *ctx, KvError *err)
+{
+    const DemoWrite *w = ctx;
+    return eval_write_csv(w->eval, w->eval_opt, out, err);
+}
+
+static int demo_simulate(const char *trace, const DemoFiles *f, const PolicySpec *policies, const BudgetSpec *budgets,
                          SimResults *res)
 {
     KvError err;
@@ -51,11 +146,11 @@ static int demo_simulate(const char *trace, const char *dir, const PolicySpec *p
     SimOptions opt = {.traces = traces, .n_traces = 1, .policies = policies, .n_policies = DEMO_N_POLICIES,
                       .budgets = budgets, .n_budgets = DEMO_N_BUDGETS, .error_stride = 1, .threads = 2,
                       .retention_layer = DEMO_LAYER, .retention_unit = 0, .command_line = "kvtrace demo"};
-    char results[1024], csv[1024];
-    snprintf(results, sizeof results, "%s/results.h5", dir);
-    snprintf(csv, sizeof csv, "%s/results.csv", dir);
+    const char *results = f->results, *csv = f->results_csv;
     if (simulate_run(&opt, res, &err)) return cli_error("demo", err.msg);
-    int rc = sim_write_hdf5(res, &opt, results, &err) || sim_write_csv(res, csv, &err);
+    DemoWrite w = {.res = res, .opt = &opt};
+    OutputJob jobs[2] = {{results, write_results, &w}, {csv, write_results_csv, &w}};
+    int rc = output_write_all(jobs, 2, f->force, &err);
     if (rc) {
         sim_results_free(res);
         return cli_error("demo", err.msg);
@@ -66,7 +161,7 @@ static int demo_simulate(const char *trace, const char *dir, const PolicySpec *p
     return 0;
 }
 
-static int demo_analyze(const char *trace, const char *dir, Analysis *a)
+static int demo_analyze(const char *trace, const DemoFiles *f, Analysis *a)
 {
     AnalyzeOptions opt;
     analyze_defaults(&opt);
@@ -74,11 +169,12 @@ static int demo_analyze(const char *trace, const char *dir, Analysis *a)
     opt.n_boot = 500;
     opt.example_layer = DEMO_LAYER;
     opt.command_line = "kvtrace demo";
-    char path[1024];
-    snprintf(path, sizeof path, "%s/analysis.h5", dir);
+    const char *path = f->analysis;
     KvError err;
     if (analyze_run(&opt, a, &err)) return cli_error("demo", err.msg);
-    if (analysis_write_hdf5(a, path, &err)) {
+    DemoWrite w = {.analysis = a};
+    OutputJob jobs[2] = {{path, write_analysis, &w}, {f->analysis_csv, write_analysis_csv, &w}};
+    if (output_write_all(jobs, 2, f->force, &err)) {
         analysis_free(a);
         return cli_error("demo", err.msg);
     }
@@ -88,26 +184,34 @@ static int demo_analyze(const char *trace, const char *dir, Analysis *a)
 }
 
 /* A short closed-loop evaluation on the hand-written stories in texts/. */
-static int demo_eval(const char *model_path, const char *dir, const PolicySpec *policies, const BudgetSpec *budgets,
+static int demo_eval(const char *model_path, const DemoFiles *f, const PolicySpec *policies, const BudgetSpec *budgets,
                      EvalResults *res)
 {
     KvError err;
-    char **texts, trace[1024], path[1024], csv[1024];
+    char **texts;
+    const char *path = f->eval, *csv = f->eval_csv;
     int n;
-    if (read_lines("texts/stories.txt", &texts, &n))
-        return cli_error("demo", "texts/stories.txt: cannot read (run the demo from the repository root)");
-    snprintf(trace, sizeof trace, "%s/eval-trace.h5", dir);
-    snprintf(path, sizeof path, "%s/eval.h5", dir);
-    snprintf(csv, sizeof csv, "%s/eval.csv", dir);
+    char texts_path[4200];
+    if (kv_find_data("texts/stories.txt", texts_path, sizeof texts_path) || read_lines(texts_path, &texts, &n))
+        return cli_error("demo", "texts/stories.txt: not found beside kvtrace, in its data folder or its source tree "
+                         "(set KVTRACE_DATA)");
+    OutputFile trace_out;
+    if (output_begin(&trace_out, f->eval_trace, f->force, NULL, &err)) {
+        free_lines(texts, n);
+        return cli_error("demo", err.msg);
+    }
     EvalOptions opt = {.model_path = model_path, .texts = (const char *const *)texts, .n_texts = n,
                        .policies = policies, .n_policies = DEMO_REAL, .budgets = budgets, .n_budgets = DEMO_N_BUDGETS,
                        .generate = 16, .threads = 2, .retention_layer = -1, .retention_unit = -1,
-                       .trace_path = trace, .command_line = "kvtrace demo"};
+                       .trace_path = f->eval_trace, .trace_file = trace_out.tmp, .command_line = "kvtrace demo"};
     int rc = eval_run(&opt, res, &err);
-    if (rc == 0 && (eval_write_hdf5(res, &opt, path, &err) || eval_write_csv(res, csv, &err))) {
+    DemoWrite w = {.eval = res, .eval_opt = &opt};
+    OutputJob jobs[2] = {{path, write_eval, &w}, {csv, write_eval_csv, &w}};
+    if (rc == 0 && (output_write_all(jobs, 2, f->force, &err) || output_commit(&trace_out, &err))) {
         eval_results_free(res);
         rc = -1;
     }
+    output_abort(&trace_out);
     free_lines(texts, n);
     if (rc) return cli_error("demo", err.msg);
     printf("\nclosed loop: %d configurations x %d hand-written stories in %.1f s -> %s, %s\n\n", res->C, res->S,
@@ -116,18 +220,15 @@ static int demo_eval(const char *model_path, const char *dir, const PolicySpec *
     return 0;
 }
 
-static int demo_plot(const char *trace, const char *dir, int with_eval, char *figures, size_t cap)
+static int demo_plot(const char *trace, const DemoFiles *f, int with_eval)
 {
-    char results[1024], analysis[1024], eval[1024];
-    snprintf(results, sizeof results, "%s/results.h5", dir);
-    snprintf(analysis, sizeof analysis, "%s/analysis.h5", dir);
-    snprintf(eval, sizeof eval, "%s/eval.h5", dir);
-    snprintf(figures, cap, "%s/figures", dir);
-    const char *inputs[4] = {results, analysis, trace, eval};
+    const char *figures = f->figures;
+    const char *inputs[4] = {f->results, f->analysis, trace, f->eval};
     PlotOptions opt;
     plot_defaults(&opt);
     opt.out_dir = figures;
     opt.layer = DEMO_LAYER;
+    opt.force = f->force;
     PlotOutput done;
     KvError err;
     if (plot_run(inputs, with_eval ? 4 : 3, &opt, &done, &err)) return cli_error("demo", err.msg);
@@ -190,98 +291,151 @@ static double delta_nll_at(const EvalResults *e, const char *policy, const char 
     return NAN;
 }
 
+/* Median age at eviction of a policy at a budget (the plot's rule: the
+ * first age at which half the evictions are done), or -1. */
+static int median_eviction_age(const SimResults *res, const char *policy, const char *budget)
+{
+    for (int c = 0; c < res->n_configs; c++) {
+        if (strcmp(res->config_policy[c], policy) || strcmp(res->config_budget[c], budget)) continue;
+        const long *h = res->evict_age + (size_t)c * res->max_T;
+        double total = 0, below = 0;
+        for (int age = 0; age < res->max_T; age++) total += (double)h[age];
+        for (int age = 0; age < res->max_T && total > 0; age++)
+            if ((below += (double)h[age]) >= 0.5 * total) return age;
+    }
+    return -1;
+}
+
+/* "x/y/z" of one number per A2SF alpha: a score's pooled Spearman, or a method's oldest-third share. */
+static void per_alpha(const Analysis *a, int spearman, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (int j = 0; j < a->opt.n_alpha; j++) {
+        char name[24];
+        snprintf(name, sizeof name, "a2sf_%g", a->opt.alphas[j]);
+        double v = spearman ? a->age_pooled[score_index(a, name)][0] : analysis_oldest_third(a, method_index(a, name));
+        snprintf(out + strlen(out), cap - strlen(out), spearman ? "%s%+.2f" : "%s%.2f", j ? "/" : "", v);
+    }
+}
+
+/* The numbers the README's captions quote, one paragraph per figure. */
 static void demo_summary(const SimResults *res, const Analysis *a, const EvalResults *e, const char *figures)
 {
-    int h2o = score_index(a, "h2o"), a2sf = score_index(a, "a2sf_0.2");
+    int h2o = score_index(a, "h2o"), mean_attention = score_index(a, "mean_attention");
     double best_mass;
     const char *best = best_policy(res, "20%", &best_mass);
+    char alphas[64] = "", rho[64], oldest[64];
+    for (int j = 0; j < a->opt.n_alpha; j++)
+        snprintf(alphas + strlen(alphas), sizeof alphas - strlen(alphas), "%s%g", j ? "/" : "", a->opt.alphas[j]);
+    per_alpha(a, 1, rho, sizeof rho);
+    per_alpha(a, 0, oldest, sizeof oldest);
     printf("\nSummary (figures in %s/):\n", figures);
-    printf("1. Age bias: the H2O score's Spearman correlation with token age is %+.2f [%+.2f, %+.2f]; A2SF's "
-           "(alpha 0.2) is %+.2f - forgetting removes the advantage of old tokens (age_bias.png).\n",
-           a->age_pooled[h2o][0], a->age_pooled[h2o][1], a->age_pooled[h2o][2], a->age_pooled[a2sf][0]);
-    printf("2. Top-20%% sets: H2O keeps tokens of mean relative age %.2f, A2SF %.2f, the per-row ideal %.2f "
-           "(0 newest, 1 oldest; retention.png, eviction_age.png).\n",
-           a->relative_age_pooled[0][0], a->relative_age_pooled[method_index(a, "a2sf_0.2")][0],
-           a->relative_age_pooled[a->M - 1][0]);
-    printf("3. Retained mass at 20%%: the best real policy is %s (%.3f); h2o %.3f, window %.3f; bounds: "
-           "optimal %.3f, ideal %.3f (mass.png, error.png).\n", best, best_mass, mass_at(res, "h2o", "20%"),
-           mass_at(res, "window", "20%"), mass_at(res, "optimal", "20%"), mass_at(res, "ideal", "20%"));
-    if (e)
-        printf("   In the loop at 20%%, the NLL rises by %.3f (a2sf), %.3f (h2o), %.3f (window) nats per token; offline mass "
-               "ranks all configurations like the closed loop with Spearman %+.2f (nll.png, offline_vs_closed.png).\n",
-               delta_nll_at(e, "a2sf", "20%"), delta_nll_at(e, "h2o", "20%"), delta_nll_at(e, "window", "20%"),
-               e->rank_overall);
-    printf("4. Key norms: Spearman of key L2 norm with attention received is %+.2f (the K-norm paper expects < 0); "
-           "dropping half the keys by norm loses %.2f of the attention vs %.2f at random (ALR %.1f; "
-           "key_norm.png), so knorm keeps %.3f at 20%%.\n", a->key_pooled[0], a->loss_norm_pooled,
-           a->loss_random_pooled, a->alr_pooled, mass_at(res, "knorm", "20%"));
-    printf("5. Value norms: sink tokens' value L1 norm is %.2fx the others' (VATP expects << 1); Spearman of value "
-           "norm with attention %+.2f (value_norm.png, heatmap.png).\n", a->sink_ratio_pooled[0], a->value_pooled[0]);
+    printf("1. Age bias (age_bias.png): of the tokens each score keeps in its top %g%%, H2O takes %.2f from the "
+           "oldest third of the sequence so far, the per-row ideal %.2f, A2SF %s (alpha %s). Spearman of score with "
+           "token age: H2O %+.2f [%+.2f, %+.2f], A2SF %s, mean attention per row %+.2f.\n",
+           100 * a->opt.budget_fraction, analysis_oldest_third(a, 0), analysis_oldest_third(a, a->M - 1), oldest,
+           alphas, a->age_pooled[h2o][0], a->age_pooled[h2o][1], a->age_pooled[h2o][2], rho,
+           a->age_pooled[mean_attention][0]);
+    printf("2. Retained mass at 20%% (mass.png, error.png): the best real policy is %s (%.3f); h2o %.3f, window "
+           "%.3f, knorm %.3f, random %.3f; bounds: optimal %.3f, ideal %.3f.\n", best, best_mass,
+           mass_at(res, "h2o", "20%"), mass_at(res, "window", "20%"), mass_at(res, "knorm", "20%"),
+           mass_at(res, "random", "20%"), mass_at(res, "optimal", "20%"), mass_at(res, "ideal", "20%"));
+    printf("3. Eviction ages at 20%% (eviction_age.png, retention.png): median age at eviction h2o %d, a2sf %d, "
+           "tova %d, window %d, streaming %d tokens.\n", median_eviction_age(res, "h2o", "20%"),
+           median_eviction_age(res, "a2sf", "20%"), median_eviction_age(res, "tova", "20%"),
+           median_eviction_age(res, "window", "20%"), median_eviction_age(res, "streaming", "20%"));
+    if (e) {
+        EvalRanks k;
+        if (eval_ranks(e, &k) == 0)
+            printf("4. Closed loop (nll.png, offline_vs_closed.png): at 20%% the NLL rises by %.3f (a2sf), %.3f (h2o), "
+                   "%.3f (window) nats per token. Spearman(offline mass, -dNLL) over all configurations %+.2f with "
+                   "full, %+.2f without; within a budget %+.2f with full, %+.2f without, %+.2f also without knorm "
+                   "and random.\n", delta_nll_at(e, "a2sf", "20%"), delta_nll_at(e, "h2o", "20%"),
+                   delta_nll_at(e, "window", "20%"), k.overall[EVAL_RANK_ALL], k.overall[EVAL_RANK_NO_FULL],
+                   k.within_budget[EVAL_RANK_ALL], k.within_budget[EVAL_RANK_NO_FULL],
+                   k.within_budget[EVAL_RANK_CLOSE]);
+    } else {
+        printf("4. Closed loop: skipped (no model).\n");
+    }
+    printf("5. Key norms (key_norm.png): Spearman of key L2 norm with attention received %+.2f [%+.2f, %+.2f] (the "
+           "K-norm paper expects < 0); dropping half the keys by highest norm loses %.2f of the attention, at random "
+           "%.2f (ALR %.1f), so knorm keeps %.3f at 20%%.\n", a->key_pooled[0], a->key_pooled[1], a->key_pooled[2],
+           a->loss_norm_pooled, a->loss_random_pooled, a->alr_pooled, mass_at(res, "knorm", "20%"));
+    printf("6. Value norms (value_norm.png, heatmap.png): sink tokens' value L1 norm is %.2fx the others' [%.2f, "
+           "%.2f] (VATP expects << 1); Spearman of value norm with attention %+.2f.\n", a->sink_ratio_pooled[0],
+           a->sink_ratio_pooled[1], a->sink_ratio_pooled[2], a->value_pooled[0]);
 }
 
-static const char *find_model(const char *given)
+static const char *find_model(const char *given, char *found, size_t cap)
 {
-    static const char *candidates[] = {"models/stories260K.gguf", "../shared/models/stories260K.gguf"};
     if (given) return given;
-    const char *env = getenv("KVTRACE_MODEL");
-    if (env && file_exists(env)) return env;
-    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++)
-        if (file_exists(candidates[i])) return candidates[i];
-    return NULL;
+    return kv_find_demo_model(found, cap) == 0 ? found : NULL;
 }
 
-/* Records the demo trace into dir/trace.h5; returns its path in out. */
-static int demo_record(const char *model_path, const char *dir, char *out, size_t cap)
+/* Records the demo trace into f->trace. */
+static int demo_record(const char *model_path, const DemoFiles *f)
 {
     Model m;
     KvError err;
     if (model_load(&m, model_path, NULL, &err)) return cli_error("demo", err.msg);
     char **prompts;
     int n;
-    if (read_lines("traces/prompts.txt", &prompts, &n)) {
+    char prompts_path[4200];
+    if (kv_find_data("traces/prompts.txt", prompts_path, sizeof prompts_path) || read_lines(prompts_path, &prompts, &n)) {
         model_free(&m);
-        return cli_error("demo", "traces/prompts.txt: cannot read (run the demo from the repository root)");
+        return cli_error("demo", "traces/prompts.txt: not found beside kvtrace, in its data folder or its source tree "
+                         "(set KVTRACE_DATA)");
     }
     RecordOptions opt = {.prompts = (const char *const *)prompts, .n_prompts = n, .generate = 200,
                          .temperature = 0.8f, .top_p = 0.9f, .seed = 1, .stop_at_eos = 0,
-                         .command_line = "kvtrace demo"};
-    snprintf(out, cap, "%s/trace.h5", dir);
-    remove(out);
+                         .command_line = "kvtrace demo", .force = f->force};
+    const char *out = f->trace;
     RecordSummary sum;
     int rc = record_traces(&m, &opt, out, &sum, &err);
     free_lines(prompts, n);
     model_free(&m);
     if (rc) return cli_error("demo", err.msg);
-    printf("recorded %d sequences (%ld tokens) from %s in %.2f s -> %s\n", sum.n_sequences, sum.n_tokens,
-           model_path, sum.seconds, out);
+    printf("recorded %d sequences (%ld tokens) of %s from %s in %.2f s -> %s\n", sum.n_sequences, sum.n_tokens,
+           prompts_path, model_path, sum.seconds, out);
     return 0;
 }
 
 int cmd_demo(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"model", 1, 0, 'm'}, {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"model", 1, 0, 'm'}, {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'},
+                                             {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     const char *given = NULL, *dir = "demo-out";
-    int c;
+    int c, force = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         if (c == 'm') given = optarg;
         else if (c == 'o') dir = optarg;
+        else if (c == 'F') force = 1;
         else if (c == 'h') { fputs(DEMO_HELP, stdout); return 0; }
         else return cli_usage_error("demo", "unknown option or missing value: %s", argv[optind - 1]);
     }
-    if (mkdir(dir, 0755) != 0 && !file_exists(dir)) return cli_error("demo", "cannot create the output folder");
-    const char *model_path = find_model(given);
-    char trace[1024];
+    KvError err;
+    if (strlen(dir) > 1000) return cli_usage_error("demo", "the output folder's name is too long");
+    if (output_mkdirs(dir, &err)) return cli_error("demo", err.msg);
+    char found[4200];
+    const char *model_path = find_model(given, found, sizeof found);
+    DemoFiles files;
+    demo_files(&files, dir, force);
+    int rc = demo_check_outputs(&files, model_path != NULL, model_path != NULL);
+    if (rc) return rc;
+    char trace[4200];
     if (model_path) {
-        int rc = demo_record(model_path, dir, trace, sizeof trace);
-        if (rc) return rc;
+        if ((rc = demo_record(model_path, &files)) != 0) return rc;
+        snprintf(trace, sizeof trace, "%s", files.trace);
     } else {
-        snprintf(trace, sizeof trace, "traces/stories260K.h5");
-        printf("no model found (see scripts/get-model); using the committed %s\n", trace);
+        if (kv_find_data("traces/stories260K.h5", trace, sizeof trace))
+            return cli_error("demo", "no model found (see scripts/get-model) and no example trace "
+                             "traces/stories260K.h5 beside kvtrace (set KVTRACE_DATA)");
+        printf("no model found (see scripts/get-model); using the example trace %s\n", trace);
     }
     char *info_argv[] = {"info", trace, NULL};
-    int rc = cmd_info(2, info_argv);
+    rc = cmd_info(2, info_argv);
     if (rc != 0) return rc;
     PolicySpec policies[DEMO_N_POLICIES]; /* the results point into these until the end */
     BudgetSpec budgets[DEMO_N_BUDGETS];
@@ -290,13 +444,12 @@ int cmd_demo(int argc, char **argv)
     Analysis analysis;
     EvalResults eval;
     int with_eval = model_path != NULL;
-    char figures[1100];
-    if ((rc = demo_simulate(trace, dir, policies, budgets, &res)) != 0) return rc;
-    if ((rc = demo_analyze(trace, dir, &analysis)) == 0) {
-        if (with_eval) rc = demo_eval(model_path, dir, policies, budgets, &eval);
+    if ((rc = demo_simulate(trace, &files, policies, budgets, &res)) != 0) return rc;
+    if ((rc = demo_analyze(trace, &files, &analysis)) == 0) {
+        if (with_eval) rc = demo_eval(model_path, &files, policies, budgets, &eval);
         else printf("\nno model: the closed-loop evaluation is skipped\n");
-        if (rc == 0 && (rc = demo_plot(trace, dir, with_eval, figures, sizeof figures)) == 0)
-            demo_summary(&res, &analysis, with_eval ? &eval : NULL, figures);
+        if (rc == 0 && (rc = demo_plot(trace, &files, with_eval)) == 0)
+            demo_summary(&res, &analysis, with_eval ? &eval : NULL, files.figures);
         if (with_eval && rc == 0) eval_results_free(&eval);
         analysis_free(&analysis);
     }

@@ -21,7 +21,7 @@ static const char EVAL_HELP[] =
     "  --sample N             tokens the model writes after each prompt (default 200)\n"
     "  --temperature X, --seed N   sampling of those stories (default 0.8, 1)\n"
     "  --policy P[:k=v,...]   repeatable; default every real policy (the ideal and optimal oracles cannot run)\n"
-    "  --budget LIST          as for simulate (default 10%%,20%%,40%%)\n"
+    "  --budget LIST          as for simulate, repeatable (default 10%,20%,40%)\n"
     "  --prefill              compress the prompt once at its end, then stream\n"
     "  --granularity G        kv_head (default) or layer\n"
     "  --generate N           greedy tokens after each text, compared with the full cache's (default 0)\n"
@@ -29,7 +29,8 @@ static const char EVAL_HELP[] =
     "  --threads N            worker threads (default: all cores)\n"
     "  --trace FILE           where the full-cache trace goes (default: EVAL with -trace.h5)\n"
     "  --csv FILE             the CSV (default: EVAL with .csv)\n"
-    "  -o, --output FILE      results (HDF5)\n";
+    "  -o, --output FILE      results (HDF5)\n"
+    "  --force                replace existing output files (never an input)\n";
 
 typedef struct {
     EvalOptions eval;
@@ -38,6 +39,7 @@ typedef struct {
     char **texts;
     int n_texts;
     const char *text_file, *prompt_file, *output, *csv, *trace;
+    int force;
 } EvalArgs;
 
 static int add_policy(EvalArgs *a, const char *text, KvError *err)
@@ -47,7 +49,7 @@ static int add_policy(EvalArgs *a, const char *text, KvError *err)
 
 static int set_budgets(EvalArgs *a, const char *text, KvError *err)
 {
-    return cli_set_budgets(&a->budgets, &a->eval.n_budgets, text, err);
+    return cli_add_budgets(&a->budgets, &a->eval.n_budgets, text, err);
 }
 
 static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
@@ -56,7 +58,7 @@ static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
         {"text-file", 1, 0, 'x'}, {"prompt-file", 1, 0, 'P'}, {"sample", 1, 0, 'n'}, {"temperature", 1, 0, 'T'},
         {"seed", 1, 0, 's'}, {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"prefill", 0, 0, 'f'},
         {"granularity", 1, 0, 'g'}, {"generate", 1, 0, 'G'}, {"retention", 1, 0, 'R'}, {"threads", 1, 0, 't'},
-        {"trace", 1, 0, 'r'}, {"csv", 1, 0, 'c'}, {"output", 1, 0, 'o'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"trace", 1, 0, 'r'}, {"csv", 1, 0, 'c'}, {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     EvalOptions *e = &a->eval;
     e->sample_tokens = 200;
     e->temperature = 0.8f;
@@ -91,6 +93,7 @@ static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
         case 'r': a->trace = optarg; break;
         case 'c': a->csv = optarg; break;
         case 'o': a->output = optarg; break;
+        case 'F': a->force = 1; break;
         case 'h': fputs(EVAL_HELP, stdout); return -1;
         default: return kv_fail(err, "unknown option or missing value: %s", argv[optind - 1]), 2;
         }
@@ -106,60 +109,89 @@ static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
     return 0;
 }
 
-/* OUTPUT with its extension replaced by suffix. */
-static void sibling(const char *output, const char *suffix, char *out, size_t cap)
+typedef struct {
+    const EvalResults *res;
+    const EvalOptions *opt;
+} EvalWriteJob;
+
+static int write_eval(const OutputFile *out, void *ctx, KvError *err)
 {
-    snprintf(out, cap, "%s", output);
-    char *dot = strrchr(out, '.');
-    if (!dot || strchr(dot, '/')) dot = out + strlen(out);
-    snprintf(dot, cap - (size_t)(dot - out), "%s", suffix);
+    const EvalWriteJob *w = ctx;
+    return eval_write_hdf5(w->res, w->opt, out, err);
 }
 
-static int run(EvalArgs *a, KvError *err)
+static int write_csv(const OutputFile *out, void *ctx, KvError *err)
 {
+    const EvalWriteJob *w = ctx;
+    return eval_write_csv(w->res, w->opt, out, err);
+}
+
+/* The outputs: EVAL.h5, its CSV and the full-cache trace.  The trace is
+ * recorded into a temporary file beside its name and moved into place with
+ * the others only when the whole evaluation succeeded. */
+typedef struct {
+    char *trace, *csv;
+    OutputFile trace_out;
+} EvalOutputs;
+
+static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *err)
+{
+    EvalOptions *e = &a->eval;
+    EvalResults res;
+    EvalWriteJob w = {&res, e};
+    OutputJob jobs[3] = {{a->output, write_eval, &w}, {o->csv, write_csv, &w}, {o->trace, NULL, NULL}};
+    if (output_list_add(inputs, e->model_path) || output_list_add(inputs, a->text_file ? a->text_file : a->prompt_file))
+        return kv_fail(err, "out of memory");
+    if (output_check_all(jobs, 3, a->force, inputs, err)) return -1;
     const char *file = a->text_file ? a->text_file : a->prompt_file;
     if (read_lines(file, &a->texts, &a->n_texts) || a->n_texts == 0)
         return kv_fail(err, "%s: cannot read, or it holds no lines of text", file);
-    char trace[1100], csv[1100];
-    if (!a->trace) sibling(a->output, "-trace.h5", trace, sizeof trace);
-    if (!a->csv) sibling(a->output, ".csv", csv, sizeof csv);
-    EvalOptions *e = &a->eval;
+    if (output_begin(&o->trace_out, o->trace, a->force, NULL, err)) return -1; /* checked above */
     e->texts = (const char *const *)a->texts;
     e->n_texts = a->n_texts;
     if (a->text_file) e->sample_tokens = 0;
     e->policies = a->policies;
     e->budgets = a->budgets;
-    e->trace_path = a->trace ? a->trace : trace;
-    EvalResults res;
-    if (eval_run(e, &res, err)) {
-        remove(e->trace_path);
-        return -1;
-    }
-    int rc = eval_write_hdf5(&res, e, a->output, err) || eval_write_csv(&res, a->csv ? a->csv : csv, err);
-    if (rc) remove(a->output);
-    else {
+    e->trace_path = o->trace;
+    e->trace_file = o->trace_out.tmp;
+    if (eval_run(e, &res, err)) return -1;
+    int rc = output_write_all(jobs, 2, a->force, err) || output_commit(&o->trace_out, err) ? -1 : 0;
+    if (rc == 0) {
         eval_print_table(&res, stdout);
         fflush(stdout);
         fprintf(stderr, "%d configurations x %d texts in %.1f s -> %s, %s (full-cache trace: %s)\n", res.C, res.S,
-                res.seconds, a->output, a->csv ? a->csv : csv, e->trace_path);
+                res.seconds, a->output, o->csv, o->trace);
     }
     eval_results_free(&res);
     return rc;
 }
 
+static int run(EvalArgs *a, KvError *err)
+{
+    EvalOutputs o = {0};
+    OutputInputs inputs = {0};
+    o.trace = a->trace ? strdup(a->trace) : output_replace_extension(a->output, "-trace.h5");
+    o.csv = a->csv ? strdup(a->csv) : output_replace_extension(a->output, ".csv");
+    int rc = o.trace && o.csv ? run_eval(a, &o, &inputs, err) : kv_fail(err, "out of memory");
+    output_abort(&o.trace_out); /* a no-op once committed */
+    output_list_free(&inputs);
+    free(o.trace);
+    free(o.csv);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv)
 {
-    char cmdline[4096], full[4200];
-    join_argv(argc, argv, cmdline, sizeof cmdline);
-    snprintf(full, sizeof full, "kvtrace %s", cmdline);
+    char *cmdline = cli_command_line(argc, argv);
     EvalArgs a = {0};
-    a.eval.command_line = full;
+    a.eval.command_line = cmdline;
     KvError err;
     int rc = parse_args(argc, argv, &a, &err);
     if (rc == 0) rc = run(&a, &err) ? 1 : 0;
     free(a.policies);
     free(a.budgets);
     if (a.texts) free_lines(a.texts, a.n_texts);
+    free(cmdline);
     if (rc < 0) return 0;
     if (rc == 2) return cli_usage_error("eval", "%s", err.msg);
     return rc ? cli_error("eval", err.msg) : 0;

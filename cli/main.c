@@ -1,5 +1,6 @@
 /* kvtrace — record attention traces from real language-model runs, replay
  * them under KV-cache eviction policies, analyse and plot what they show. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ static const Subcommand SUBCOMMANDS[] = {
     {"plot", cmd_plot, "draw figures from results, analysis, eval and trace files (gnuplot)"},
     {"eval", cmd_eval, "run the model with each policy driving its KV cache; compare with the full cache"},
     {"demo", cmd_demo, "the main job: record example traces and report on them"},
+    {"tokenize", cmd_tokenize, "the token ids and pieces a text becomes (SentencePiece or byte-level BPE)"},
 };
 
 static void usage(FILE *out)
@@ -34,7 +36,9 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    h5_quiet();
+    h5_startup();
+    /* a file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -1,5 +1,5 @@
 /* closed_loop.h — one text through the real model with an eviction policy
- * driving its KV cache (DESIGN.md, "Closed loop").
+ * driving its KV cache (docs/semantics.md, "The closed loop").
  *
  * The model runs teacher-forced, one token per step.  In each layer, after
  * the new token's q, k, v exist and before anyone attends, the token enters

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../analysis/stats.h"
 #include "../sim/replay.h"
 #include "../trace/recorder.h"
 #include "../util/progress.h"
@@ -36,17 +35,18 @@ static int record_texts(const EvalOptions *opt, const Model *m, KvError *err)
     RecordOptions rec = {.prompts = opt->texts, .n_prompts = opt->n_texts, .generate = opt->sample_tokens,
                          .temperature = opt->temperature, .top_p = 0.9f, .seed = opt->seed,
                          .command_line = opt->command_line,
-                         .max_block = 1}; /* one token per step, as the closed loop runs: identical q, k, v */
+                         .max_block = 1, /* one token per step, as the closed loop runs: identical q, k, v */
+                         .force = 1}; /* the caller made trace_file for this */
     RecordSummary sum;
-    remove(opt->trace_path);
-    if (record_traces(m, &rec, opt->trace_path, &sum, err)) return -1;
+    const char *file = opt->trace_file ? opt->trace_file : opt->trace_path;
+    if (record_traces(m, &rec, file, &sum, err)) return -1;
     return 0;
 }
 
 /* Step 2: the offline replay of that trace. */
 static int replay_offline(const EvalOptions *opt, SimResults *offline, KvError *err)
 {
-    const char *traces[1] = {opt->trace_path};
+    const char *traces[1] = {opt->trace_file ? opt->trace_file : opt->trace_path};
     SimOptions sim = {.traces = traces, .n_traces = 1, .policies = opt->policies, .n_policies = opt->n_policies,
                       .budgets = opt->budgets, .n_budgets = opt->n_budgets, .prefill = opt->prefill,
                       .layer_granularity = opt->layer_granularity, .error_stride = 1, .threads = opt->threads,
@@ -140,7 +140,7 @@ static void *worker(void *arg)
 static int read_tokens(const EvalOptions *opt, EvalResults *res, int ***tokens, KvError *err)
 {
     TraceReader r;
-    if (trace_open(&r, opt->trace_path, err)) return -1;
+    if (trace_open(&r, opt->trace_file ? opt->trace_file : opt->trace_path, err)) return -1;
     int rc = 0;
     *tokens = calloc((size_t)res->S, sizeof **tokens);
     if (!*tokens) rc = kv_fail(err, "out of memory");
@@ -180,40 +180,14 @@ fail:
 
 /* ------------------------------------------------------------ step 4 */
 
-/* Spearman across the given configs of offline mass and -ΔNLL. */
-static double rank_agreement(const EvalResults *res, const int *configs, int n)
+/* The rank correlations of offline mass with -ΔNLL (eval_results.c). */
+static void compare(EvalResults *res)
 {
-    double *x = malloc((size_t)(n ? n : 1) * sizeof(double)), *y = malloc((size_t)(n ? n : 1) * sizeof(double));
-    double *work = malloc((size_t)(2 * n + 2) * sizeof(double)), rho = NAN, std;
-    int used = 0;
-    for (int j = 0; x && y && work && j < n; j++) {
-        double mass, delta;
-        sim_overall(&res->offline, configs[j], 0, &mass, &std);
-        eval_overall(res, configs[j], EVAL_DELTA_NLL, &delta, &std);
-        if (isnan(mass) || isnan(delta)) continue;
-        x[used] = mass;
-        y[used++] = -delta;
-    }
-    if (x && y && work) rho = spearman(x, y, (size_t)used, work);
-    free(x); free(y); free(work);
-    return rho;
-}
-
-static void compare(const EvalOptions *opt, EvalResults *res)
-{
-    int *configs = malloc((size_t)res->C * sizeof(int)), n = 0, budgets = 0;
-    double sum = 0;
-    if (!configs) return;
-    for (int c = 0; c < res->C; c++) configs[c] = c;
-    res->rank_overall = rank_agreement(res, configs, res->C);
-    for (int b = 0; b < opt->n_budgets; b++) {
-        n = 0;
-        for (int c = b; c < res->C; c += opt->n_budgets) configs[n++] = c;
-        double rho = rank_agreement(res, configs, n);
-        if (!isnan(rho)) { sum += rho; budgets++; }
-    }
-    res->rank_within_budget = budgets ? sum / budgets : NAN;
-    free(configs);
+    EvalRanks ranks;
+    res->rank_overall = res->rank_within_budget = NAN;
+    if (eval_ranks(res, &ranks)) return;
+    res->rank_overall = ranks.overall[EVAL_RANK_ALL];
+    res->rank_within_budget = ranks.within_budget[EVAL_RANK_ALL];
 }
 
 static int alloc_results(const EvalOptions *opt, EvalResults *res, KvError *err)
@@ -250,7 +224,7 @@ int eval_run(const EvalOptions *opt, EvalResults *res, KvError *err)
     if (record_texts(opt, &m, err) || replay_offline(opt, &res->offline, err) || alloc_results(opt, res, err) ||
         run_closed_loop(opt, &m, res, err))
         goto done;
-    compare(opt, res);
+    compare(res);
     rc = 0;
 done:
     model_free(&m);

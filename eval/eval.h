@@ -34,7 +34,8 @@ typedef struct {
     int generate;            /* greedy continuation compared after each text */
     int threads;
     int retention_layer, retention_unit; /* held sets of this unit for text 0 (-1 = none) */
-    const char *trace_path;  /* where the full-cache trace is written */
+    const char *trace_path;  /* the full-cache trace's name (in the eval file) ... */
+    const char *trace_file;  /* ... and the file it is recorded into (a temporary beside it, or trace_path) */
     const char *command_line;
 } EvalOptions;
 
@@ -53,12 +54,31 @@ typedef struct {
 
 extern const char *const EVAL_METRIC_NAMES[EVAL_METRICS];
 
+/* Rank correlation (Spearman) across configurations of offline retained
+ * mass with closed-loop -ΔNLL, over three sets of configurations: all; all
+ * but `full` (trivially best on both axes, it inflates the agreement); and
+ * all but full, knorm and random (the close policies, where choosing is
+ * hard).  Each over every configuration, and within each budget averaged
+ * over budgets.  NaN where a set has fewer than two configurations. */
+enum { EVAL_RANK_ALL, EVAL_RANK_NO_FULL, EVAL_RANK_CLOSE, EVAL_RANK_SETS };
+typedef struct {
+    double overall[EVAL_RANK_SETS];
+    double within_budget[EVAL_RANK_SETS];
+} EvalRanks;
+/* Attribute-name suffixes of the sets: "", "_without_full", "_without_full_knorm_random". */
+extern const char *const EVAL_RANK_SET_SUFFIX[EVAL_RANK_SETS];
+/* From per-configuration means (NaN entries are left out). */
+void eval_rank_correlations(const double *mass, const double *delta_nll, const char *const *policy,
+                            const char *const *budget, int n_configs, EvalRanks *out);
+/* The same for a finished evaluation. */
+int eval_ranks(const EvalResults *res, EvalRanks *out);
+
 int eval_run(const EvalOptions *opt, EvalResults *res, KvError *err);
 void eval_results_free(EvalResults *res);
 /* Mean and standard deviation over texts of one metric of one config. */
 void eval_overall(const EvalResults *res, int config, int metric, double *mean, double *std);
-int eval_write_hdf5(const EvalResults *res, const EvalOptions *opt, const char *path, KvError *err);
-int eval_write_csv(const EvalResults *res, const char *path, KvError *err);
+int eval_write_hdf5(const EvalResults *res, const EvalOptions *opt, const OutputFile *out, KvError *err);
+int eval_write_csv(const EvalResults *res, const EvalOptions *opt, const OutputFile *out, KvError *err);
 void eval_print_table(const EvalResults *res, FILE *out);
 
 #endif

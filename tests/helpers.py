@@ -6,7 +6,7 @@ import subprocess
 import sys
 import tempfile
 
-KVTRACE = os.environ["KVTRACE"]
+KVTRACE = os.path.abspath(os.environ["KVTRACE"])
 SHARED = os.environ["KVTRACE_SHARED"]
 MODEL = os.path.join(SHARED, "models", "stories260K.gguf")
 GOLDEN = os.path.join(SHARED, "reference", "stories260K-golden.h5")
@@ -76,3 +76,24 @@ def main(cases):
     name = sys.argv[1]
     cases[name]()
     print(f"{name}: ok")
+
+
+def synthetic_trace(path, T=2048, H=4, KV=2, d=16, layers=1, n_prompt=256, seed=7):
+    """A deterministic long trace (seeded NumPy PCG64): attention with a sink
+    (a direction shared by the first four keys), locality (a slowly drifting
+    component shared by queries and keys) and noise, like a real model's.
+    q [L][T][H][d], k and v [L][T][KV][d], float32."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    q, k, v = [], [], []
+    for _ in range(layers):
+        u = rng.standard_normal((1, KV, d))
+        u /= np.linalg.norm(u, axis=2, keepdims=True)
+        walk = np.cumsum(rng.standard_normal((T, KV, d)), axis=0) / np.sqrt(np.arange(1, T + 1))[:, None, None]
+        kk = rng.standard_normal((T, KV, d)) + walk
+        kk[:4] += 6.0 * u
+        qq = rng.standard_normal((T, H, d)) + np.repeat(1.5 * u + walk, H // KV, axis=1)
+        q.append(qq)
+        k.append(kk)
+        v.append(rng.standard_normal((T, KV, d)))
+    return write_trace(path, np.array(q), np.array(k), np.array(v), n_prompt=n_prompt)
