@@ -97,7 +97,7 @@ static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
                             .first_reported = replay_first_reported(&ropt, budget, T),
                             .retention_layer = s == 0 ? opt->retention_layer : -1, .retention_unit = opt->retention_unit};
         LoopResult r = {.retention = s == 0 && res->retention ? res->retention + (size_t)c * T * T : NULL};
-        rc = closed_loop_run(pool->m, state, pool->tokens[s], &full, &opt->policies[c / opt->n_budgets], budget,
+        rc = closed_loop_run(pool->m, state, pool->tokens[s], &full, &res->offline.config_spec[c], budget,
                              &lopt, &r, err);
         if (rc == 0) store(res, c, s, &r);
         pthread_mutex_lock(&pool->lock);

@@ -10,16 +10,27 @@
 
 /* ------------------------------------------------------------ parameters */
 
-static int key_allowed(const PolicyOps *ops, const char *key)
+/* Position of key in the policy's "key,key" list, or -1. */
+static int key_index(const PolicyOps *ops, const char *key)
 {
     size_t len = strlen(key);
-    for (const char *k = ops->keys; k && *k;) {
+    int index = 0;
+    for (const char *k = ops->keys; k && *k; index++) {
         const char *end = strchr(k, ',');
         size_t n = end ? (size_t)(end - k) : strlen(k);
-        if (n == len && strncmp(k, key, n) == 0) return 1;
+        if (n == len && strncmp(k, key, n) == 0) return index;
         k = end ? end + 1 : k + n;
     }
-    return 0;
+    return -1;
+}
+
+static int key_allowed(const PolicyOps *ops, const char *key) { return key_index(ops, key) >= 0; }
+
+/* A parameter the policy takes and the user left at its default. */
+static int key_defaulted(const PolicyOps *ops, const PolicySpec *s, const char *key)
+{
+    int i = key_index(ops, key);
+    return i >= 0 && !(s->given & (1u << i));
 }
 
 static int set_param(PolicySpec *s, const PolicyOps *ops, const char *key, const char *value, KvError *err)
@@ -68,8 +79,8 @@ static int set_param(PolicySpec *s, const PolicyOps *ops, const char *key, const
     return 0;
 }
 
-/* Applies "key=value,key=value" to s. */
-static int apply_params(PolicySpec *s, const PolicyOps *ops, const char *text, KvError *err)
+/* Applies "key=value,key=value" to s; marks the keys as given when the user wrote them. */
+static int apply_params(PolicySpec *s, const PolicyOps *ops, const char *text, int user, KvError *err)
 {
     char buf[512];
     snprintf(buf, sizeof buf, "%s", text);
@@ -79,6 +90,7 @@ static int apply_params(PolicySpec *s, const PolicyOps *ops, const char *text, K
         if (!eq) return kv_fail(err, "policy %s: parameter '%s' needs key=value", ops->name, item);
         *eq = 0;
         if (set_param(s, ops, item, eq + 1, err)) return -1;
+        if (user) s->given |= 1u << key_index(ops, item);
     }
     return 0;
 }
@@ -124,8 +136,8 @@ int policy_parse(const char *text, PolicySpec *spec, KvError *err)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? ", " : "", (*o)->name);
         return kv_fail(err, "unknown policy '%s' (known: %s)", spec->name, names);
     }
-    if (apply_params(spec, ops, ops->defaults ? ops->defaults : "", err)) return -1;
-    if (colon && apply_params(spec, ops, colon + 1, err)) return -1;
+    if (apply_params(spec, ops, ops->defaults ? ops->defaults : "", 0, err)) return -1;
+    if (colon && apply_params(spec, ops, colon + 1, 1, err)) return -1;
     canonical(spec, ops);
     return 0;
 }
@@ -180,6 +192,33 @@ int policy_check_room(const Policy *p, KvError *err)
                        "(need sink + recent < budget)", p->spec.name, p->spec.canonical, p->budget, p->sink,
                        p->recent);
     return 0;
+}
+
+static int fits(const PolicySpec *spec, int budget, int capacity)
+{
+    Policy probe;
+    KvError ignored;
+    if (policy_create(&probe, spec, budget, capacity, 0, 0, &ignored)) return 0;
+    policy_destroy(&probe);
+    return 1;
+}
+
+int policy_fit_budget(PolicySpec *spec, int budget, int capacity, char *note, size_t note_size)
+{
+    const PolicyOps *ops = policy_lookup(spec->name);
+    if (!ops || fits(spec, budget, capacity)) return 0;
+    PolicySpec fitted = *spec;
+    int recent = key_index(ops, "recent") >= 0 ? policy_recent_tokens(spec->recent, budget) : 0;
+    if (key_defaulted(ops, spec, "window")) fitted.window = budget / 2 > 1 ? budget / 2 : 1;
+    if (key_defaulted(ops, spec, "sink") && fitted.sink > (budget - recent) / 2)
+        fitted.sink = budget - recent > 0 ? (budget - recent) / 2 : 0;
+    canonical(&fitted, ops);
+    if (!strcmp(fitted.canonical, spec->canonical) || !fits(&fitted, budget, capacity)) return 0;
+    snprintf(note, note_size, "%s:%s leaves no room to evict at budget %d tokens; using %s:%s (defaults shrink "
+             "to fit small budgets; give the parameter to choose it)", spec->name, spec->canonical, budget,
+             fitted.name, fitted.canonical);
+    *spec = fitted;
+    return 1;
 }
 
 int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, int layer, int unit, KvError *err)

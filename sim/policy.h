@@ -20,6 +20,7 @@
 #ifndef KV_POLICY_H
 #define KV_POLICY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../util/error.h"
@@ -37,6 +38,7 @@ typedef struct {
     char base[8];           /* vatp: "h2o" or "a2sf" */
     int skip[POLICY_MAX_SKIP], n_skip; /* knorm: layers that keep everything */
     char canonical[160];    /* "alpha=0.2,recent=0": every parameter, as used */
+    unsigned given;         /* bit i: the i-th key of the policy's `keys` was given by the user */
 } PolicySpec;
 
 /* Per-token features of one cache unit, known when the token enters. */
@@ -114,6 +116,13 @@ int policy_parse(const char *text, PolicySpec *spec, KvError *err);
 const PolicyOps *policy_lookup(const char *name);
 /* NULL-terminated list of every registered policy. */
 const PolicyOps *const *policy_registry(void);
+
+/* Defaults that leave no room to evict at a small budget shrink to fit: a
+ * `window` the user did not give becomes max(1, B/2), a `sink` the user did
+ * not give at most (B - recent)/2.  Parameters the user gave never change.
+ * Returns 1 and writes what changed into note when it changed *spec, 0 when
+ * spec already fits or nothing would make it fit (policy_create says why). */
+int policy_fit_budget(PolicySpec *spec, int budget, int capacity, char *note, size_t note_size);
 
 /* Budget B and capacity (the longest sequence); layer/unit identify the unit. */
 int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, int layer, int unit, KvError *err);

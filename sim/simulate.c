@@ -118,6 +118,24 @@ static int select_list(const int *given, int n_given, int limit, const char *wha
     return 0;
 }
 
+/* One configuration's parameters, fitted to its smallest budget over the
+ * sequences (policy_fit_budget), so that the configuration has one set of
+ * parameters however long its sequences are; the change is said once. */
+static PolicySpec fitted_spec(const SimOptions *opt, const Plan *plan, int p, int b)
+{
+    PolicySpec spec = opt->policies[p];
+    int smallest = -1, budget = 0;
+    for (int s = 0; s < plan->n_seq; s++) {
+        int n = opt->prefill ? plan->seq_info[s].n_prompt : plan->seq_info[s].n_tokens;
+        int here = resolve_budget(&opt->budgets[b], n);
+        if (here <= plan->seq_info[s].n_tokens && (smallest < 0 || here < budget)) smallest = s, budget = here;
+    }
+    char note[512];
+    if (smallest >= 0 && policy_fit_budget(&spec, budget, plan->seq_info[smallest].n_tokens, note, sizeof note))
+        fprintf(stderr, "kvtrace: %s\n", note);
+    return spec;
+}
+
 /* Resolves every budget per sequence and checks each configuration once. */
 static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
 {
@@ -125,7 +143,8 @@ static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
     plan->configs = calloc((size_t)plan->n_configs * plan->n_seq, sizeof *plan->configs);
     if (!plan->configs) return kv_fail(err, "out of memory");
     for (int p = 0; p < opt->n_policies; p++)
-        for (int b = 0; b < opt->n_budgets; b++)
+        for (int b = 0; b < opt->n_budgets; b++) {
+            PolicySpec spec = fitted_spec(opt, plan, p, b);
             for (int s = 0; s < plan->n_seq; s++) {
                 const TraceSeqInfo *info = &plan->seq_info[s];
                 int c = p * opt->n_budgets + b, T = info->n_tokens;
@@ -135,13 +154,14 @@ static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
                     return kv_fail(err, "%s: budget %s = %d tokens is larger than sequence %d (%d tokens)", path,
                                    opt->budgets[b].text, budget, plan->seq_index[s], T);
                 ReplayConfig *rc = &plan->configs[(size_t)c * plan->n_seq + s];
-                rc->spec = opt->policies[p];
+                rc->spec = spec;
                 rc->budget = budget;
                 Policy probe; /* refuses configurations with no room to evict */
                 if (policy_create(&probe, &rc->spec, budget, T, 0, 0, err))
                     return kv_wrap(err, "%s sequence %d", path, plan->seq_index[s]);
                 policy_destroy(&probe);
             }
+        }
     return 0;
 }
 
@@ -386,6 +406,7 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     size_t cells = (size_t)C * S * m->n_layers * m->n_heads, curve = (size_t)C * S * res->max_T;
     res->config_policy = calloc((size_t)C, sizeof(char *));
     res->config_params = calloc((size_t)C, sizeof(char *));
+    res->config_spec = calloc((size_t)C, sizeof *res->config_spec);
     res->config_budget = calloc((size_t)C, sizeof(char *));
     res->config_fraction = malloc((size_t)C * sizeof(double));
     res->budget_tokens = malloc((size_t)C * S * sizeof(int));
@@ -404,7 +425,7 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
         res->retention_T = plan->seq_info[0].n_tokens;
         res->retention = calloc((size_t)C * res->retention_T * res->retention_T, 1);
     }
-    if (!res->config_policy || !res->config_params || !res->config_budget || !res->config_fraction ||
+    if (!res->config_policy || !res->config_params || !res->config_spec || !res->config_budget || !res->config_fraction ||
         !res->budget_tokens || !res->seq_length || !res->seq_prompt || !res->seq_source || !res->mass || !res->kl ||
         !res->error || !res->overlap || !res->evict_age || !res->curve || !acc->curve_sum || !acc->curve_count ||
         (opt->retention_layer >= 0 && !res->retention))
@@ -413,7 +434,8 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     for (int c = 0; c < C; c++) {
         const BudgetSpec *b = &opt->budgets[c % opt->n_budgets];
         res->config_policy[c] = opt->policies[c / opt->n_budgets].name;
-        res->config_params[c] = opt->policies[c / opt->n_budgets].canonical;
+        res->config_spec[c] = plan->configs[(size_t)c * S].spec;
+        res->config_params[c] = res->config_spec[c].canonical;
         res->config_budget[c] = b->text;
         res->config_fraction[c] = b->fraction > 0 ? b->fraction : NAN;
         for (int s = 0; s < S; s++) res->budget_tokens[(size_t)c * S + s] = plan->configs[(size_t)c * S + s].budget;
@@ -575,7 +597,7 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
 void sim_results_free(SimResults *res)
 {
     for (int s = 0; res->seq_source && s < res->n_sequences; s++) free(res->seq_source[s]);
-    free(res->config_policy); free(res->config_params); free(res->config_budget); free(res->config_fraction);
+    free(res->config_policy); free(res->config_params); free(res->config_spec); free(res->config_budget); free(res->config_fraction);
     free(res->budget_tokens); free(res->seq_length); free(res->seq_prompt); free(res->seq_source);
     free(res->mass); free(res->kl); free(res->error); free(res->overlap); free(res->evict_age); free(res->curve);
     free(res->retention);

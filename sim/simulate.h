@@ -61,7 +61,8 @@ typedef struct {
     int n_configs, n_sequences, n_layers, n_heads, n_units, max_T;
     int error_stride;             /* the stride used (SIM_ERROR_STRIDE_AUTO resolved) */
     const char **config_policy;   /* [C] */
-    const char **config_params;   /* [C] canonical parameters */
+    const char **config_params;   /* [C] canonical parameters (of config_spec) */
+    PolicySpec *config_spec;      /* [C] the parameters each configuration ran with (defaults fitted) */
     const char **config_budget;   /* [C] budget as given */
     double *config_fraction;      /* [C] NaN for token budgets */
     int *budget_tokens;           /* [C][S] resolved per sequence */

@@ -202,6 +202,35 @@ def prefill_and_layer_granularity():
     assert np.nanmean(m[2]) >= np.nanmean(m[0]) and np.nanmean(m[2]) >= np.nanmean(m[1])
 
 
+def defaults_fit_small_budgets():
+    """SnapKV's default window (32) and StreamingLLM's and VATP's default sinks
+    (4) leave no room at small budgets: they shrink to half the room, once per
+    configuration, said on stderr and recorded in the results' params; the
+    run equals one that gives the shrunk values explicitly."""
+    d = workdir()
+    out = os.path.join(d, "fit.h5")
+    p = run("simulate", TRACE, "--policy", "snapkv", "--policy", "streaming", "--policy", "vatp", "--budget", "10%,40%",
+            "--budget", "4", "-o", out)
+    notes = [l for l in p.stderr.decode().splitlines() if "defaults shrink to fit" in l]
+    # 10 % of the shortest stories260K sequence is 23 tokens: window 32 -> 11; at 4 tokens window 2, sinks 2 and 1
+    assert len(notes) == 4, notes
+    assert any("snapkv:window=32,kernel=5 leaves no room to evict at budget 23 tokens; using snapkv:window=11" in n
+               for n in notes), notes
+    with h5py.File(out) as f:
+        params = {(p.decode(), b.decode()): q.decode()
+                  for p, b, q in zip(f["configs/policy"][:], f["configs/budget"][:], f["configs/params"][:])}
+        mass = f["metrics/retained_mass"][:]
+    assert params[("snapkv", "10%")] == "window=11,kernel=5", params
+    assert params[("snapkv", "40%")] == "window=32,kernel=5", params
+    assert params[("snapkv", "4")] == "window=2,kernel=5", params
+    assert params[("streaming", "4")] == "sink=2" and params[("streaming", "10%")] == "sink=4", params
+    assert params[("vatp", "4")] == "base=h2o,alpha=0.2,recent=0.5,sink=1", params
+    explicit = os.path.join(d, "explicit.h5")
+    run("simulate", TRACE, "--policy", "snapkv:window=11", "--budget", "10%", "-o", explicit)
+    with h5py.File(explicit) as f:
+        assert np.array_equal(f["metrics/retained_mass"][:][0], mass[0], equal_nan=True)
+
+
 def fails(args, mention, trace=TRACE):
     out = os.path.join(workdir(), "r.h5")
     p = run("simulate", *(trace if isinstance(trace, list) else [trace]), *args, "-o", out, check=False)
@@ -217,7 +246,8 @@ def bad_input():
     fails(["--budget", "0"], "at least 1")
     fails(["--budget", "5000"], "larger than sequence")
     fails(["--budget", "ten"], "not a number")
-    fails(["--policy", "snapkv", "--budget", "10"], "no room")
+    fails(["--policy", "snapkv:window=32", "--budget", "10"], "no room")  # given by the user: never shrunk
+    fails(["--policy", "streaming:sink=10", "--budget", "10"], "no room")
     fails(["--layers", "9"], "layer 9 does not exist")
     fails([], "missing.h5", trace="missing.h5")
     d = workdir()
@@ -243,4 +273,4 @@ def bad_input():
 
 main({f.__name__: f for f in (full_and_whole_budget, bounds_per_row, window_monotone, threads_identical,
                               stored_vs_recomputed, automatic_attention_source, results_format, hand_built_trace,
-                              prefill_and_layer_granularity, bad_input)})
+                              prefill_and_layer_granularity, bad_input, defaults_fit_small_budgets)})
