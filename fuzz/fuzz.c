@@ -1,20 +1,34 @@
 #include "fuzz.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-int fuzz_empty_file(char *path, size_t cap)
+static int memory_file(char *path, size_t cap)
 {
     int fd = memfd_create("kvtrace-fuzz", 0);
     if (fd >= 0) snprintf(path, cap, "/proc/self/fd/%d", fd);
     return fd;
 }
 
+int fuzz_empty_file(char *path, size_t cap)
+{
+    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    if ((size_t)snprintf(path, cap, "%s/kvtrace-fuzz-XXXXXX", dir) >= cap) return -1;
+    return mkstemp(path);
+}
+
+void fuzz_release_file(int fd, const char *path)
+{
+    close(fd);
+    unlink(path);
+}
+
 int fuzz_file(const uint8_t *data, size_t size, char *path, size_t cap)
 {
-    int fd = fuzz_empty_file(path, cap);
+    int fd = memory_file(path, cap);
     if (fd < 0) return -1;
     size_t done = 0;
     while (done < size) {

@@ -18,8 +18,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * goes into path.  Returns the descriptor to close, or -1. */
 int fuzz_file(const uint8_t *data, size_t size, char *path, size_t cap);
 
-/* An empty in-memory file to be written by the code under test. */
+/* An empty file to be written by the code under test, a real one in
+ * /dev/shm (else $TMPDIR or /tmp): libhdf5 resolves a file's real path, which
+ * an anonymous in-memory file does not have.  Returns the descriptor, or -1;
+ * fuzz_release_file closes and removes it. */
 int fuzz_empty_file(char *path, size_t cap);
+void fuzz_release_file(int fd, const char *path);
 
 /* Consumes the input from the front; past its end every value is 0. */
 typedef struct {

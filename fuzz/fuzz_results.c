@@ -154,10 +154,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setenv("KVTRACE_H5_CHECK", "off", 1); /* sound generated files: no child process per input */
     }
     FuzzReader r = {data, size, 0};
-    char path[64], dir[] = "/tmp/kvtrace-fuzz-plot-XXXXXX";
+    char path[4096], dir[] = "/tmp/kvtrace-fuzz-plot-XXXXXX";
     int fd = fuzz_empty_file(path, sizeof path);
     if (fd < 0 || !mkdtemp(dir)) {
-        if (fd >= 0) close(fd);
+        if (fd >= 0) fuzz_release_file(fd, path);
         return 0;
     }
     hid_t f = fuzz_bool(&r) ? h5_create_file(path) : H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *inputs[1] = {path};
         plot_run(inputs, 1, &opt, &done, &err);
     }
-    close(fd);
+    fuzz_release_file(fd, path);
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
     return 0;
 }

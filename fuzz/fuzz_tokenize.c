@@ -1,8 +1,10 @@
 /* Fuzzing the tokenizers with text: every vocabulary of llama.cpp's test set
  * (SentencePiece and byte-level BPE with each pre-tokenizer) encodes the
  * input's text.  The first byte picks the vocabulary and the options.  For
- * byte-level BPE, decoding the ids must give back the text byte for byte
- * (the encoding is lossless): a mismatch aborts, a finding like a crash. */
+ * byte-level BPE, decoding the ids of valid UTF-8 text must give back the
+ * text byte for byte (the encoding is lossless): a mismatch aborts, a finding
+ * like a crash.  Invalid UTF-8 is read as U+FFFD, as llama.cpp does, so its
+ * ids decode to the replacement character instead: not lossless, by design. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "../trace/gguf.h"
 #include "../trace/tokenizer.h"
+#include "../trace/unicode.h"
 #include "fuzz.h"
 
 #ifndef KVTRACE_SOURCE_DIR
@@ -48,6 +51,16 @@ static void load_vocabularies(void)
     if (n_vocabs == 0) fprintf(stderr, "fuzz_tokenize: no vocabulary in %s (set KVTRACE_FUZZ_VOCAB)\n", dir);
 }
 
+static int valid_utf8(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        int n = utf8_valid_len((const unsigned char *)text + i, len - i);
+        if (n == 0) return 0;
+        i += (size_t)n;
+    }
+    return 1;
+}
+
 static void check_lossless(const Tokenizer *t, const char *text, size_t len, const int *ids, int n)
 {
     size_t cap = len * 4 + 64, used = 0;
@@ -77,7 +90,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     KvError err;
     if (tokenizer_encode_opts(&v->tok, text, len, &o, &ids, &n, &err) == 0) {
         /* lossless for byte-level BPE when no special token was added or parsed (BOS has no text) */
-        if (v->tok.kind == TOKENIZER_BPE && !special && !o.add_special && !memchr(text, 0, len))
+        if (v->tok.kind == TOKENIZER_BPE && !special && !o.add_special && !memchr(text, 0, len) &&
+            valid_utf8(text, len))
             check_lossless(&v->tok, text, len, ids, n);
         free(ids);
     }

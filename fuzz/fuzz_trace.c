@@ -169,13 +169,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setenv("KVTRACE_H5_CHECK", "off", 1); /* the generated files are sound HDF5: no child process per input */
     }
     FuzzReader r = {data, size, 0};
-    char path[64];
+    char path[4096];
     int fd = fuzz_empty_file(path, sizeof path);
     if (fd < 0) return 0;
     if (build_trace(&r, path) == 0) {
         read_everything(path);
         replay(path);
     }
-    close(fd);
+    fuzz_release_file(fd, path);
     return 0;
 }
