@@ -88,6 +88,9 @@ typedef struct {
     int (*victim)(Policy *p, int lo, int hi, int t);
     /* hindsight oracles: sees the whole unit's attention before the replay */
     int (*prepare)(Policy *p, const AttentionRows *rows, int first_step, KvError *err);
+    /* policies whose cost grows faster than T·B: CPU seconds for one unit of
+     * T tokens at budget B, so a long run can be announced (NULL: cheap) */
+    double (*estimate_seconds)(int T, int budget);
 } PolicyOps;
 
 struct Policy {

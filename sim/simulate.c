@@ -165,6 +165,35 @@ static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
     return 0;
 }
 
+/* Policies whose cost grows faster than T·B (optimal: ≈ T³ per unit) are
+ * announced with their estimated time before a long run starts, so the user
+ * can stop it or drop the policy instead of waiting blind. */
+#define ANNOUNCE_SECONDS 10.0
+
+static void announce_costly(const SimOptions *opt, const Plan *plan)
+{
+    int units = (opt->layer_granularity ? 1 : plan->n_units) * plan->n_layers, threads = opt->threads > 1 ? opt->threads : 1;
+    for (int p = 0; p < opt->n_policies; p++) {
+        const PolicyOps *ops = policy_lookup(opt->policies[p].name);
+        if (!ops || !ops->estimate_seconds) continue;
+        double seconds = 0;
+        int longest = 0;
+        for (int b = 0; b < opt->n_budgets; b++)
+            for (int s = 0; s < plan->n_seq; s++) {
+                int T = plan->seq_info[s].n_tokens;
+                seconds += units * ops->estimate_seconds(T, plan->configs[((size_t)p * opt->n_budgets + b) * plan->n_seq + s].budget);
+                if (T > longest) longest = T;
+            }
+        if (seconds < ANNOUNCE_SECONDS) continue;
+        char cpu[32], wall[32];
+        format_seconds(cpu, sizeof cpu, seconds);
+        format_seconds(wall, sizeof wall, seconds / threads);
+        fprintf(stderr, "kvtrace: %s will take about %s of CPU time (about %s on %d threads) for %d cache units "
+                "of up to %d tokens at %d budgets: its cost grows as T^3 per unit\n", ops->name, cpu, wall, threads,
+                units * plan->n_seq, longest, opt->n_budgets);
+    }
+}
+
 static void plan_free(Plan *plan)
 {
     for (int i = 0; i < plan->n_readers; i++) trace_close(&plan->readers[i]);
@@ -570,6 +599,7 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
             rc = kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
     }
     rc = rc || plan_configs(opt, &plan, err) || alloc_results(opt, &plan, res, &acc, err);
+    if (rc == 0) announce_costly(opt, &plan);
     if (rc == 0)
         res->error_stride = opt->error_stride != SIM_ERROR_STRIDE_AUTO ? opt->error_stride
                                                                        : (res->max_T + SIM_ERROR_ROWS - 1) / SIM_ERROR_ROWS;

@@ -96,6 +96,30 @@ def progress_eta():
     assert gaps.max() < 1.6, gaps.max()
 
 
+def optimal_estimate():
+    """Asking for optimal on a long trace announces its estimated time before the replay starts
+    (4 units of 4096 tokens at two budgets: about 40 CPU seconds by its T^3 model); the run is
+    stopped once announced.  A short trace starts without a word."""
+    from helpers import synthetic_trace
+    d = workdir()
+    long = synthetic_trace(os.path.join(d, "long.h5"), T=4096, H=2, KV=2, layers=2)
+    out = os.path.join(d, "o.h5")
+    proc = subprocess.Popen([KVTRACE, "simulate", long, "--policy", "optimal", "--budget", "10%,40%", "--threads", "2",
+                             "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = proc.stderr.readline().decode()
+    proc.kill()
+    proc.wait()
+    print(line.strip())
+    m = re.match(r"kvtrace: optimal will take about (\d+) s of CPU time \(about (\d+) s on 2 threads\) for 4 cache "
+                 r"units of up to 4096 tokens at 2 budgets", line)
+    assert m, line
+    # 1.05e-10 * 4096^3 * ((0.5 + 0.1) + (0.5 + 0.4)) * 4 units
+    assert abs(int(m.group(1)) - 1.05e-10 * 4096 ** 3 * 1.5 * 4) <= 1, line
+    assert not os.path.exists(out)
+    p = run("simulate", TRACE, "--policy", "optimal", "--budget", "20%", "--layers", "0", "-o", out)
+    assert "will take about" not in p.stderr.decode(), p.stderr.decode()
+
+
 def one_sequence():
     """With one sequence there is no spread: NaN in the file, an empty CSV cell, no '±' in the table."""
     d = workdir()
@@ -180,4 +204,4 @@ def tidy_csv():
 
 
 main({f.__name__: f for f in (demo_from_elsewhere, demo_installed, progress_eta, one_sequence, help_texts, provenance,
-                              tidy_csv)})
+                              tidy_csv, optimal_estimate)})

@@ -14,7 +14,7 @@ double kv_now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void format_seconds(char *out, size_t cap, double s)
+void format_seconds(char *out, size_t cap, double s)
 {
     if (s < 60) snprintf(out, cap, "%.0f s", s);
     else if (s < 3600) snprintf(out, cap, "%d min %02d s", (int)(s / 60), (int)s % 60);

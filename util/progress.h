@@ -9,6 +9,7 @@
 #define KV_PROGRESS_H
 
 #include <pthread.h>
+#include <stddef.h>
 
 typedef struct {
     int enabled;
@@ -25,6 +26,8 @@ typedef struct {
 } Progress;
 
 double kv_now_seconds(void);
+/* "12 s", "6 min 05 s", "2 h 10 min" */
+void format_seconds(char *out, size_t cap, double seconds);
 void progress_begin(Progress *p, const char *label);
 /* done/total units; unit names what is counted ("tokens", "units"). */
 void progress_update(Progress *p, long done, long total, const char *unit);
