@@ -35,11 +35,18 @@ static int map_checkpoint(Model *m, const char *path, KvError *err)
 typedef struct {
     const float *next;
     uint64_t left; /* floats remaining */
+    int truncated; /* a take failed: the file ends before its weights do */
 } WeightCursor;
 
+/* The next n floats, or NULL once the file is too short: then every later
+ * take fails too (a smaller tensor after a missing one must not succeed). */
 static const float *take(WeightCursor *c, uint64_t n)
 {
-    if (n > c->left) return NULL;
+    if (n > c->left) {
+        c->left = 0;
+        c->truncated = 1;
+        return NULL;
+    }
     const float *p = c->next;
     c->next += n;
     c->left -= n;
@@ -56,7 +63,7 @@ static int assign_weights(Model *m, int shared, KvError *err)
     const ModelConfig *c = &m->cfg;
     int dim = c->dim, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, hid = c->hidden_dim;
     uint64_t L = (uint64_t)c->n_layers, V = (uint64_t)c->vocab_size;
-    WeightCursor wc = {(const float *)((const char *)m->map + 28), (m->map_size - 28) / 4};
+    WeightCursor wc = {(const float *)((const char *)m->map + 28), (m->map_size - 28) / 4, 0};
     const float *embd = take(&wc, V * dim);
     const float *rms_att = take(&wc, L * dim), *wq = take(&wc, L * q * dim), *wk = take(&wc, L * kv * dim);
     const float *wv = take(&wc, L * kv * dim), *wo = take(&wc, L * dim * q), *rms_ffn = take(&wc, L * dim);
@@ -64,7 +71,8 @@ static int assign_weights(Model *m, int shared, KvError *err)
     m->output_norm = take(&wc, (uint64_t)dim);
     const float *freqs = take(&wc, (uint64_t)c->max_seq_len * c->head_dim); /* unused RoPE tables (real, imag) */
     const float *out = shared ? embd : take(&wc, V * dim);
-    if (!embd || !w3 || !m->output_norm || !freqs || !out)
+    (void)freqs;
+    if (wc.truncated || !embd || !rms_att || !wq || !wk || !wv || !wo || !rms_ffn || !w1 || !w2 || !w3 || !out)
         return kv_fail(err, "%s: llama2.c checkpoint is truncated (header says dim %d, %d layers, vocab %d)",
                        m->path, c->dim, c->n_layers, c->vocab_size);
     m->token_embd = f32_matrix(embd, c->vocab_size, dim);
