@@ -16,7 +16,8 @@ static const char SIMULATE_HELP[] =
     "\n"
     "  --policy P[:k=v,...]   repeatable; default: every policy with its defaults but optimal (ask for it by\n"
     "                         name: it solves a min-cost flow per cache unit). A default window or sink that\n"
-    "                         leaves no room at a small budget shrinks to fit (said on stderr). Policies:\n"
+    "                         leaves no room at a small budget shrinks to fit (said on stderr). Policies\n"
+    "                         (--list: each parameter's type, bounds and meaning):\n"
     "%s"
     "  --budget LIST          tokens (64), fractions (0.2) or percentages (20%%), comma-separated, repeatable;\n"
     "                         fractions are of T (streaming) or the prompt length P (prefill); default 10%%,20%%,40%%\n"
@@ -35,14 +36,18 @@ static const char SIMULATE_HELP[] =
     "  --allow-incomplete     replay traces whose recording was interrupted\n"
     "  --csv FILE             also write a tidy CSV (default: RESULTS with .csv)\n"
     "  -o, --output FILE      results file (HDF5)\n"
-    "  --force                replace existing output files (never an input)\n";
+    "  --force                replace existing output files (never an input)\n"
+    "  --list                 list every policy and its parameters, then exit\n";
 
 static void print_help(void)
 {
     char list[2048] = "";
-    for (const PolicyOps *const *o = policy_registry(); *o; o++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "                           %-10s %-38s %s\n",
-                 (*o)->name, *(*o)->defaults ? (*o)->defaults : "-", (*o)->cost);
+    for (const PolicyOps *const *o = policy_registry(); *o; o++) {
+        char defaults[160];
+        policy_defaults_text(*o, defaults, sizeof defaults);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "                           %-12s %-38s %s\n",
+                 (*o)->name, defaults, (*o)->cost);
+    }
     printf(SIMULATE_HELP, list);
 }
 
@@ -71,7 +76,7 @@ static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
         {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"prefill", 0, 0, 'P'}, {"granularity", 1, 0, 'g'},
         {"layers", 1, 0, 'l'}, {"heads", 1, 0, 'u'}, {"error-stride", 1, 0, 'e'}, {"recompute", 0, 0, 'r'}, {"attention", 1, 0, 'A'},
         {"retention", 1, 0, 'R'}, {"threads", 1, 0, 't'}, {"allow-incomplete", 0, 0, 'i'}, {"csv", 1, 0, 'c'},
-        {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {"list", 0, 0, 'L'}, {0, 0, 0, 0}};
     SimOptions *s = &a->sim;
     s->error_stride = SIM_ERROR_STRIDE_AUTO;
     s->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -109,6 +114,7 @@ static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
         case 'o': a->output = optarg; break;
         case 'F': a->force = 1; break;
         case 'h': print_help(); return -1;
+        case 'L': policy_print_list(stdout); return -1;
         default: return kv_fail(err, "unknown option or missing value: %s", argv[optind - 1]), 2;
         }
     }

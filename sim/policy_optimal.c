@@ -53,7 +53,7 @@ static float optimal_score(Policy *p, int token, const TokenFeatures *f)
 }
 
 const PolicyOps POLICY_OPTIMAL = {
-    .name = "optimal", .defaults = "", .keys = "", .cost = "exact assignment once per unit, O(log B) per step",
+    .name = "optimal", .cost = "exact assignment once per unit, O(log B) per step",
     .kind = KIND_STATIC, .uses_attention = 1, .needs_hindsight = 1, .init = optimal_init,
     .destroy = optimal_destroy, .prepare = optimal_prepare, .enter_score = optimal_score,
 };
