@@ -62,6 +62,8 @@ typedef struct {
     Policy *pol;         /* [n_layers][units] */
     uint8_t *keep;       /* [n_layers][n_kv_heads][capacity] */
     float *observed;     /* [capacity] */
+    int *selected;       /* [capacity] a selector's tokens */
+    const float **q_row, **k_rows; /* [heads_per_unit] a selector's view of one unit */
     int T;               /* text length (retention rows) */
     LoopResult *res;
 } PrunedCache;
@@ -99,15 +101,43 @@ static TokenFeatures features(const PrunedCache *c, int unit, const float *k, co
     return f;
 }
 
+/* A selector's row: every token of the unit masked but those it selects from q_t. */
+static void select_row(PrunedCache *c, int layer, int u, int t, const float *q)
+{
+    const ModelConfig *cfg = &c->s->cfg;
+    int d = cfg->head_dim, group = cfg->n_heads / cfg->n_kv_heads, n = t + 1;
+    if (t >= c->opt->n_prompt) {
+        for (int i = 0; i < c->heads_per_unit; i++) {
+            int h = u * c->heads_per_unit + i;
+            c->q_row[i] = q + (size_t)h * d;
+            c->k_rows[i] = c->s->key_cache + forward_unit_row(c->s, layer, h / group) * d;
+        }
+        QueryView view = {.n_heads = c->heads_per_unit, .d = d, .scale = 1.0f / sqrtf((float)d), .q = c->q_row,
+                          .k = c->k_rows};
+        Policy *p = &c->pol[layer * c->units + u];
+        n = p->ops->select(p, &view, t, c->selected);
+        if (c->opt->on_select) c->opt->on_select(c->opt->evict_ctx, t, layer, u, c->selected, n);
+    } else {
+        for (int i = 0; i < n; i++) c->selected[i] = i;
+    }
+    for (int i = 0; i <= t; i++) set_keep(c, layer, u, i, 0);
+    for (int j = 0; j < n; j++) set_keep(c, layer, u, c->selected[j], 1);
+    if (c->res->retention && t < c->T && layer == c->opt->retention_layer && u == c->opt->retention_unit)
+        for (int j = 0; j < n; j++) c->res->retention[(size_t)t * c->T + c->selected[j]] = 1;
+}
+
 static int on_qkv(void *ctx, int layer, int pos0, int n, const float *q, const float *k, const float *v)
 {
-    (void)q;
     (void)n; /* one token per step */
     PrunedCache *c = ctx;
     int t = pos0;
     for (int u = 0; u < c->units; u++) {
         TokenFeatures f = features(c, u, k, v);
         Policy *p = &c->pol[layer * c->units + u];
+        if (p->ops->kind == KIND_SELECT) {
+            select_row(c, layer, u, t, q);
+            continue;
+        }
         policy_insert(p, t, &f);
         set_keep(c, layer, u, t, 1);
         if (t >= c->opt->n_prompt) evict_to_budget(c, layer, u, t);
@@ -141,6 +171,9 @@ static void pruned_cache_free(PrunedCache *c, int n_policies)
     free(c->pol);
     free(c->keep);
     free(c->observed);
+    free(c->selected);
+    free(c->q_row);
+    free(c->k_rows);
 }
 
 static int pruned_cache_init(PrunedCache *c, const ForwardState *s, const PolicySpec *spec, int budget,
@@ -153,7 +186,10 @@ static int pruned_cache_init(PrunedCache *c, const ForwardState *s, const Policy
     c->pol = calloc((size_t)cfg->n_layers * c->units, sizeof *c->pol);
     c->keep = calloc((size_t)cfg->n_layers * cfg->n_kv_heads * s->capacity, 1);
     c->observed = malloc((size_t)capacity * sizeof(float));
-    if (!c->pol || !c->keep || !c->observed) return kv_fail(err, "out of memory for a pruned cache");
+    c->selected = malloc((size_t)capacity * sizeof(int));
+    c->q_row = malloc((size_t)c->heads_per_unit * sizeof *c->q_row);
+    c->k_rows = malloc((size_t)c->heads_per_unit * sizeof *c->k_rows);
+    if (!c->pol || !c->keep || !c->observed || !c->selected || !c->q_row || !c->k_rows) return kv_fail(err, "out of memory for a pruned cache");
     for (int l = 0; l < cfg->n_layers; l++)
         for (int u = 0; u < c->units; u++)
             if (policy_create(&c->pol[l * c->units + u], spec, budget, capacity, l, u, err)) return -1;

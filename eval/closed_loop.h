@@ -9,7 +9,10 @@
  * each unit's query heads and fed back to its policy.  These are the same
  * Policy objects and the same calls (policy.h) as the offline replay, in the
  * same order: insert, evict, attend, observe; in prefill mode the cache is
- * compressed once after the last prompt row. */
+ * compressed once after the last prompt row.  A selecting policy (quest)
+ * keeps everything and masks, for each row, all but the tokens it selects
+ * from that row's q (every row in streaming mode, the rows after the prompt
+ * in prefill mode), as the replay does. */
 #ifndef KV_CLOSED_LOOP_H
 #define KV_CLOSED_LOOP_H
 
@@ -36,6 +39,8 @@ typedef struct {
     /* called for every eviction (tests build masks from it); may be NULL */
     void (*on_evict)(void *ctx, int t, int layer, int unit, int token);
     void *evict_ctx;
+    /* called (with evict_ctx) for every row a selecting policy (quest) attends to a subset: its tokens */
+    void (*on_select)(void *ctx, int t, int layer, int unit, const int *tokens, int n);
 } LoopOptions;
 
 typedef struct {

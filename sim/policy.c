@@ -253,7 +253,8 @@ int policy_recent_tokens(double recent, int budget) { return (int)floor(recent *
 
 int policy_check_room(const Policy *p, KvError *err)
 {
-    if (p->ops->kind == KIND_FULL || p->ops->kind == KIND_IDEAL || p->budget >= p->capacity) return 0;
+    PolicyKind kind = p->ops->kind;
+    if (kind == KIND_FULL || kind == KIND_IDEAL || kind == KIND_SELECT || p->budget >= p->capacity) return 0;
     if (p->sink + p->recent >= p->budget)
         return kv_fail(err, "%s:%s at budget %d protects %d sink + %d recent tokens, leaving no room to evict "
                        "(need sink + recent < budget)", p->spec.name, p->spec.canonical, p->budget, p->sink,

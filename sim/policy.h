@@ -96,7 +96,17 @@ typedef enum {
     KIND_STATIC,  /* a score fixed when the token enters; victim from a heap */
     KIND_FULL,    /* never evicts */
     KIND_IDEAL,   /* per-row top-B oracle: not a cache, handled by the replay */
+    KIND_SELECT,  /* keeps everything; each row attends to the tokens `select` picks from q_t */
 } PolicyKind;
+
+/* What a query-aware selector sees at row t: the unit's queries q_t and the
+ * keys of tokens 0..t that each query head attends to. */
+typedef struct {
+    int n_heads, d;
+    float scale;              /* the logits' 1/sqrt(d) */
+    const float *const *q;    /* [n_heads] -> q_t (d floats) */
+    const float *const *k;    /* [n_heads] -> key of token i at k[h] + i * d */
+} QueryView;
 
 typedef struct Policy Policy;
 
@@ -119,6 +129,8 @@ typedef struct {
     void (*observe)(Policy *p, const float *r, int t);
     /* returns the slot in [lo, hi) to evict; NULL = lowest score, oldest on ties */
     int (*victim)(Policy *p, int lo, int hi, int t);
+    /* KIND_SELECT: writes the tokens row t attends to (increasing) and returns how many */
+    int (*select)(Policy *p, const QueryView *view, int t, int *tokens);
     /* hindsight oracles: sees the whole unit's attention before the replay */
     int (*prepare)(Policy *p, const AttentionRows *rows, int first_step, KvError *err);
 } PolicyOps;

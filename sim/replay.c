@@ -73,7 +73,8 @@ typedef struct {
     float *scratch;       /* behind observed and gathered */
     float *full_out;      /* [n_heads][d] o_t with the full cache */
     float *held_out;      /* [d] õ_t */
-    int *ideal_tokens;    /* [T] scratch: the ideal set as a token list */
+    int *ideal_tokens;    /* [T] scratch: the ideal (or a selector's) set as a token list */
+    const float **q_row; /* [n_heads] q_t of each head, for selectors */
     double attention_seconds; /* thread CPU time computing or reading attention */
     int *positions;       /* [T] 0, 1, 2, ...: the held list of a cache holding everything */
     double *whole_sum;    /* [n_heads] Σ of the whole row ... */
@@ -302,6 +303,15 @@ static void evict_to_budget(Replay *x, int c, int t)
     }
 }
 
+/* Overlap of a held set with the row's ideal top-B set, as a share of B. */
+static void add_overlap(Replay *x, int c, const int *held, int n)
+{
+    const uint8_t *flags = x->ideal + (size_t)budget_index(x, x->cfg[c].budget) * x->u->T;
+    int overlap = 0;
+    for (int j = 0; j < n; j++) overlap += flags[held[j]];
+    for (int h = 0; h < x->u->n_heads; h++) x->out[c].overlap[h] += (double)overlap / x->cfg[c].budget;
+}
+
 static void step_policy(Replay *x, int c, int t, int r, int error_row)
 {
     Policy *p = &x->pol[c];
@@ -311,13 +321,7 @@ static void step_policy(Replay *x, int c, int t, int r, int error_row)
     policy_insert(p, t, &f);
     if (t >= P) evict_to_budget(x, c, t);
     int reported = t >= x->first_reported[c];
-    if (reported && error_row) {
-        int b = budget_index(x, x->cfg[c].budget);
-        const uint8_t *flags = x->ideal + (size_t)b * u->T;
-        int overlap = 0;
-        for (int j = 0; j < p->n; j++) overlap += flags[p->tokens[j]];
-        for (int h = 0; h < u->n_heads; h++) x->out[c].overlap[h] += (double)overlap / x->cfg[c].budget;
-    }
+    if (reported && error_row) add_overlap(x, c, p->tokens, p->n);
     attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
                 p->ops->uses_attention ? x->observed : NULL);
     if (p->ops->uses_attention) policy_observe(p, x->observed, t);
@@ -335,6 +339,27 @@ static void step_ideal(Replay *x, int c, int t, int r, int error_row)
         if (flags[i]) x->ideal_tokens[n++] = i;
     if (reported && error_row)
         for (int h = 0; h < u->n_heads; h++) x->out[c].overlap[h] += 1.0;
+    attend_held(x, c, t, r, x->ideal_tokens, n, reported, error_row && reported, NULL);
+    record_retention(x, c, t, x->ideal_tokens, n);
+}
+
+/* A selector (quest): row t attends to the tokens it picks from q_t; in
+ * prefill mode the prompt rows attend to everything, as evicting policies
+ * hold everything until the end of the prompt. */
+static void step_select(Replay *x, int c, int t, int r, int error_row)
+{
+    const UnitData *u = x->u;
+    Policy *p = &x->pol[c];
+    int n = t + 1, reported = t >= x->first_reported[c];
+    if (t >= x->opt->n_prompt) {
+        for (int h = 0; h < u->n_heads; h++) x->q_row[h] = u->q[h] + (size_t)t * u->d;
+        QueryView view = {.n_heads = u->n_heads, .d = u->d, .scale = 1.0f / sqrtf((float)u->d), .q = x->q_row,
+                          .k = u->k};
+        n = p->ops->select(p, &view, t, x->ideal_tokens);
+    } else {
+        memcpy(x->ideal_tokens, x->positions, (size_t)n * sizeof(int));
+    }
+    if (reported && error_row) add_overlap(x, c, x->ideal_tokens, n);
     attend_held(x, c, t, r, x->ideal_tokens, n, reported, error_row && reported, NULL);
     record_retention(x, c, t, x->ideal_tokens, n);
 }
@@ -359,7 +384,9 @@ static void step_row(Replay *x, int t, int r)
     for (int b = 0; b < x->n_budgets; b++)
         if (error_row || x->ideal_every_row[b]) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
     for (int c = 0; c < x->n_cfg; c++) {
-        if (x->pol[c].ops->kind == KIND_IDEAL) step_ideal(x, c, t, r, error_row);
+        PolicyKind kind = x->pol[c].ops->kind;
+        if (kind == KIND_IDEAL) step_ideal(x, c, t, r, error_row);
+        else if (kind == KIND_SELECT) step_select(x, c, t, r, error_row);
         else step_policy(x, c, t, r, error_row);
     }
 }
@@ -413,12 +440,13 @@ static int setup(Replay *x, KvError *err)
     x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
     x->held_out = malloc((size_t)u->d * sizeof(float));
     x->ideal_tokens = malloc(T * sizeof(int));
+    x->q_row = malloc((size_t)u->n_heads * sizeof *x->q_row);
     x->positions = malloc(T * sizeof(int));
     x->whole_sum = malloc((size_t)u->n_heads * sizeof(double));
     x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
     if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
         !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out ||
-        !x->ideal_tokens || !x->positions || !x->whole_sum || !x->whole_row)
+        !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int i = 0; i < u->T; i++) x->positions[i] = i;
     for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
@@ -439,7 +467,7 @@ static void teardown(Replay *x)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
     free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
     free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
-    free(x->held_out); free(x->ideal_tokens); free(x->positions); free(x->whole_sum); free(x->whole_row);
+    free(x->held_out); free(x->ideal_tokens); free(x->q_row); free(x->positions); free(x->whole_sum); free(x->whole_row);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
