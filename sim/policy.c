@@ -18,13 +18,6 @@ static int key_index(const PolicyOps *ops, const char *key)
     return -1;
 }
 
-/* A parameter the policy takes and the user left at its default. */
-static int key_defaulted(const PolicyOps *ops, const PolicySpec *s, const char *key)
-{
-    int i = key_index(ops, key);
-    return i >= 0 && !(s->given & (1u << i));
-}
-
 static void key_list(const PolicyOps *ops, char *out, size_t size)
 {
     size_t used = 0;
@@ -276,11 +269,15 @@ int policy_fit_budget(PolicySpec *spec, int budget, int capacity, char *note, si
     const PolicyOps *ops = policy_lookup(spec->name);
     if (!ops || fits(spec, budget, capacity)) return 0;
     PolicySpec fitted = *spec;
-    int r = key_index(ops, "recent"), w = key_index(ops, "window"), k = key_index(ops, "sink");
+    int r = key_index(ops, "recent");
     int recent = r >= 0 ? policy_recent_tokens(spec->value[r].number, budget) : 0;
-    if (key_defaulted(ops, spec, "window")) fitted.value[w].number = budget / 2 > 1 ? budget / 2 : 1;
-    if (key_defaulted(ops, spec, "sink") && fitted.value[k].number > (budget - recent) / 2)
-        fitted.value[k].number = budget - recent > 0 ? (budget - recent) / 2 : 0;
+    for (int i = 0; i < ops->n_params; i++) {
+        double *v = &fitted.value[i].number;
+        if (spec->given & (1u << i)) continue;
+        if (ops->params[i].shrink == SHRINK_HALF_BUDGET) *v = budget / 2 > 1 ? budget / 2 : 1;
+        if (ops->params[i].shrink == SHRINK_SINK && *v > (budget - recent) / 2)
+            *v = budget - recent > 0 ? (budget - recent) / 2 : 0;
+    }
     canonical(&fitted, ops);
     if (!strcmp(fitted.canonical, spec->canonical) || !fits(&fitted, budget, capacity)) return 0;
     snprintf(note, note_size, "%s:%s leaves no room to evict at budget %d tokens; using %s:%s (defaults shrink "

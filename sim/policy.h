@@ -43,6 +43,14 @@ typedef enum {
     PARAM_LAYERS,  /* layer numbers joined by '+', or "none" */
 } ParamType;
 
+/* How a default that leaves no room to evict at a small budget shrinks
+ * (policy_fit_budget); a value the user gave never changes. */
+typedef enum {
+    SHRINK_NEVER,
+    SHRINK_HALF_BUDGET, /* becomes max(1, B/2) (windows, pages) */
+    SHRINK_SINK,        /* becomes at most (B - recent tokens)/2 */
+} ParamShrink;
+
 typedef struct {
     const char *key;
     ParamType type;
@@ -51,12 +59,13 @@ typedef struct {
     int open_max;
     const char *choices;   /* CHOICE: "word|word" */
     const char *help;      /* one line for --list */
+    ParamShrink shrink;
 } PolicyParam;
 
 /* Parameters several policies take, declared alike everywhere. */
-#define PARAM_RECENT(def) {"recent", PARAM_REAL, def, 0, 1, 0, NULL, "protected recent window, a fraction of the budget"}
-#define PARAM_SINK(def) {"sink", PARAM_COUNT, def, 0, 1 << 30, 0, NULL, "first tokens never evicted"}
-#define PARAM_ALPHA(def) {"alpha", PARAM_REAL, def, 0, 1, 1, NULL, "forgetting factor: score <- alpha*score + row"}
+#define PARAM_RECENT(def) {"recent", PARAM_REAL, def, 0, 1, 0, NULL, "protected recent window, a fraction of the budget", SHRINK_NEVER}
+#define PARAM_SINK(def) {"sink", PARAM_COUNT, def, 0, 1 << 30, 0, NULL, "first tokens never evicted", SHRINK_SINK}
+#define PARAM_ALPHA(def) {"alpha", PARAM_REAL, def, 0, 1, 1, NULL, "forgetting factor: score <- alpha*score + row", SHRINK_NEVER}
 
 typedef struct {
     double number;                     /* REAL, COUNT, CHOICE (index of the word) */
@@ -168,9 +177,10 @@ const PolicyOps *policy_lookup(const char *name);
 /* NULL-terminated list of every registered policy. */
 const PolicyOps *const *policy_registry(void);
 
-/* Defaults that leave no room to evict at a small budget shrink to fit: a
- * `window` the user did not give becomes max(1, B/2), a `sink` the user did
- * not give at most (B - recent)/2.  Parameters the user gave never change.
+/* Defaults that leave no room to evict at a small budget shrink to fit, as
+ * each parameter's `shrink` says: a `window` the user did not give becomes
+ * max(1, B/2), a `sink` at most (B - recent)/2.  Parameters the user gave
+ * never change.
  * Returns 1 and writes what changed into note when it changed *spec, 0 when
  * spec already fits or nothing would make it fit (policy_create says why). */
 int policy_fit_budget(PolicySpec *spec, int budget, int capacity, char *note, size_t note_size);

@@ -5,7 +5,7 @@
 
 enum { KNORM_SKIP, KNORM_SINK, KNORM_RECENT };
 static const PolicyParam KNORM_PARAMS[] = {
-    {"skip", PARAM_LAYERS, "none", 0, 0, 0, NULL, "layers that keep everything (0+1)"},
+    {"skip", PARAM_LAYERS, "none", 0, 0, 0, NULL, "layers that keep everything (0+1)", SHRINK_NEVER},
     PARAM_SINK("0"),
     PARAM_RECENT("0"),
 };

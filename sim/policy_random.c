@@ -4,7 +4,7 @@
 #include "policy.h"
 
 enum { RANDOM_SEED };
-static const PolicyParam RANDOM_PARAMS[] = {{"seed", PARAM_COUNT, "0", 0, 1e15, 0, NULL, "seed of the draws"}};
+static const PolicyParam RANDOM_PARAMS[] = {{"seed", PARAM_COUNT, "0", 0, 1e15, 0, NULL, "seed of the draws", SHRINK_NEVER}};
 
 static uint64_t mix(uint64_t x)
 {

@@ -14,8 +14,10 @@
 
 enum { SNAPKV_WINDOW, SNAPKV_KERNEL };
 static const PolicyParam SNAPKV_PARAMS[] = {
-    {"window", PARAM_COUNT, "32", 1, 1 << 30, 0, NULL, "observation window in rows; its tokens are protected"},
-    {"kernel", PARAM_COUNT, "5", 0, 1 << 30, 0, NULL, "max-pooling width over neighbouring tokens (odd)"},
+    {"window", PARAM_COUNT, "32", 1, 1 << 30, 0, NULL, "observation window in rows; its tokens are protected",
+     SHRINK_HALF_BUDGET},
+    {"kernel", PARAM_COUNT, "5", 0, 1 << 30, 0, NULL, "max-pooling width over neighbouring tokens (odd)",
+     SHRINK_NEVER},
 };
 
 typedef struct {

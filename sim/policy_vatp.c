@@ -8,7 +8,8 @@
 enum { VATP_BASE, VATP_ALPHA, VATP_RECENT, VATP_SINK };
 enum { BASE_H2O, BASE_A2SF };
 static const PolicyParam VATP_PARAMS[] = {
-    {"base", PARAM_CHOICE, "h2o", 0, 0, 0, "h2o|a2sf", "accumulation: h2o's sum or a2sf's decayed sum"},
+    {"base", PARAM_CHOICE, "h2o", 0, 0, 0, "h2o|a2sf", "accumulation: h2o's sum or a2sf's decayed sum",
+     SHRINK_NEVER},
     PARAM_ALPHA("0.2"),
     PARAM_RECENT("0.5"),
     PARAM_SINK("4"),
