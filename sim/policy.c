@@ -427,6 +427,23 @@ static int static_victim(Policy *p, int t)
     return p->heap_n ? heap_pop(p) : -1;
 }
 
+int policy_candidate(Policy *p, int t, float *score)
+{
+    int lo, hi;
+    unprotected_range(p, t, &lo, &hi);
+    if (lo >= hi) return -1;
+    int slot = p->ops->kind == KIND_ORDER ? lo : p->ops->victim ? p->ops->victim(p, lo, hi, t) : lowest_score(p, lo, hi);
+    if (score) *score = p->ops->victim_score ? p->ops->victim_score(p, slot) : (float)(p->score[slot] * p->scale);
+    return slot;
+}
+
+int policy_remove(Policy *p, int slot)
+{
+    int token = p->tokens[slot];
+    remove_slot(p, slot);
+    return token;
+}
+
 int policy_evict(Policy *p, int t)
 {
     if (p->ops->kind == KIND_STATIC) {
@@ -434,13 +451,8 @@ int policy_evict(Policy *p, int t)
         if (slot >= 0) remove_slot(p, slot);
         return slot >= 0 ? token : -1;
     }
-    int lo, hi;
-    unprotected_range(p, t, &lo, &hi);
-    if (lo >= hi) return -1;
-    int slot = p->ops->kind == KIND_ORDER ? lo : p->ops->victim ? p->ops->victim(p, lo, hi, t) : lowest_score(p, lo, hi);
-    int token = p->tokens[slot];
-    remove_slot(p, slot);
-    return token;
+    int slot = policy_candidate(p, t, NULL);
+    return slot >= 0 ? policy_remove(p, slot) : -1;
 }
 
 void policy_observe(Policy *p, const float *r, int t)

@@ -128,6 +128,7 @@ typedef struct {
     int uses_attention;     /* needs observed rows (else observe is skipped) */
     int needs_hindsight;    /* oracle that needs the whole trace (optimal) */
     int uses_value_norm;    /* keeps ‖v‖₁ per held token in aux (vatp) */
+    int comparable_scores;  /* scores are attention mass, comparable across units (adaptive allocation) */
     /* checks a parsed spec beyond each parameter's bounds (NULL: nothing more) */
     int (*check)(const PolicySpec *spec, KvError *err);
     /* resolves protection (sink, recent) and allocates private state */
@@ -138,6 +139,8 @@ typedef struct {
     void (*observe)(Policy *p, const float *r, int t);
     /* returns the slot in [lo, hi) to evict; NULL = lowest score, oldest on ties */
     int (*victim)(Policy *p, int lo, int hi, int t);
+    /* the score victim() ranked slot by, just after it ran; NULL = score[slot] * scale */
+    float (*victim_score)(const Policy *p, int slot);
     /* KIND_SELECT: writes the tokens row t attends to (increasing) and returns how many */
     int (*select)(Policy *p, const QueryView *view, int t, int *tokens);
     /* hindsight oracles: sees the whole unit's attention before the replay */
@@ -191,6 +194,11 @@ void policy_destroy(Policy *p);
 void policy_insert(Policy *p, int token, const TokenFeatures *f);
 /* Evicts one token at step t and returns its position (-1 if none can go). */
 int policy_evict(Policy *p, int t);
+/* The slot policy_evict would take at step t (-1 if none can go) and, for
+ * a KIND_SCAN policy, its score (policies with comparable_scores: the same
+ * scale in every unit); policy_remove then takes it. */
+int policy_candidate(Policy *p, int t, float *score);
+int policy_remove(Policy *p, int slot);
 /* r[j] is the observed attention (group sum) of tokens[j], j < n. */
 void policy_observe(Policy *p, const float *r, int t);
 /* Slot of a held token, or -1. */

@@ -49,5 +49,5 @@ static void a2sf_observe(Policy *p, const float *r, int t)
 
 const PolicyOps POLICY_A2SF = {
     .name = "a2sf", .params = A2SF_PARAMS, .n_params = 2, .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .init = a2sf_init, .observe = a2sf_observe,
+    .uses_attention = 1, .comparable_scores = 1, .init = a2sf_init, .observe = a2sf_observe,
 };

@@ -22,5 +22,5 @@ static void h2o_observe(Policy *p, const float *r, int t)
 
 const PolicyOps POLICY_H2O = {
     .name = "h2o", .params = H2O_PARAMS, .n_params = 1, .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .init = h2o_init, .observe = h2o_observe,
+    .uses_attention = 1, .comparable_scores = 1, .init = h2o_init, .observe = h2o_observe,
 };

@@ -79,5 +79,5 @@ static void scissorhands_observe(Policy *p, const float *r, int t)
 
 const PolicyOps POLICY_SCISSORHANDS = {
     .name = "scissorhands", .params = SCISSOR_PARAMS, .n_params = 1, .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .init = scissorhands_init, .destroy = scissorhands_destroy, .observe = scissorhands_observe,
+    .uses_attention = 1, .comparable_scores = 1, .init = scissorhands_init, .destroy = scissorhands_destroy, .observe = scissorhands_observe,
 };

@@ -117,8 +117,15 @@ static int snapkv_victim(Policy *p, int lo, int hi, int t)
     return best;
 }
 
+/* The pooled score of a slot, as the last victim scan left it. */
+static float snapkv_victim_score(const Policy *p, int slot)
+{
+    return (float)((const SnapState *)p->priv)->pooled[slot];
+}
+
 const PolicyOps POLICY_SNAPKV = {
     .name = "snapkv", .params = SNAPKV_PARAMS, .n_params = 2, .cost = "O(B*kernel)",
-    .kind = KIND_SCAN, .uses_attention = 1, .check = snapkv_check, .init = snapkv_init, .destroy = snapkv_destroy,
+    .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1, .check = snapkv_check, .init = snapkv_init, .destroy = snapkv_destroy,
     .observe = snapkv_observe, .victim = snapkv_victim,
+    .victim_score = snapkv_victim_score,
 };

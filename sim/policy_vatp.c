@@ -35,5 +35,5 @@ static void vatp_observe(Policy *p, const float *r, int t)
 
 const PolicyOps POLICY_VATP = {
     .name = "vatp", .params = VATP_PARAMS, .n_params = 4,
-    .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .uses_value_norm = 1, .init = vatp_init, .observe = vatp_observe,
+    .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1, .uses_value_norm = 1, .init = vatp_init, .observe = vatp_observe,
 };

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../sim/allocation.h"
 #include "../sim/flow.h"
 #include "../sim/replay.h"
 #include "check.h"
@@ -48,7 +49,7 @@ static void hand_unit(HandUnit *h, int T, const double *rows, const float *k_nor
 
 static ReplayConfig config(const char *policy, int budget)
 {
-    ReplayConfig c;
+    ReplayConfig c = {0};
     KvError err;
     if (policy_parse(policy, &c.spec, &err)) fprintf(stderr, "%s\n", err.msg);
     c.budget = budget;
@@ -692,6 +693,127 @@ static void quest_replay(void)
     replay_result_free(&r);
 }
 
+/* pyramid: B_l = w + floor(M - l(M - m)/(L - 1) + 0.5), m = (B - w)/beta,
+ * M = 2(B - w) - m, worked out by hand:
+ *   L = 4, B = 100, w = 0, beta 20: m = 5, M = 195, steps of 63.33: 195, 132, 68, 5
+ *   L = 3, B = 64, w = 16, beta 4: m = 12, M = 84, steps of 36: 16 + (84, 48, 12)
+ *   L = 5, B = 50, w = 10, beta 20: m = 2, M = 78, steps of 19: 10 + (78, 59, 40, 21, 2)
+ *   L = 2, B = 33, w = 0, beta 20: m = 1.65, M = 64.35: 64, 2
+ *   L = 1: B.
+ * And on many (L, B, w, beta) the mean is B within rounding (1/2 a token). */
+static void pyramid(void)
+{
+    struct { int L, B, w; double beta; int want[5]; } cases[] = {
+        {4, 100, 0, 20, {195, 132, 68, 5}}, {3, 64, 16, 4, {100, 64, 28}}, {5, 50, 10, 20, {88, 69, 50, 31, 12}},
+        {2, 33, 0, 20, {64, 2}}, {1, 40, 8, 20, {40}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int l = 0; l < cases[i].L; l++) {
+            int got = pyramid_budget(cases[i].L, l, cases[i].B, cases[i].w, cases[i].beta);
+            CHECK(got == cases[i].want[l], "L %d B %d w %d beta %g: layer %d has %d, want %d", cases[i].L, cases[i].B,
+                  cases[i].w, cases[i].beta, l, got, cases[i].want[l]);
+        }
+    for (int L = 1; L <= 40; L += 3)
+        for (int B = 8; B <= 2000; B = B * 3 / 2)
+            for (double beta = 1; beta <= 64; beta *= 4) {
+                int w = B / 5;
+                long sum = 0;
+                for (int l = 0; l < L; l++) sum += pyramid_budget(L, l, B, w, beta);
+                CHECK(fabs((double)sum / L - B) <= 0.5, "L %d B %d beta %g: mean %g", L, B, beta, (double)sum / L);
+            }
+    AllocSpec a;
+    KvError err;
+    CHECK(allocation_parse("pyramid", &a, &err) == 0 && a.beta == 20 && !strcmp(a.text, "pyramid:beta=20"), "%s", a.text);
+    CHECK(allocation_parse("adaptive:floor=0.5", &a, &err) == 0 && a.floor == 0.5, "%s", err.msg);
+    CHECK(allocation_parse("adaptive:beta=2", &a, &err) != 0, "adaptive:beta accepted");
+    CHECK(allocation_parse("pyramid:beta=0.5", &a, &err) != 0, "beta 0.5 accepted");
+    CHECK(allocation_parse("lifo", &a, &err) != 0 && strstr(err.msg, "unknown allocation"), "%s", err.msg);
+    PolicySpec spec;
+    CHECK(allocation_parse("adaptive", &a, &err) == 0 && policy_parse("knorm", &spec, &err) == 0, "%s", err.msg);
+    CHECK(allocation_check(&a, &spec, &err) != 0 && strstr(err.msg, "comparable"), "adaptive knorm accepted");
+}
+
+/* Two units (one head each) sharing a pool of 2 x 3 tokens, h2o:recent=0.
+ * Unit A rows: (1), (0.5, 0.5), (0.2, 0.4, 0.4): scores at step 3
+ * A0 = 1.7, A1 = 0.9, A2 = 0.4.  Unit B rows: (1), (0.9, 0.1),
+ * (0.8, 0.1, 0.1): B0 = 2.7, B1 = 0.2, B2 = 0.1.  Step 3 holds 8 > 6: the
+ * lowest of all goes, B2 (0.1), then B1 (0.2 < A2's 0.4): B keeps (0, 3), A
+ * keeps all four.  Uniform (and adaptive with floor 1, each unit keeping 3)
+ * evicts A2 and B2.  Row 3: A (0.1, 0.2, 0.3, 0.4) all held, mass 1; B
+ * (0.25 each) holds two, mass 0.5. */
+static const double ADA_A[] = {1.0, 0.5, 0.5, 0.2, 0.4, 0.4, 0.1, 0.2, 0.3, 0.4};
+static const double ADA_B[] = {1.0, 0.9, 0.1, 0.8, 0.1, 0.1, 0.25, 0.25, 0.25, 0.25};
+
+static void replay_adaptive(HandUnit *h, int n_units, const char *policy, int budget, double floor_share,
+                            ReplayResult *res)
+{
+    ReplayConfig c = config(policy, budget);
+    c.keep_min = (int)floor(floor_share * budget);
+    ReplayOptions opt = {.retention = 1};
+    UnitData units[4];
+    ReplayResult *out[4];
+    KvError err;
+    for (int i = 0; i < n_units; i++) {
+        units[i] = h[i].unit;
+        replay_result_alloc(&res[i], 1, h[i].unit.T, 1);
+        out[i] = &res[i];
+    }
+    CHECK(replay_units_adaptive(units, n_units, &c, 1, &opt, out, &err) == 0, "%s: %s", policy, err.msg);
+}
+
+static void adaptive(void)
+{
+    enum { T = 4 };
+    HandUnit h[2];
+    hand_unit(&h[0], T, ADA_A, NULL, NULL);
+    hand_unit(&h[1], T, ADA_B, NULL, NULL);
+    ReplayResult r[2];
+    replay_adaptive(h, 2, "h2o:recent=0", 3, 0.2, r);
+    for (int i = 0; i < T; i++) CHECK(held(&r[0], T, 3, i), "A lost token %d", i);
+    CHECK(held(&r[1], T, 3, 0) && !held(&r[1], T, 3, 1) && !held(&r[1], T, 3, 2) && held(&r[1], T, 3, 3),
+          "B holds the wrong tokens at step 3");
+    CHECK(r[1].evict_age[1] == 1 && r[1].evict_age[2] == 1 && r[0].evict_age[1] == 0, "eviction ages");
+    CHECK(r[0].rows == 1 && fabs(r[0].mass[0] - 1.0) < 1e-6 && fabs(r[1].mass[0] - 0.5) < 1e-6, "mass %g %g",
+          r[0].mass[0], r[1].mass[0]);
+    for (int t = 0; t < T; t++) {
+        int total = 0;
+        for (int u = 0; u < 2; u++)
+            for (int i = 0; i <= t; i++) total += held(&r[u], T, t, i);
+        CHECK(total <= 2 * 3, "step %d holds %d > KV*B", t, total);
+    }
+    for (int u = 0; u < 2; u++) replay_result_free(&r[u]);
+    /* floor 1: each unit keeps B, which is uniform's choice */
+    replay_adaptive(h, 2, "h2o:recent=0", 3, 1.0, r);
+    for (int u = 0; u < 2; u++) {
+        ReplayResult alone;
+        replay_one(&h[u], "h2o:recent=0", 3, &alone, 0);
+        CHECK(!held(&r[u], T, 3, 2) && !memcmp(alone.retention, r[u].retention, T * T), "floor 1: unit %d", u);
+        replay_result_free(&alone);
+        replay_result_free(&r[u]);
+    }
+}
+
+/* With one kv head per layer the pool is the unit's own B: adaptive equals
+ * uniform, for every scoring rule it accepts, on rows where they evict. */
+static void adaptive_one_unit(void)
+{
+    enum { T = 40 };
+    double rows[T * (T + 1) / 2];
+    random_rows(rows, T, 11);
+    HandUnit h;
+    hand_unit(&h, T, rows, NULL, NULL);
+    const char *policies[] = {"h2o", "a2sf", "tova", "snapkv:window=3", "scissorhands:window=4"};
+    for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
+        ReplayResult joint, alone;
+        replay_adaptive(&h, 1, policies[i], 10, 0.2, &joint);
+        replay_one(&h, policies[i], 10, &alone, 0);
+        CHECK(!memcmp(joint.retention, alone.retention, T * T) && joint.mass[0] == alone.mass[0],
+              "%s: adaptive with one unit differs from uniform", policies[i]);
+        replay_result_free(&joint);
+        replay_result_free(&alone);
+    }
+}
+
 /* Bad configurations are refused with a clear message. */
 static void refusals(void)
 {
@@ -716,7 +838,8 @@ int main(int argc, char **argv)
         {"prefill", prefill}, {"optimal_brute_force", optimal_brute_force}, {"schedule_vs_glpk", schedule_vs_glpk},
         {"optimal_long_unit", optimal_long_unit},
         {"refusals", refusals}, {"scissorhands", scissorhands}, {"quest", quest}, {"quest_bound", quest_bound},
-        {"quest_replay", quest_replay},
+        {"quest_replay", quest_replay}, {"pyramid", pyramid}, {"adaptive", adaptive},
+        {"adaptive_one_unit", adaptive_one_unit},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
