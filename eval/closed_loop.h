@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+#include "../sim/allocation.h"
 #include "../sim/policy.h"
 #include "../trace/forward.h"
 #include "../trace/model.h"
@@ -36,6 +37,7 @@ typedef struct {
     int first_reported;      /* metrics over rows first_reported .. T-2 */
     int retention_layer;     /* record the held set of this unit at every step (-1 = none) */
     int retention_unit;
+    const AllocSpec *allocation; /* across the units (NULL = uniform) */
     /* called for every eviction (tests build masks from it); may be NULL */
     void (*on_evict)(void *ctx, int t, int layer, int unit, int token);
     void *evict_ctx;
