@@ -314,6 +314,11 @@ def allocations():
     fails(["--policy", "h2o", "--allocation", "pyramid:beta=0"], "beta")
     fails(["--policy", "h2o", "--allocation", "lifo"], "unknown allocation")
     fails(["--policy", "streaming", "--budget", "16", "--allocation", "pyramid"], "no room")
+    # the parameter list comes from each policy's own table
+    listing = run("simulate", "--list").stdout.decode()
+    for line in ("quest (cost per step", "  page    default 16", "scissorhands (cost per step", "  window  default 32",
+                 "  alpha   default 0.2   number in [0, 1)", "  base    default h2o   one of h2o|a2sf"):
+        assert line in listing, (line, listing)
     # one unit per layer: adaptive is uniform
     a, _ = simulate("--budget", "20%", "--policy", "h2o", "--granularity", "layer", "--allocation", "adaptive",
                     "--error-stride", "0")
