@@ -158,6 +158,16 @@ int cli_add_policy(PolicySpec **list, int *n, const char *text, KvError *err)
     return 0;
 }
 
+int cli_add_allocation(AllocSpec **list, int *n, const char *text, KvError *err)
+{
+    AllocSpec *a = realloc(*list, (size_t)(*n + 1) * sizeof *a);
+    if (!a) return kv_fail(err, "out of memory");
+    *list = a;
+    if (allocation_parse(text, &a[*n], err)) return -1;
+    (*n)++;
+    return 0;
+}
+
 int cli_add_budgets(BudgetSpec **list, int *n, const char *text, KvError *err)
 {
     int count = 1;

@@ -34,6 +34,8 @@ void free_lines(char **lines, int n);
 int cli_add_policy(PolicySpec **list, int *n, const char *text, KvError *err);
 /* Appends the budgets of "20%,0.4,64" (--budget is repeatable, like --policy). */
 int cli_add_budgets(BudgetSpec **list, int *n, const char *text, KvError *err);
+/* Appends a parsed allocation ("pyramid:beta=20"; --allocation is repeatable). */
+int cli_add_allocation(AllocSpec **list, int *n, const char *text, KvError *err);
 /* "kvtrace <argv...>" with every argument shell-quoted where needed, so the
  * provenance attribute of an output can be pasted back into a shell
  * (malloc'd; argv is the subcommand's, argv[0] its name). */

@@ -22,6 +22,7 @@ static const char EVAL_HELP[] =
     "  --temperature X, --seed N   sampling of those stories (default 0.8, 1)\n"
     "  --policy P[:k=v,...]   repeatable; default every real policy (the ideal and optimal oracles cannot run)\n"
     "  --budget LIST          as for simulate, repeatable (default 10%,20%,40%)\n"
+    "  --allocation A         as for simulate, repeatable: uniform (default), pyramid[:beta=20], adaptive[:floor=0.2]\n"
     "  --prefill              compress the prompt once at its end, then stream\n"
     "  --granularity G        kv_head (default) or layer\n"
     "  --generate N           greedy tokens after each text, compared with the full cache's (default 0)\n"
@@ -36,6 +37,7 @@ typedef struct {
     EvalOptions eval;
     PolicySpec *policies;
     BudgetSpec *budgets;
+    AllocSpec *allocations;
     char **texts;
     int n_texts;
     const char *text_file, *prompt_file, *output, *csv, *trace;
@@ -56,7 +58,7 @@ static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
 {
     static const struct option longopts[] = {
         {"text-file", 1, 0, 'x'}, {"prompt-file", 1, 0, 'P'}, {"sample", 1, 0, 'n'}, {"temperature", 1, 0, 'T'},
-        {"seed", 1, 0, 's'}, {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"prefill", 0, 0, 'f'},
+        {"seed", 1, 0, 's'}, {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"allocation", 1, 0, 'a'}, {"prefill", 0, 0, 'f'},
         {"granularity", 1, 0, 'g'}, {"generate", 1, 0, 'G'}, {"retention", 1, 0, 'R'}, {"threads", 1, 0, 't'},
         {"trace", 1, 0, 'r'}, {"csv", 1, 0, 'c'}, {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     EvalOptions *e = &a->eval;
@@ -79,6 +81,7 @@ static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
         case 's': if (parse_int(optarg, 0, 1L << 62, &v)) return kv_fail(err, "--seed needs a number >= 0"), 2; e->seed = (uint64_t)v; break;
         case 'p': if (add_policy(a, optarg, err)) return 2; break;
         case 'b': if (set_budgets(a, optarg, err)) return 2; break;
+        case 'a': if (cli_add_allocation(&a->allocations, &e->n_allocations, optarg, err)) return 2; break;
         case 'f': e->prefill = 1; break;
         case 'g':
             if (strcmp(optarg, "layer") && strcmp(optarg, "kv_head")) return kv_fail(err, "--granularity is kv_head or layer"), 2;
@@ -152,6 +155,7 @@ static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *
     if (a->text_file) e->sample_tokens = 0;
     e->policies = a->policies;
     e->budgets = a->budgets;
+    e->allocations = a->allocations;
     e->trace_path = o->trace;
     e->trace_file = o->trace_out.tmp;
     if (eval_run(e, &res, err)) return -1;
@@ -190,6 +194,7 @@ int cmd_eval(int argc, char **argv)
     if (rc == 0) rc = run(&a, &err) ? 1 : 0;
     free(a.policies);
     free(a.budgets);
+    free(a.allocations);
     if (a.texts) free_lines(a.texts, a.n_texts);
     free(cmdline);
     if (rc < 0) return 0;

@@ -16,10 +16,16 @@ static const char SIMULATE_HELP[] =
     "\n"
     "  --policy P[:k=v,...]   repeatable; default: every policy with its defaults but optimal (ask for it by\n"
     "                         name: it solves a min-cost flow per cache unit). A default window or sink that\n"
-    "                         leaves no room at a small budget shrinks to fit (said on stderr). Policies:\n"
+    "                         leaves no room at a small budget shrinks to fit (said on stderr). Policies\n"
+    "                         (--list: each parameter's type, bounds and meaning):\n"
     "%s"
     "  --budget LIST          tokens (64), fractions (0.2) or percentages (20%%), comma-separated, repeatable;\n"
     "                         fractions are of T (streaming) or the prompt length P (prefill); default 10%%,20%%,40%%\n"
+    "  --allocation A         how the budget B is allocated across cache units, repeatable (default uniform):\n"
+    "                         uniform (every unit B), pyramid[:beta=20] (PyramidKV: layer budgets fall\n"
+    "                         linearly with depth, mean B), adaptive[:floor=0.2] (Ada-KV: a layer's kv heads\n"
+    "                         share kv_heads*B tokens and evict jointly, each keeping floor*B; for h2o, a2sf,\n"
+    "                         vatp, tova, snapkv, scissorhands)\n"
     "  --prefill              compress the prompt once at its end, then stream (else streaming from t = 0)\n"
     "  --granularity G        kv_head (default: one cache per kv head) or layer (one per layer)\n"
     "  --layers LIST          only these layers;  --heads LIST  only these kv heads (cache units)\n"
@@ -35,14 +41,18 @@ static const char SIMULATE_HELP[] =
     "  --allow-incomplete     replay traces whose recording was interrupted\n"
     "  --csv FILE             also write a tidy CSV (default: RESULTS with .csv)\n"
     "  -o, --output FILE      results file (HDF5)\n"
-    "  --force                replace existing output files (never an input)\n";
+    "  --force                replace existing output files (never an input)\n"
+    "  --list                 list every policy and its parameters, then exit\n";
 
 static void print_help(void)
 {
     char list[2048] = "";
-    for (const PolicyOps *const *o = policy_registry(); *o; o++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "                           %-10s %-38s %s\n",
-                 (*o)->name, *(*o)->defaults ? (*o)->defaults : "-", (*o)->cost);
+    for (const PolicyOps *const *o = policy_registry(); *o; o++) {
+        char defaults[160];
+        policy_defaults_text(*o, defaults, sizeof defaults);
+        snprintf(list + strlen(list), sizeof list - strlen(list), "                           %-12s %-38s %s\n",
+                 (*o)->name, defaults, (*o)->cost);
+    }
     printf(SIMULATE_HELP, list);
 }
 
@@ -50,6 +60,7 @@ typedef struct {
     SimOptions sim;
     PolicySpec *policies;
     BudgetSpec *budgets;
+    AllocSpec *allocations;
     int *layers, *units;
     const char *output, *csv;
     int force;
@@ -68,10 +79,10 @@ static int set_budgets(SimArgs *a, const char *text, KvError *err)
 static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
 {
     static const struct option longopts[] = {
-        {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"prefill", 0, 0, 'P'}, {"granularity", 1, 0, 'g'},
+        {"policy", 1, 0, 'p'}, {"budget", 1, 0, 'b'}, {"allocation", 1, 0, 'a'}, {"prefill", 0, 0, 'P'}, {"granularity", 1, 0, 'g'},
         {"layers", 1, 0, 'l'}, {"heads", 1, 0, 'u'}, {"error-stride", 1, 0, 'e'}, {"recompute", 0, 0, 'r'}, {"attention", 1, 0, 'A'},
         {"retention", 1, 0, 'R'}, {"threads", 1, 0, 't'}, {"allow-incomplete", 0, 0, 'i'}, {"csv", 1, 0, 'c'},
-        {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"output", 1, 0, 'o'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {"list", 0, 0, 'L'}, {0, 0, 0, 0}};
     SimOptions *s = &a->sim;
     s->error_stride = SIM_ERROR_STRIDE_AUTO;
     s->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -84,6 +95,7 @@ static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
         switch (c) {
         case 'p': if (add_policy(a, optarg, err)) return 1; break;
         case 'b': if (set_budgets(a, optarg, err)) return 1; break;
+        case 'a': if (cli_add_allocation(&a->allocations, &s->n_allocations, optarg, err)) return 1; break;
         case 'P': s->prefill = 1; break;
         case 'g':
             if (strcmp(optarg, "layer") && strcmp(optarg, "kv_head")) return kv_fail(err, "--granularity is kv_head or layer"), 2;
@@ -109,6 +121,7 @@ static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
         case 'o': a->output = optarg; break;
         case 'F': a->force = 1; break;
         case 'h': print_help(); return -1;
+        case 'L': policy_print_list(stdout); return -1;
         default: return kv_fail(err, "unknown option or missing value: %s", argv[optind - 1]), 2;
         }
     }
@@ -122,6 +135,7 @@ static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
     if (s->n_budgets == 0 && set_budgets(a, "10%,20%,40%", err)) return 1;
     s->policies = a->policies;
     s->budgets = a->budgets;
+    s->allocations = a->allocations;
     s->layers = a->layers;
     s->units = a->units;
     return 0;
@@ -181,7 +195,7 @@ int cmd_simulate(int argc, char **argv)
         a.sim.command_line = cmdline;
         rc = run_simulate(&a, &err);
     }
-    free(a.policies); free(a.budgets); free(a.layers); free(a.units);
+    free(a.policies); free(a.budgets); free(a.allocations); free(a.layers); free(a.units);
     free(cmdline);
     if (rc < 0) return 0;
     if (rc == 2) return cli_usage_error("simulate", "%s", err.msg);

@@ -62,8 +62,16 @@ typedef struct {
     Policy *pol;         /* [n_layers][units] */
     uint8_t *keep;       /* [n_layers][n_kv_heads][capacity] */
     float *observed;     /* [capacity] */
+    int *selected;       /* [capacity] a selector's tokens */
+    const float **q_row, **k_rows; /* [heads_per_unit] a selector's view of one unit */
     int T;               /* text length (retention rows) */
     LoopResult *res;
+    /* adaptive allocation: the units of a layer evict jointly */
+    int adaptive, keep_min, budget;
+    Policy **joint;      /* [units] one layer's policies */
+    int *slot;           /* [units] scratch for adaptive_evict */
+    float *score;
+    int joint_layer, joint_t;
 } PrunedCache;
 
 static void set_keep(PrunedCache *c, int layer, int unit, int token, uint8_t value)
@@ -84,6 +92,30 @@ static void evict_to_budget(PrunedCache *c, int layer, int unit, int t)
     }
 }
 
+static void joint_evicted(void *ctx, int unit, int token)
+{
+    PrunedCache *c = ctx;
+    set_keep(c, c->joint_layer, unit, token, 0);
+    c->res->evictions++;
+    if (c->opt->on_evict) c->opt->on_evict(c->opt->evict_ctx, c->joint_t, c->joint_layer, unit, token);
+}
+
+/* adaptive: the layer's units evict together down to units * B tokens. */
+static void evict_jointly(PrunedCache *c, int layer, int t)
+{
+    for (int u = 0; u < c->units; u++) c->joint[u] = &c->pol[layer * c->units + u];
+    c->joint_layer = layer;
+    c->joint_t = t;
+    adaptive_evict(c->joint, c->units, t, (long)c->units * c->budget, c->keep_min, c->slot, c->score, joint_evicted, c);
+}
+
+static void record_held(PrunedCache *c, int layer, int u, int t)
+{
+    const Policy *p = &c->pol[layer * c->units + u];
+    if (c->res->retention && t < c->T && layer == c->opt->retention_layer && u == c->opt->retention_unit)
+        for (int j = 0; j < p->n; j++) c->res->retention[(size_t)t * c->T + p->tokens[j]] = 1;
+}
+
 /* The token's features for one unit: norms of its kv head, or their mean over the layer. */
 static TokenFeatures features(const PrunedCache *c, int unit, const float *k, const float *v)
 {
@@ -99,21 +131,51 @@ static TokenFeatures features(const PrunedCache *c, int unit, const float *k, co
     return f;
 }
 
+/* A selector's row: every token of the unit masked but those it selects from q_t. */
+static void select_row(PrunedCache *c, int layer, int u, int t, const float *q)
+{
+    const ModelConfig *cfg = &c->s->cfg;
+    int d = cfg->head_dim, group = cfg->n_heads / cfg->n_kv_heads, n = t + 1;
+    if (t >= c->opt->n_prompt) {
+        for (int i = 0; i < c->heads_per_unit; i++) {
+            int h = u * c->heads_per_unit + i;
+            c->q_row[i] = q + (size_t)h * d;
+            c->k_rows[i] = c->s->key_cache + forward_unit_row(c->s, layer, h / group) * d;
+        }
+        QueryView view = {.n_heads = c->heads_per_unit, .d = d, .scale = 1.0f / sqrtf((float)d), .q = c->q_row,
+                          .k = c->k_rows};
+        Policy *p = &c->pol[layer * c->units + u];
+        n = p->ops->select(p, &view, t, c->selected);
+        if (c->opt->on_select) c->opt->on_select(c->opt->evict_ctx, t, layer, u, c->selected, n);
+    } else {
+        for (int i = 0; i < n; i++) c->selected[i] = i;
+    }
+    for (int i = 0; i <= t; i++) set_keep(c, layer, u, i, 0);
+    for (int j = 0; j < n; j++) set_keep(c, layer, u, c->selected[j], 1);
+    if (c->res->retention && t < c->T && layer == c->opt->retention_layer && u == c->opt->retention_unit)
+        for (int j = 0; j < n; j++) c->res->retention[(size_t)t * c->T + c->selected[j]] = 1;
+}
+
 static int on_qkv(void *ctx, int layer, int pos0, int n, const float *q, const float *k, const float *v)
 {
-    (void)q;
     (void)n; /* one token per step */
     PrunedCache *c = ctx;
     int t = pos0;
     for (int u = 0; u < c->units; u++) {
         TokenFeatures f = features(c, u, k, v);
         Policy *p = &c->pol[layer * c->units + u];
+        if (p->ops->kind == KIND_SELECT) {
+            select_row(c, layer, u, t, q);
+            continue;
+        }
         policy_insert(p, t, &f);
         set_keep(c, layer, u, t, 1);
+        if (c->adaptive) continue; /* evicted below, with the layer's other units */
         if (t >= c->opt->n_prompt) evict_to_budget(c, layer, u, t);
-        if (c->res->retention && t < c->T && layer == c->opt->retention_layer && u == c->opt->retention_unit)
-            for (int j = 0; j < p->n; j++) c->res->retention[(size_t)t * c->T + p->tokens[j]] = 1;
+        record_held(c, layer, u, t);
     }
+    if (c->adaptive && t >= c->opt->n_prompt) evict_jointly(c, layer, t);
+    for (int u = 0; c->adaptive && u < c->units; u++) record_held(c, layer, u, t);
     return 0;
 }
 
@@ -128,7 +190,10 @@ static int on_attention(void *ctx, int layer, int head, int pos0, int n, const f
     for (int j = 0; j < p->n; j++) c->observed[j] += probs[p->tokens[j]];
     if ((head + 1) % c->heads_per_unit) return 0; /* more heads of this unit to come */
     if (p->ops->uses_attention) policy_observe(p, c->observed, t);
-    if (c->opt->n_prompt > 0 && t == c->opt->n_prompt - 1) evict_to_budget(c, layer, u, t); /* prefill */
+    if (c->opt->n_prompt > 0 && t == c->opt->n_prompt - 1) { /* prefill: compress after the prompt */
+        if (!c->adaptive) evict_to_budget(c, layer, u, t);
+        else if (u == c->units - 1) evict_jointly(c, layer, t);
+    }
     return 0;
 }
 
@@ -141,6 +206,12 @@ static void pruned_cache_free(PrunedCache *c, int n_policies)
     free(c->pol);
     free(c->keep);
     free(c->observed);
+    free(c->joint);
+    free(c->slot);
+    free(c->score);
+    free(c->selected);
+    free(c->q_row);
+    free(c->k_rows);
 }
 
 static int pruned_cache_init(PrunedCache *c, const ForwardState *s, const PolicySpec *spec, int budget,
@@ -153,10 +224,27 @@ static int pruned_cache_init(PrunedCache *c, const ForwardState *s, const Policy
     c->pol = calloc((size_t)cfg->n_layers * c->units, sizeof *c->pol);
     c->keep = calloc((size_t)cfg->n_layers * cfg->n_kv_heads * s->capacity, 1);
     c->observed = malloc((size_t)capacity * sizeof(float));
-    if (!c->pol || !c->keep || !c->observed) return kv_fail(err, "out of memory for a pruned cache");
-    for (int l = 0; l < cfg->n_layers; l++)
+    c->selected = malloc((size_t)capacity * sizeof(int));
+    c->joint = malloc((size_t)c->units * sizeof *c->joint);
+    c->slot = malloc((size_t)c->units * sizeof *c->slot);
+    c->score = malloc((size_t)c->units * sizeof *c->score);
+    c->q_row = malloc((size_t)c->heads_per_unit * sizeof *c->q_row);
+    c->k_rows = malloc((size_t)c->heads_per_unit * sizeof *c->k_rows);
+    if (!c->pol || !c->keep || !c->observed || !c->selected || !c->q_row || !c->k_rows || !c->joint || !c->slot ||
+        !c->score) return kv_fail(err, "out of memory for a pruned cache");
+    const AllocSpec *alloc = c->opt->allocation;
+    c->adaptive = alloc && alloc->kind == ALLOC_ADAPTIVE;
+    c->keep_min = alloc ? (int)floor(alloc->floor * budget) : 0;
+    c->budget = budget;
+    Policy probe; /* pyramid's w: the policy's protected recent window at B */
+    if (policy_create(&probe, spec, budget, capacity, 0, 0, err)) return -1;
+    int window = probe.recent;
+    policy_destroy(&probe);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        int layer_budget = alloc ? allocation_layer_budget(alloc, cfg->n_layers, l, budget, window) : budget;
         for (int u = 0; u < c->units; u++)
-            if (policy_create(&c->pol[l * c->units + u], spec, budget, capacity, l, u, err)) return -1;
+            if (policy_create(&c->pol[l * c->units + u], spec, layer_budget, capacity, l, u, err)) return -1;
+    }
     return 0;
 }
 

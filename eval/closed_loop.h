@@ -9,12 +9,16 @@
  * each unit's query heads and fed back to its policy.  These are the same
  * Policy objects and the same calls (policy.h) as the offline replay, in the
  * same order: insert, evict, attend, observe; in prefill mode the cache is
- * compressed once after the last prompt row. */
+ * compressed once after the last prompt row.  A selecting policy (quest)
+ * keeps everything and masks, for each row, all but the tokens it selects
+ * from that row's q (every row in streaming mode, the rows after the prompt
+ * in prefill mode), as the replay does. */
 #ifndef KV_CLOSED_LOOP_H
 #define KV_CLOSED_LOOP_H
 
 #include <stdint.h>
 
+#include "../sim/allocation.h"
 #include "../sim/policy.h"
 #include "../trace/forward.h"
 #include "../trace/model.h"
@@ -33,9 +37,12 @@ typedef struct {
     int first_reported;      /* metrics over rows first_reported .. T-2 */
     int retention_layer;     /* record the held set of this unit at every step (-1 = none) */
     int retention_unit;
+    const AllocSpec *allocation; /* across the units (NULL = uniform) */
     /* called for every eviction (tests build masks from it); may be NULL */
     void (*on_evict)(void *ctx, int t, int layer, int unit, int token);
     void *evict_ctx;
+    /* called (with evict_ctx) for every row a selecting policy (quest) attends to a subset: its tokens */
+    void (*on_select)(void *ctx, int t, int layer, int unit, const int *tokens, int n);
 } LoopOptions;
 
 typedef struct {

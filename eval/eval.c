@@ -48,7 +48,8 @@ static int replay_offline(const EvalOptions *opt, SimResults *offline, KvError *
 {
     const char *traces[1] = {opt->trace_file ? opt->trace_file : opt->trace_path};
     SimOptions sim = {.traces = traces, .n_traces = 1, .policies = opt->policies, .n_policies = opt->n_policies,
-                      .budgets = opt->budgets, .n_budgets = opt->n_budgets, .prefill = opt->prefill,
+                      .budgets = opt->budgets, .n_budgets = opt->n_budgets,
+                      .allocations = opt->allocations, .n_allocations = opt->n_allocations, .prefill = opt->prefill,
                       .layer_granularity = opt->layer_granularity, .error_stride = 1, .threads = opt->threads,
                       .retention_layer = -1, .retention_unit = -1, .command_line = opt->command_line};
     return simulate_run(&sim, offline, err);
@@ -95,7 +96,8 @@ static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
         ReplayOptions ropt = {.n_prompt = opt->prefill ? P : 0};
         LoopOptions lopt = {.n_prompt = ropt.n_prompt, .layer_granularity = opt->layer_granularity,
                             .first_reported = replay_first_reported(&ropt, budget, T),
-                            .retention_layer = s == 0 ? opt->retention_layer : -1, .retention_unit = opt->retention_unit};
+                            .retention_layer = s == 0 ? opt->retention_layer : -1, .retention_unit = opt->retention_unit,
+                            .allocation = &res->offline.config_alloc[c]};
         LoopResult r = {.retention = s == 0 && res->retention ? res->retention + (size_t)c * T * T : NULL};
         rc = closed_loop_run(pool->m, state, pool->tokens[s], &full, &res->offline.config_spec[c], budget,
                              &lopt, &r, err);

@@ -30,6 +30,8 @@ typedef struct {
     int n_policies;
     const BudgetSpec *budgets;
     int n_budgets;
+    const AllocSpec *allocations; /* none = uniform */
+    int n_allocations;
     int prefill, layer_granularity;
     int generate;            /* greedy continuation compared after each text */
     int threads;

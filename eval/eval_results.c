@@ -106,6 +106,7 @@ static int write_configs(hid_t f, const EvalResults *r)
     hid_t g = H5Gcreate2(f, "configs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = g < 0 || h5_write_strings(g, "policy", o->config_policy, r->C) ||
              h5_write_strings(g, "params", o->config_params, r->C) ||
+             h5_write_strings(g, "allocation", o->config_allocation, r->C) ||
              h5_write_strings(g, "budget", o->config_budget, r->C) ||
              h5_write_array(g, "budget_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, o->config_fraction) ||
              h5_write_array(g, "budget_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dcs, o->budget_tokens);
@@ -190,7 +191,7 @@ int eval_write_csv(const EvalResults *r, const EvalOptions *o, const OutputFile 
 {
     FILE *f = output_open_text(out, "CSV", err);
     if (!f) return -1;
-    fprintf(f, "trace,model,mode,granularity,policy,params,budget,budget_tokens,delta_nll,delta_nll_std,ppl_ratio,kl,"
+    fprintf(f, "trace,model,mode,granularity,policy,params,allocation,budget,budget_tokens,delta_nll,delta_nll_std,ppl_ratio,kl,"
                "top1_agreement,greedy_agreement,offline_retained_mass,offline_output_error,n_texts\n");
     for (int c = 0; c < r->C; c++) {
         double v[EVAL_METRICS], sd[EVAL_METRICS], mass, error, unused;
@@ -203,6 +204,7 @@ int eval_write_csv(const EvalResults *r, const EvalOptions *o, const OutputFile 
         csv_text(f, o->layer_granularity ? "layer" : "kv_head", 0);
         csv_text(f, r->offline.config_policy[c], 0);
         csv_text(f, r->offline.config_params[c], 0);
+        csv_text(f, r->offline.config_allocation[c], 0);
         csv_text(f, r->offline.config_budget[c], 0);
         csv_number(f, sim_mean_budget(&r->offline, c), 0);
         const double row[] = {v[EVAL_DELTA_NLL], sd[EVAL_DELTA_NLL], v[EVAL_PPL_RATIO], v[EVAL_KL], v[EVAL_TOP1],
@@ -213,9 +215,22 @@ int eval_write_csv(const EvalResults *r, const EvalOptions *o, const OutputFile 
     return output_close_text(f, out, "CSV", err);
 }
 
+/* The policy, and its allocation when it is not uniform. */
+static void eval_config_name(const EvalResults *r, int c, char *out, size_t size)
+{
+    if (r->offline.config_alloc[c].kind == ALLOC_UNIFORM) snprintf(out, size, "%s", r->offline.config_policy[c]);
+    else snprintf(out, size, "%s %s", r->offline.config_policy[c], r->offline.config_allocation[c]);
+}
+
 void eval_print_table(const EvalResults *r, FILE *out)
 {
-    fprintf(out, "%-10s %-6s %7s  %-18s %9s %8s %7s %7s | %12s %10s\n", "policy", "budget", "tokens",
+    int named = 12; /* "scissorhands"; with the allocation when it is not uniform: "h2o adaptive:floor=0.2" */
+    char name[128];
+    for (int c = 0; c < r->C; c++) {
+        eval_config_name(r, c, name, sizeof name);
+        if ((int)strlen(name) > named) named = (int)strlen(name);
+    }
+    fprintf(out, "%-*s %-6s %7s  %-18s %9s %8s %7s %7s | %12s %10s\n", named, "policy", "budget", "tokens",
             "dNLL (nats) +- sd", "ppl ratio", "KL", "top-1", "greedy", "offline mass", "off. error");
     for (int c = 0; c < r->C; c++) {
         double v[EVAL_METRICS], sd[EVAL_METRICS], mass, error, unused;
@@ -224,8 +239,9 @@ void eval_print_table(const EvalResults *r, FILE *out)
         sim_overall(&r->offline, c, 2, &error, &unused);
         char spread[16] = ""; /* none from one text */
         if (!isnan(sd[EVAL_DELTA_NLL])) snprintf(spread, sizeof spread, "+- %.4f", sd[EVAL_DELTA_NLL]);
-        fprintf(out, "%-10s %-6s %7.1f  %+8.4f %-9s %9.4f %8.4f %7.3f %7.1f | %12.4f %10.4f\n",
-                r->offline.config_policy[c], r->offline.config_budget[c], sim_mean_budget(&r->offline, c), v[EVAL_DELTA_NLL],
+        eval_config_name(r, c, name, sizeof name);
+        fprintf(out, "%-*s %-6s %7.1f  %+8.4f %-9s %9.4f %8.4f %7.3f %7.1f | %12.4f %10.4f\n", named,
+                name, r->offline.config_budget[c], sim_mean_budget(&r->offline, c), v[EVAL_DELTA_NLL],
                 spread, v[EVAL_PPL_RATIO], v[EVAL_KL], v[EVAL_TOP1], v[EVAL_GREEDY], mass, error);
     }
     EvalRanks k;

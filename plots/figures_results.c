@@ -19,18 +19,20 @@ typedef struct {
     const PlotInput *in;
     int C, S, T;                 /* configs, sequences, longest sequence (eviction ages) */
     char **policy, **params, **budget;
+    char **allocation;           /* [C] or NULL (files before allocations: all uniform) */
     double *fraction;            /* [C] NaN for token budgets */
     int *tokens;                 /* [C][S] */
     int *selected;               /* [C] kept by --policy/--config */
     char mode[16], model[128];
 } Results;
 
-/* The series of a figure: one per (file, policy, parameters). */
+/* The series of a figure: one per (file, policy, parameters, allocation). */
 typedef struct {
     int n;
     int file[MAX_SERIES];
     char label[MAX_SERIES][192];
     char params[MAX_SERIES][160];
+    const char *allocation[MAX_SERIES];
     SeriesKey key[MAX_SERIES];
     int *of[64];                 /* [file][C]: series of each config, -1 if not drawn */
 } Series;
@@ -39,6 +41,7 @@ static void results_free(Results *r)
 {
     h5_free_strings(r->policy, r->C);
     h5_free_strings(r->params, r->C);
+    if (r->allocation) h5_free_strings(r->allocation, r->C);
     h5_free_strings(r->budget, r->C);
     free(r->fraction);
     free(r->tokens);
@@ -169,10 +172,11 @@ static int results_load(const FigureJob *job, const PlotInput *in, Results *r, K
     r->policy = h5_read_strings(f, "configs/policy", r->C);
     r->params = h5_read_strings(f, "configs/params", r->C);
     r->budget = h5_read_strings(f, "configs/budget", r->C);
+    r->allocation = h5_exists(f, "configs/allocation") ? h5_read_strings(f, "configs/allocation", r->C) : NULL;
     r->fraction = malloc((size_t)r->C * sizeof(double));
     r->tokens = malloc((size_t)r->C * r->S * sizeof(int));
     r->selected = malloc((size_t)r->C * sizeof(int));
-    if (!r->policy || !r->params || !r->budget || !r->fraction || !r->tokens || !r->selected ||
+    if (!r->policy || !r->params || !r->budget || (h5_exists(f, "configs/allocation") && !r->allocation) || !r->fraction || !r->tokens || !r->selected ||
         h5_read_all(f, "configs/budget_fraction", H5T_NATIVE_DOUBLE, r->fraction, (size_t)r->C) ||
         h5_read_all(f, "configs/budget_tokens", H5T_NATIVE_INT, r->tokens, (size_t)r->C * r->S)) {
         results_free(r);
@@ -232,14 +236,16 @@ static int make_series(const Results *r, int n_files, const int *const *keep, Se
             s->of[f][c] = -1;
             if (!r[f].selected[c] || (keep && !keep[f][c])) continue;
             int k = 0;
+            const char *alloc = r[f].allocation ? r[f].allocation[c] : "uniform";
             while (k < s->n && (s->file[k] != f || strcmp(s->key[k].family, r[f].policy[c]) ||
-                                strcmp(s->params[k], r[f].params[c])))
+                                strcmp(s->params[k], r[f].params[c]) || strcmp(s->allocation[k], alloc)))
                 k++;
             if (k == s->n) {
                 if (s->n == MAX_SERIES) return kv_fail(err, "more than %d series on one figure; choose some with --policy or --config", MAX_SERIES);
                 s->file[k] = f;
                 s->key[k] = (SeriesKey){.family = r[f].policy[c], .group = f};
                 snprintf(s->params[k], sizeof s->params[k], "%s", r[f].params[c]);
+                s->allocation[k] = alloc;
                 s->n++;
             }
             s->of[f][c] = k;
@@ -254,7 +260,9 @@ static int make_series(const Results *r, int n_files, const int *const *keep, Se
         char name[192];
         if (variants && s->params[k][0]) snprintf(name, sizeof name, "%s(%s)", s->key[k].family, s->params[k]);
         else snprintf(name, sizeof name, "%s", s->key[k].family);
-        snprintf(s->label[k], sizeof s->label[k], "%s%s%s", label, label[0] ? ": " : "", name);
+        int uniform = !strcmp(s->allocation[k], "uniform"); /* other allocations are named after the policy */
+        snprintf(s->label[k], sizeof s->label[k], "%s%s%s%s%s", label, label[0] ? ": " : "", name, uniform ? "" : " ",
+                 uniform ? "" : s->allocation[k]);
     }
     return 0;
 }

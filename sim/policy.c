@@ -10,115 +10,170 @@
 
 /* ------------------------------------------------------------ parameters */
 
-/* Position of key in the policy's "key,key" list, or -1. */
+/* Index of key in the policy's parameter table, or -1. */
 static int key_index(const PolicyOps *ops, const char *key)
 {
-    size_t len = strlen(key);
+    for (int i = 0; i < ops->n_params; i++)
+        if (!strcmp(ops->params[i].key, key)) return i;
+    return -1;
+}
+
+static void key_list(const PolicyOps *ops, char *out, size_t size)
+{
+    size_t used = 0;
+    snprintf(out, size, "none");
+    for (int i = 0; i < ops->n_params && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s", i ? "," : "", ops->params[i].key);
+}
+
+/* Index of word in "word|word", or -1. */
+static int choice_index(const char *choices, const char *word)
+{
+    size_t len = strlen(word);
     int index = 0;
-    for (const char *k = ops->keys; k && *k; index++) {
-        const char *end = strchr(k, ',');
-        size_t n = end ? (size_t)(end - k) : strlen(k);
-        if (n == len && strncmp(k, key, n) == 0) return index;
-        k = end ? end + 1 : k + n;
+    for (const char *c = choices; *c; index++) {
+        const char *end = strchr(c, '|');
+        size_t n = end ? (size_t)(end - c) : strlen(c);
+        if (n == len && !strncmp(c, word, n)) return index;
+        c = end ? end + 1 : c + n;
     }
     return -1;
 }
 
-static int key_allowed(const PolicyOps *ops, const char *key) { return key_index(ops, key) >= 0; }
-
-/* A parameter the policy takes and the user left at its default. */
-static int key_defaulted(const PolicyOps *ops, const PolicySpec *s, const char *key)
+/* The index-th word of "word|word" into out. */
+static void choice_word(const char *choices, int index, char *out, size_t size)
 {
-    int i = key_index(ops, key);
-    return i >= 0 && !(s->given & (1u << i));
+    const char *c = choices;
+    for (; index > 0 && strchr(c, '|'); index--) c = strchr(c, '|') + 1;
+    const char *end = strchr(c, '|');
+    snprintf(out, size, "%.*s", (int)(end ? (size_t)(end - c) : strlen(c)), c);
 }
 
-static int set_param(PolicySpec *s, const PolicyOps *ops, const char *key, const char *value, KvError *err)
+/* "0+1+5": layer numbers, or "none". */
+static int parse_layers(const char *policy, const PolicyParam *param, const char *value, ParamValue *out, KvError *err)
+{
+    out->n_layers = 0;
+    if (!strcmp(value, "none")) return 0;
+    char *buf = strdup(value), *save = NULL, *end;
+    if (!buf) return kv_fail(err, "out of memory");
+    int bad = 0;
+    for (char *tok = strtok_r(buf, "+", &save); tok && !bad; tok = strtok_r(NULL, "+", &save)) {
+        long layer = strtol(tok, &end, 10);
+        bad = *end || layer < 0 || layer > 1 << 20 || out->n_layers == POLICY_MAX_LIST;
+        if (!bad) out->layers[out->n_layers++] = (int)layer;
+    }
+    free(buf);
+    if (bad) return kv_fail(err, "%s: %s must list up to %d layers joined by '+', got '%s'", policy, param->key,
+                            POLICY_MAX_LIST, value);
+    return 0;
+}
+
+/* One value of one parameter, checked against its type and bounds. */
+static int parse_value(const char *policy, const PolicyParam *param, const char *value, ParamValue *out, KvError *err)
 {
     char *end;
-    if (!key_allowed(ops, key))
-        return kv_fail(err, "policy %s has no parameter '%s' (it takes: %s)", ops->name, key,
-                       ops->keys && *ops->keys ? ops->keys : "none");
     double v = strtod(value, &end);
     int numeric = *value && !*end && isfinite(v);
-    if (!strcmp(key, "alpha")) {
-        if (!numeric || v < 0 || v >= 1) return kv_fail(err, "%s: alpha must be in [0, 1), got '%s'", ops->name, value);
-        s->alpha = v;
-    } else if (!strcmp(key, "recent")) {
-        if (!numeric || v < 0 || v > 1) return kv_fail(err, "%s: recent must be a fraction in [0, 1], got '%s'", ops->name, value);
-        s->recent = v;
-    } else if (!strcmp(key, "sink") || !strcmp(key, "window") || !strcmp(key, "kernel") || !strcmp(key, "seed")) {
-        double max = strcmp(key, "seed") ? (double)(1 << 30) : 1e15; /* token counts stay far inside int */
-        if (!numeric || v < 0 || v != floor(v) || v > max)
-            return kv_fail(err, "%s: %s must be a whole number in 0..%.0f, got '%s'", ops->name, key, max, value);
-        if (!strcmp(key, "sink")) s->sink = (int)v;
-        else if (!strcmp(key, "window")) s->window = (int)v;
-        else if (!strcmp(key, "seed")) s->seed = (uint64_t)v;
-        else if ((int)v % 2 == 0) return kv_fail(err, "%s: kernel must be odd, got %s", ops->name, value);
-        else s->kernel = (int)v;
-        if (!strcmp(key, "window") && v < 1) return kv_fail(err, "%s: window must be >= 1", ops->name);
-    } else if (!strcmp(key, "base")) {
-        if (strcmp(value, "h2o") && strcmp(value, "a2sf"))
-            return kv_fail(err, "%s: base must be h2o or a2sf, got '%s'", ops->name, value);
-        snprintf(s->base, sizeof s->base, "%s", value);
-    } else if (!strcmp(key, "skip")) { /* layers joined by '+': skip=0+1 */
-        s->n_skip = 0;
-        if (!strcmp(value, "none")) return 0;
-        char *buf = strdup(value), *save = NULL;
-        if (!buf) return kv_fail(err, "out of memory");
-        int bad = 0;
-        for (char *tok = strtok_r(buf, "+", &save); tok && !bad; tok = strtok_r(NULL, "+", &save)) {
-            long layer = strtol(tok, &end, 10);
-            bad = *end || layer < 0 || layer > 1 << 20 || s->n_skip == POLICY_MAX_SKIP;
-            if (!bad) s->skip[s->n_skip++] = (int)layer;
-        }
-        free(buf);
-        if (bad) return kv_fail(err, "%s: skip must list up to %d layers joined by '+', got '%s'", ops->name,
-                                POLICY_MAX_SKIP, value);
+    switch (param->type) {
+    case PARAM_REAL:
+        if (!numeric || v < param->min || v > param->max || (param->open_max && v == param->max))
+            return kv_fail(err, "%s: %s must be in [%g, %g%c, got '%s'", policy, param->key, param->min, param->max,
+                           param->open_max ? ')' : ']', value);
+        break;
+    case PARAM_COUNT:
+        if (!numeric || v < param->min || v != floor(v) || v > param->max)
+            return kv_fail(err, "%s: %s must be a whole number in %.0f..%.0f, got '%s'", policy, param->key,
+                           param->min, param->max, value);
+        break;
+    case PARAM_CHOICE:
+        v = choice_index(param->choices, value);
+        if (v < 0) return kv_fail(err, "%s: %s must be one of %s, got '%s'", policy, param->key, param->choices, value);
+        break;
+    case PARAM_LAYERS:
+        return parse_layers(policy, param, value, out, err);
     }
+    out->number = v;
     return 0;
 }
 
 /* Applies "key=value,key=value" to s; marks the keys as given when the user wrote them. */
 static int apply_params(PolicySpec *s, const PolicyOps *ops, const char *text, int user, KvError *err)
 {
-    char buf[512];
+    char buf[512], keys[128];
     snprintf(buf, sizeof buf, "%s", text);
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(item, '=');
         if (!eq) return kv_fail(err, "policy %s: parameter '%s' needs key=value", ops->name, item);
         *eq = 0;
-        if (set_param(s, ops, item, eq + 1, err)) return -1;
-        if (user) s->given |= 1u << key_index(ops, item);
+        int i = key_index(ops, item);
+        key_list(ops, keys, sizeof keys);
+        if (i < 0) return kv_fail(err, "policy %s has no parameter '%s' (it takes: %s)", ops->name, item, keys);
+        if (parse_value(ops->name, &ops->params[i], eq + 1, &s->value[i], err)) return -1;
+        if (user) s->given |= 1u << i;
     }
     return 0;
+}
+
+static void value_text(const PolicyParam *param, const ParamValue *v, char *out, size_t size)
+{
+    size_t n = 0;
+    switch (param->type) {
+    case PARAM_REAL: snprintf(out, size, "%g", v->number); break;
+    case PARAM_COUNT: snprintf(out, size, "%.0f", v->number); break;
+    case PARAM_CHOICE: choice_word(param->choices, (int)v->number, out, size); break;
+    case PARAM_LAYERS:
+        snprintf(out, size, "none");
+        for (int i = 0; i < v->n_layers && n + 8 < size; i++)
+            n += (size_t)snprintf(out + n, size - n, "%s%d", i ? "+" : "", v->layers[i]);
+        break;
+    }
 }
 
 static void canonical(PolicySpec *s, const PolicyOps *ops)
 {
     size_t used = 0;
     s->canonical[0] = 0;
-    char keys[128];
-    snprintf(keys, sizeof keys, "%s", ops->keys ? ops->keys : "");
-    char *save = NULL;
-    for (char *k = strtok_r(keys, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+    for (int i = 0; i < ops->n_params && used < sizeof s->canonical; i++) {
         char v[96];
-        if (!strcmp(k, "alpha")) snprintf(v, sizeof v, "%g", s->alpha);
-        else if (!strcmp(k, "recent")) snprintf(v, sizeof v, "%g", s->recent);
-        else if (!strcmp(k, "sink")) snprintf(v, sizeof v, "%d", s->sink);
-        else if (!strcmp(k, "window")) snprintf(v, sizeof v, "%d", s->window);
-        else if (!strcmp(k, "kernel")) snprintf(v, sizeof v, "%d", s->kernel);
-        else if (!strcmp(k, "seed")) snprintf(v, sizeof v, "%llu", (unsigned long long)s->seed);
-        else if (!strcmp(k, "base")) snprintf(v, sizeof v, "%s", s->base);
-        else {
-            size_t n = 0;
-            snprintf(v, sizeof v, "none");
-            for (int i = 0; i < s->n_skip && n + 8 < sizeof v; i++)
-                n += (size_t)snprintf(v + n, sizeof v - n, "%s%d", i ? "+" : "", s->skip[i]);
+        value_text(&ops->params[i], &s->value[i], v, sizeof v);
+        used += (size_t)snprintf(s->canonical + used, sizeof s->canonical - used, "%s%s=%s", used ? "," : "",
+                                 ops->params[i].key, v);
+    }
+}
+
+void policy_defaults_text(const PolicyOps *ops, char *out, size_t size)
+{
+    size_t used = 0;
+    snprintf(out, size, "-");
+    for (int i = 0; i < ops->n_params && used < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s=%s", i ? "," : "", ops->params[i].key,
+                                 ops->params[i].fallback);
+}
+
+static void param_range(const PolicyParam *param, char *out, size_t size)
+{
+    switch (param->type) {
+    case PARAM_REAL:
+        snprintf(out, size, "number in [%g, %g%c", param->min, param->max, param->open_max ? ')' : ']');
+        break;
+    case PARAM_COUNT: snprintf(out, size, "whole number in %.0f..%.0f", param->min, param->max); break;
+    case PARAM_CHOICE: snprintf(out, size, "one of %s", param->choices); break;
+    case PARAM_LAYERS: snprintf(out, size, "layers joined by '+', or none"); break;
+    }
+}
+
+void policy_print_list(FILE *out)
+{
+    for (const PolicyOps *const *o = policy_registry(); *o; o++) {
+        fprintf(out, "%s (cost per step: %s)\n", (*o)->name, (*o)->cost);
+        if (!(*o)->n_params) fprintf(out, "  no parameters\n");
+        for (int i = 0; i < (*o)->n_params; i++) {
+            const PolicyParam *param = &(*o)->params[i];
+            char range[96];
+            param_range(param, range, sizeof range);
+            fprintf(out, "  %-7s default %-5s %-32s %s\n", param->key, param->fallback, range, param->help);
         }
-        used += (size_t)snprintf(s->canonical + used, sizeof s->canonical - used, "%s%s=%s", used ? "," : "", k, v);
-        if (used >= sizeof s->canonical) break;
     }
 }
 
@@ -136,8 +191,13 @@ int policy_parse(const char *text, PolicySpec *spec, KvError *err)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", *names ? ", " : "", (*o)->name);
         return kv_fail(err, "unknown policy '%s' (known: %s)", spec->name, names);
     }
-    if (apply_params(spec, ops, ops->defaults ? ops->defaults : "", 0, err)) return -1;
+    for (int i = 0; i < ops->n_params; i++) {
+        char item[128];
+        snprintf(item, sizeof item, "%s=%s", ops->params[i].key, ops->params[i].fallback);
+        if (apply_params(spec, ops, item, 0, err)) return -1;
+    }
     if (colon && apply_params(spec, ops, colon + 1, 1, err)) return -1;
+    if (ops->check && ops->check(spec, err)) return -1;
     canonical(spec, ops);
     return 0;
 }
@@ -186,7 +246,8 @@ int policy_recent_tokens(double recent, int budget) { return (int)floor(recent *
 
 int policy_check_room(const Policy *p, KvError *err)
 {
-    if (p->ops->kind == KIND_FULL || p->ops->kind == KIND_IDEAL || p->budget >= p->capacity) return 0;
+    PolicyKind kind = p->ops->kind;
+    if (kind == KIND_FULL || kind == KIND_IDEAL || kind == KIND_SELECT || p->budget >= p->capacity) return 0;
     if (p->sink + p->recent >= p->budget)
         return kv_fail(err, "%s:%s at budget %d protects %d sink + %d recent tokens, leaving no room to evict "
                        "(need sink + recent < budget)", p->spec.name, p->spec.canonical, p->budget, p->sink,
@@ -208,10 +269,15 @@ int policy_fit_budget(PolicySpec *spec, int budget, int capacity, char *note, si
     const PolicyOps *ops = policy_lookup(spec->name);
     if (!ops || fits(spec, budget, capacity)) return 0;
     PolicySpec fitted = *spec;
-    int recent = key_index(ops, "recent") >= 0 ? policy_recent_tokens(spec->recent, budget) : 0;
-    if (key_defaulted(ops, spec, "window")) fitted.window = budget / 2 > 1 ? budget / 2 : 1;
-    if (key_defaulted(ops, spec, "sink") && fitted.sink > (budget - recent) / 2)
-        fitted.sink = budget - recent > 0 ? (budget - recent) / 2 : 0;
+    int r = key_index(ops, "recent");
+    int recent = r >= 0 ? policy_recent_tokens(spec->value[r].number, budget) : 0;
+    for (int i = 0; i < ops->n_params; i++) {
+        double *v = &fitted.value[i].number;
+        if (spec->given & (1u << i)) continue;
+        if (ops->params[i].shrink == SHRINK_HALF_BUDGET) *v = budget / 2 > 1 ? budget / 2 : 1;
+        if (ops->params[i].shrink == SHRINK_SINK && *v > (budget - recent) / 2)
+            *v = budget - recent > 0 ? (budget - recent) / 2 : 0;
+    }
     canonical(&fitted, ops);
     if (!strcmp(fitted.canonical, spec->canonical) || !fits(&fitted, budget, capacity)) return 0;
     snprintf(note, note_size, "%s:%s leaves no room to evict at budget %d tokens; using %s:%s (defaults shrink "
@@ -361,6 +427,23 @@ static int static_victim(Policy *p, int t)
     return p->heap_n ? heap_pop(p) : -1;
 }
 
+int policy_candidate(Policy *p, int t, float *score)
+{
+    int lo, hi;
+    unprotected_range(p, t, &lo, &hi);
+    if (lo >= hi) return -1;
+    int slot = p->ops->kind == KIND_ORDER ? lo : p->ops->victim ? p->ops->victim(p, lo, hi, t) : lowest_score(p, lo, hi);
+    if (score) *score = p->ops->victim_score ? p->ops->victim_score(p, slot) : (float)(p->score[slot] * p->scale);
+    return slot;
+}
+
+int policy_remove(Policy *p, int slot)
+{
+    int token = p->tokens[slot];
+    remove_slot(p, slot);
+    return token;
+}
+
 int policy_evict(Policy *p, int t)
 {
     if (p->ops->kind == KIND_STATIC) {
@@ -368,13 +451,8 @@ int policy_evict(Policy *p, int t)
         if (slot >= 0) remove_slot(p, slot);
         return slot >= 0 ? token : -1;
     }
-    int lo, hi;
-    unprotected_range(p, t, &lo, &hi);
-    if (lo >= hi) return -1;
-    int slot = p->ops->kind == KIND_ORDER ? lo : p->ops->victim ? p->ops->victim(p, lo, hi, t) : lowest_score(p, lo, hi);
-    int token = p->tokens[slot];
-    remove_slot(p, slot);
-    return token;
+    int slot = policy_candidate(p, t, NULL);
+    return slot >= 0 ? policy_remove(p, slot) : -1;
 }
 
 void policy_observe(Policy *p, const float *r, int t)

@@ -12,17 +12,19 @@
 
 #define RESCALE_BELOW 1e-30
 
+enum { A2SF_ALPHA, A2SF_RECENT };
+static const PolicyParam A2SF_PARAMS[] = {PARAM_ALPHA("0.2"), PARAM_RECENT("0")};
+
 static int a2sf_init(Policy *p, KvError *err)
 {
     (void)err;
-    p->recent = policy_recent_tokens(p->spec.recent, p->budget);
+    p->recent = policy_recent_tokens(policy_param(p, A2SF_RECENT), p->budget);
     return 0;
 }
 
 /* Shared with vatp (base=a2sf): adds weight[j]*r[j] under the decay. */
-void a2sf_decayed_add(Policy *p, const float *r, const float *weight)
+void a2sf_decayed_add(Policy *p, double alpha, const float *r, const float *weight)
 {
-    double alpha = p->spec.alpha;
     if (alpha == 0.0) { /* no memory: the score is the latest row */
         for (int j = 0; j < p->n; j++) p->score[j] = weight ? r[j] * weight[j] : r[j];
         return;
@@ -42,10 +44,10 @@ void a2sf_decayed_add(Policy *p, const float *r, const float *weight)
 static void a2sf_observe(Policy *p, const float *r, int t)
 {
     (void)t;
-    a2sf_decayed_add(p, r, NULL);
+    a2sf_decayed_add(p, policy_param(p, A2SF_ALPHA), r, NULL);
 }
 
 const PolicyOps POLICY_A2SF = {
-    .name = "a2sf", .defaults = "alpha=0.2,recent=0", .keys = "alpha,recent", .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .init = a2sf_init, .observe = a2sf_observe,
+    .name = "a2sf", .params = A2SF_PARAMS, .n_params = 2, .cost = "O(B)", .kind = KIND_SCAN,
+    .uses_attention = 1, .comparable_scores = 1, .init = a2sf_init, .observe = a2sf_observe,
 };

@@ -3,5 +3,5 @@
 #include "policy.h"
 
 const PolicyOps POLICY_FULL = {
-    .name = "full", .defaults = "", .keys = "", .cost = "O(1)", .kind = KIND_FULL,
+    .name = "full", .cost = "O(1)", .kind = KIND_FULL,
 };

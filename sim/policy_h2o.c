@@ -4,10 +4,13 @@
  * Cost per step: O(B) to add the row, O(B) to scan for the victim. */
 #include "policy.h"
 
+enum { H2O_RECENT };
+static const PolicyParam H2O_PARAMS[] = {PARAM_RECENT("0.5")};
+
 static int h2o_init(Policy *p, KvError *err)
 {
     (void)err;
-    p->recent = policy_recent_tokens(p->spec.recent, p->budget);
+    p->recent = policy_recent_tokens(policy_param(p, H2O_RECENT), p->budget);
     return 0;
 }
 
@@ -18,6 +21,6 @@ static void h2o_observe(Policy *p, const float *r, int t)
 }
 
 const PolicyOps POLICY_H2O = {
-    .name = "h2o", .defaults = "recent=0.5", .keys = "recent", .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .init = h2o_init, .observe = h2o_observe,
+    .name = "h2o", .params = H2O_PARAMS, .n_params = 1, .cost = "O(B)", .kind = KIND_SCAN,
+    .uses_attention = 1, .comparable_scores = 1, .init = h2o_init, .observe = h2o_observe,
 };

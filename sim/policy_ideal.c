@@ -5,6 +5,6 @@
 #include "policy.h"
 
 const PolicyOps POLICY_IDEAL = {
-    .name = "ideal", .defaults = "", .keys = "", .cost = "O(t) selection per row", .kind = KIND_IDEAL,
+    .name = "ideal", .cost = "O(t) selection per row", .kind = KIND_IDEAL,
     .uses_attention = 1,
 };

@@ -62,7 +62,7 @@ static double optimal_estimate_seconds(int T, int budget)
 }
 
 const PolicyOps POLICY_OPTIMAL = {
-    .name = "optimal", .defaults = "", .keys = "", .cost = "exact assignment once per unit, O(log B) per step",
+    .name = "optimal", .cost = "exact assignment once per unit, O(log B) per step",
     .kind = KIND_STATIC, .uses_attention = 1, .needs_hindsight = 1, .init = optimal_init,
     .destroy = optimal_destroy, .prepare = optimal_prepare, .enter_score = optimal_score,
     .estimate_seconds = optimal_estimate_seconds,

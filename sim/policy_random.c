@@ -3,6 +3,9 @@
  * thread scheduling.  Cost per step: O(log B). */
 #include "policy.h"
 
+enum { RANDOM_SEED };
+static const PolicyParam RANDOM_PARAMS[] = {{"seed", PARAM_COUNT, "0", 0, 1e15, 0, NULL, "seed of the draws", SHRINK_NEVER}};
+
 static uint64_t mix(uint64_t x)
 {
     x ^= x >> 33;
@@ -15,11 +18,11 @@ static uint64_t mix(uint64_t x)
 static float random_score(Policy *p, int token, const TokenFeatures *f)
 {
     (void)f;
-    uint64_t h = mix(p->spec.seed ^ mix(((uint64_t)p->layer << 40) ^ ((uint64_t)p->unit << 24) ^ (uint64_t)token));
+    uint64_t h = mix((uint64_t)policy_param(p, RANDOM_SEED) ^ mix(((uint64_t)p->layer << 40) ^ ((uint64_t)p->unit << 24) ^ (uint64_t)token));
     return (float)(h >> 40) / (float)(1 << 24);
 }
 
 const PolicyOps POLICY_RANDOM = {
-    .name = "random", .defaults = "seed=0", .keys = "seed", .cost = "O(log B)", .kind = KIND_STATIC,
+    .name = "random", .params = RANDOM_PARAMS, .n_params = 1, .cost = "O(log B)", .kind = KIND_STATIC,
     .enter_score = random_score,
 };

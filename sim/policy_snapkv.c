@@ -12,6 +12,14 @@
 
 #include "policy.h"
 
+enum { SNAPKV_WINDOW, SNAPKV_KERNEL };
+static const PolicyParam SNAPKV_PARAMS[] = {
+    {"window", PARAM_COUNT, "32", 1, 1 << 30, 0, NULL, "observation window in rows; its tokens are protected",
+     SHRINK_HALF_BUDGET},
+    {"kernel", PARAM_COUNT, "5", 0, 1 << 30, 0, NULL, "max-pooling width over neighbouring tokens (odd)",
+     SHRINK_NEVER},
+};
+
 typedef struct {
     double *window_sum;  /* [capacity] by position */
     int *ring_tokens;    /* [window][capacity+1] */
@@ -22,9 +30,16 @@ typedef struct {
     double *pooled;      /* [capacity+1] scratch: pooled scores */
 } SnapState;
 
+static int snapkv_check(const PolicySpec *spec, KvError *err)
+{
+    int kernel = (int)spec->value[SNAPKV_KERNEL].number;
+    if (kernel % 2 == 0) return kv_fail(err, "snapkv: kernel must be odd, got %d", kernel);
+    return 0;
+}
+
 static int snapkv_init(Policy *p, KvError *err)
 {
-    int w = p->spec.window;
+    int w = (int)policy_param(p, SNAPKV_WINDOW);
     p->recent = w;
     SnapState *s = calloc(1, sizeof *s);
     size_t cap = (size_t)p->capacity + 1;
@@ -35,7 +50,7 @@ static int snapkv_init(Policy *p, KvError *err)
         s->ring_tokens = malloc(rows * cap * sizeof *s->ring_tokens);
         s->ring_values = malloc(rows * cap * sizeof *s->ring_values);
         s->ring_len = calloc(rows, sizeof *s->ring_len);
-        s->pooled_in = malloc((cap + (size_t)p->spec.kernel) * sizeof *s->pooled_in);
+        s->pooled_in = malloc((cap + (size_t)policy_param(p, SNAPKV_KERNEL)) * sizeof *s->pooled_in);
         s->pooled = malloc(cap * sizeof *s->pooled);
     }
     p->priv = s;
@@ -62,7 +77,7 @@ static void snapkv_observe(Policy *p, const float *r, int t)
 {
     (void)t;
     SnapState *s = p->priv;
-    int w = p->spec.window, slot = s->rows_seen % w;
+    int w = (int)policy_param(p, SNAPKV_WINDOW), slot = s->rows_seen % w;
     size_t cap = (size_t)p->capacity + 1;
     int *old_tokens = s->ring_tokens + (size_t)slot * cap;
     float *old_values = s->ring_values + (size_t)slot * cap;
@@ -86,7 +101,7 @@ static int snapkv_victim(Policy *p, int lo, int hi, int t)
 {
     (void)t;
     const SnapState *s = p->priv;
-    int half = p->spec.kernel / 2;
+    int half = (int)policy_param(p, SNAPKV_KERNEL) / 2;
     int first = lo - half > 0 ? lo - half : 0, last = hi - 1 + half < p->n - 1 ? hi - 1 + half : p->n - 1;
     double *sum = s->pooled_in + half - first, *pooled = s->pooled; /* sum[k], k in [first - half, last + half] */
     for (int k = first - half; k < first; k++) sum[k] = -INFINITY;
@@ -102,8 +117,15 @@ static int snapkv_victim(Policy *p, int lo, int hi, int t)
     return best;
 }
 
+/* The pooled score of a slot, as the last victim scan left it. */
+static float snapkv_victim_score(const Policy *p, int slot)
+{
+    return (float)((const SnapState *)p->priv)->pooled[slot];
+}
+
 const PolicyOps POLICY_SNAPKV = {
-    .name = "snapkv", .defaults = "window=32,kernel=5", .keys = "window,kernel", .cost = "O(B*kernel)",
-    .kind = KIND_SCAN, .uses_attention = 1, .init = snapkv_init, .destroy = snapkv_destroy,
+    .name = "snapkv", .params = SNAPKV_PARAMS, .n_params = 2, .cost = "O(B*kernel)",
+    .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1, .check = snapkv_check, .init = snapkv_init, .destroy = snapkv_destroy,
     .observe = snapkv_observe, .victim = snapkv_victim,
+    .victim_score = snapkv_victim_score,
 };

@@ -11,6 +11,6 @@ static void tova_observe(Policy *p, const float *r, int t)
 }
 
 const PolicyOps POLICY_TOVA = {
-    .name = "tova", .defaults = "", .keys = "", .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1,
+    .name = "tova", .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1,
     .observe = tova_observe,
 };

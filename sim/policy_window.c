@@ -3,5 +3,5 @@
 #include "policy.h"
 
 const PolicyOps POLICY_WINDOW = {
-    .name = "window", .defaults = "", .keys = "", .cost = "O(1)", .kind = KIND_ORDER,
+    .name = "window", .cost = "O(1)", .kind = KIND_ORDER,
 };

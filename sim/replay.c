@@ -10,6 +10,7 @@
 #include "../util/attention.h"
 #include "../util/progress.h"
 #include "../util/select.h"
+#include "allocation.h"
 
 #define MIN_MASS 1e-30
 
@@ -73,7 +74,8 @@ typedef struct {
     float *scratch;       /* behind observed and gathered */
     float *full_out;      /* [n_heads][d] o_t with the full cache */
     float *held_out;      /* [d] õ_t */
-    int *ideal_tokens;    /* [T] scratch: the ideal set as a token list */
+    int *ideal_tokens;    /* [T] scratch: the ideal (or a selector's) set as a token list */
+    const float **q_row; /* [n_heads] q_t of each head, for selectors */
     double attention_seconds; /* thread CPU time computing or reading attention */
     int *positions;       /* [T] 0, 1, 2, ...: the held list of a cache holding everything */
     double *whole_sum;    /* [n_heads] Σ of the whole row ... */
@@ -302,26 +304,40 @@ static void evict_to_budget(Replay *x, int c, int t)
     }
 }
 
-static void step_policy(Replay *x, int c, int t, int r, int error_row)
+/* Overlap of a held set with the row's ideal top-B set, as a share of B. */
+static void add_overlap(Replay *x, int c, const int *held, int n)
+{
+    const uint8_t *flags = x->ideal + (size_t)budget_index(x, x->cfg[c].budget) * x->u->T;
+    int overlap = 0;
+    for (int j = 0; j < n; j++) overlap += flags[held[j]];
+    for (int h = 0; h < x->u->n_heads; h++) x->out[c].overlap[h] += (double)overlap / x->cfg[c].budget;
+}
+
+static void insert_token(Replay *x, int c, int t)
+{
+    const UnitData *u = x->u;
+    TokenFeatures f = {u->k_norm ? u->k_norm[t] : 0.0f, u->v_l1 ? u->v_l1[t] : 0.0f};
+    policy_insert(&x->pol[c], t, &f);
+}
+
+/* After eviction: the queries attend to the held tokens, the policy observes. */
+static void attend_policy(Replay *x, int c, int t, int r, int error_row)
 {
     Policy *p = &x->pol[c];
-    const UnitData *u = x->u;
-    int P = x->opt->n_prompt;
-    TokenFeatures f = {u->k_norm ? u->k_norm[t] : 0.0f, u->v_l1 ? u->v_l1[t] : 0.0f};
-    policy_insert(p, t, &f);
-    if (t >= P) evict_to_budget(x, c, t);
     int reported = t >= x->first_reported[c];
-    if (reported && error_row) {
-        int b = budget_index(x, x->cfg[c].budget);
-        const uint8_t *flags = x->ideal + (size_t)b * u->T;
-        int overlap = 0;
-        for (int j = 0; j < p->n; j++) overlap += flags[p->tokens[j]];
-        for (int h = 0; h < u->n_heads; h++) x->out[c].overlap[h] += (double)overlap / x->cfg[c].budget;
-    }
+    if (reported && error_row) add_overlap(x, c, p->tokens, p->n);
     attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
                 p->ops->uses_attention ? x->observed : NULL);
     if (p->ops->uses_attention) policy_observe(p, x->observed, t);
     record_retention(x, c, t, p->tokens, p->n);
+}
+
+static void step_policy(Replay *x, int c, int t, int r, int error_row)
+{
+    int P = x->opt->n_prompt;
+    insert_token(x, c, t);
+    if (t >= P) evict_to_budget(x, c, t);
+    attend_policy(x, c, t, r, error_row);
     if (P > 0 && t == P - 1) evict_to_budget(x, c, t); /* prefill: compress at the end of the prompt */
 }
 
@@ -339,6 +355,27 @@ static void step_ideal(Replay *x, int c, int t, int r, int error_row)
     record_retention(x, c, t, x->ideal_tokens, n);
 }
 
+/* A selector (quest): row t attends to the tokens it picks from q_t; in
+ * prefill mode the prompt rows attend to everything, as evicting policies
+ * hold everything until the end of the prompt. */
+static void step_select(Replay *x, int c, int t, int r, int error_row)
+{
+    const UnitData *u = x->u;
+    Policy *p = &x->pol[c];
+    int n = t + 1, reported = t >= x->first_reported[c];
+    if (t >= x->opt->n_prompt) {
+        for (int h = 0; h < u->n_heads; h++) x->q_row[h] = u->q[h] + (size_t)t * u->d;
+        QueryView view = {.n_heads = u->n_heads, .d = u->d, .scale = 1.0f / sqrtf((float)u->d), .q = x->q_row,
+                          .k = u->k};
+        n = p->ops->select(p, &view, t, x->ideal_tokens);
+    } else {
+        memcpy(x->ideal_tokens, x->positions, (size_t)n * sizeof(int));
+    }
+    if (reported && error_row) add_overlap(x, c, x->ideal_tokens, n);
+    attend_held(x, c, t, r, x->ideal_tokens, n, reported, error_row && reported, NULL);
+    record_retention(x, c, t, x->ideal_tokens, n);
+}
+
 /* Σ over the unit's heads of row r of the block, into out[0..t]. */
 static void group_sum(const Replay *x, int r, int t, float *out)
 {
@@ -349,7 +386,9 @@ static void group_sum(const Replay *x, int r, int t, float *out)
     }
 }
 
-static void step_row(Replay *x, int t, int r)
+/* What every configuration of row t shares: the full outputs and the ideal
+ * sets, on the rows that need them.  Returns whether t is an error row. */
+static int row_prelude(Replay *x, int t, int r)
 {
     const UnitData *u = x->u;
     int stride = x->opt->error_stride, error_row = stride > 0 && t % stride == 0, need_ideal = error_row;
@@ -358,8 +397,16 @@ static void step_row(Replay *x, int t, int r)
     if (need_ideal) group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
     for (int b = 0; b < x->n_budgets; b++)
         if (error_row || x->ideal_every_row[b]) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
+    return error_row;
+}
+
+static void step_row(Replay *x, int t, int r)
+{
+    int error_row = row_prelude(x, t, r);
     for (int c = 0; c < x->n_cfg; c++) {
-        if (x->pol[c].ops->kind == KIND_IDEAL) step_ideal(x, c, t, r, error_row);
+        PolicyKind kind = x->pol[c].ops->kind;
+        if (kind == KIND_IDEAL) step_ideal(x, c, t, r, error_row);
+        else if (kind == KIND_SELECT) step_select(x, c, t, r, error_row);
         else step_policy(x, c, t, r, error_row);
     }
 }
@@ -413,12 +460,13 @@ static int setup(Replay *x, KvError *err)
     x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
     x->held_out = malloc((size_t)u->d * sizeof(float));
     x->ideal_tokens = malloc(T * sizeof(int));
+    x->q_row = malloc((size_t)u->n_heads * sizeof *x->q_row);
     x->positions = malloc(T * sizeof(int));
     x->whole_sum = malloc((size_t)u->n_heads * sizeof(double));
     x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
     if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
         !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out ||
-        !x->ideal_tokens || !x->positions || !x->whole_sum || !x->whole_row)
+        !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int i = 0; i < u->T; i++) x->positions[i] = i;
     for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
@@ -426,7 +474,8 @@ static int setup(Replay *x, KvError *err)
         if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
         if (policy_lookup(x->cfg[c].spec.name)->kind == KIND_IDEAL)
             x->ideal_every_row[budget_index(x, x->cfg[c].budget)] = 1;
-        x->first_reported[c] = replay_first_reported(x->opt, x->cfg[c].budget, u->T);
+        int report_budget = x->cfg[c].report_budget > 0 ? x->cfg[c].report_budget : x->cfg[c].budget;
+        x->first_reported[c] = replay_first_reported(x->opt, report_budget, u->T);
         if (policy_create(&x->pol[c], &x->cfg[c].spec, x->cfg[c].budget, u->T, u->layer, u->unit, err))
             return -1;
     }
@@ -439,7 +488,7 @@ static void teardown(Replay *x)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
     free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
     free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
-    free(x->held_out); free(x->ideal_tokens); free(x->positions); free(x->whole_sum); free(x->whole_row);
+    free(x->held_out); free(x->ideal_tokens); free(x->q_row); free(x->positions); free(x->whole_sum); free(x->whole_row);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
@@ -455,5 +504,63 @@ int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const Rep
     }
     teardown(&x);
     if (attention_seconds) *attention_seconds = x.attention_seconds;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- units together */
+
+typedef struct {
+    Replay *x;
+    int c, t;
+} JointEviction;
+
+static void count_joint_eviction(void *ctx, int unit, int token)
+{
+    JointEviction *e = ctx;
+    e->x[unit].out[e->c].evict_age[e->t - token]++;
+}
+
+/* Row t of configuration c in every unit: insert, evict jointly, attend. */
+static void step_joint(Replay *x, int n_units, Policy **pol, int *slot, float *score, int c, int t, int r,
+                       int error_row)
+{
+    const ReplayConfig *cfg = &x[0].cfg[c];
+    int P = x[0].opt->n_prompt;
+    long pool = (long)n_units * cfg->budget;
+    JointEviction e = {x, c, t};
+    for (int i = 0; i < n_units; i++) {
+        insert_token(&x[i], c, t);
+        pol[i] = &x[i].pol[c];
+    }
+    if (t >= P) adaptive_evict(pol, n_units, t, pool, cfg->keep_min, slot, score, count_joint_eviction, &e);
+    for (int i = 0; i < n_units; i++) attend_policy(&x[i], c, t, r, error_row);
+    if (P > 0 && t == P - 1) adaptive_evict(pol, n_units, t, pool, cfg->keep_min, slot, score, count_joint_eviction, &e);
+}
+
+int replay_units_adaptive(const UnitData *u, int n_units, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
+                          ReplayResult *const *out, KvError *err)
+{
+    Replay *x = calloc((size_t)n_units, sizeof *x);
+    Policy **pol = malloc((size_t)n_units * sizeof *pol);
+    int *slot = malloc((size_t)n_units * sizeof *slot), rc = 0;
+    float *score = malloc((size_t)n_units * sizeof *score);
+    if (!x || !pol || !slot || !score) rc = kv_fail(err, "out of memory replaying %d units together", n_units);
+    for (int i = 0; i < n_units && rc == 0; i++) {
+        x[i] = (Replay){.u = &u[i], .cfg = cfg, .n_cfg = n_cfg, .opt = opt, .out = out[i]};
+        rc = setup(&x[i], err);
+    }
+    int T = u[0].T, rb = rc == 0 ? x[0].rb : 0; /* the units of a layer share T and heads: one block size */
+    for (int t0 = 0; t0 < T && rc == 0; t0 += rb) {
+        int n = T - t0 < rb ? T - t0 : rb;
+        for (int i = 0; i < n_units && rc == 0; i++) rc = fill_block(&x[i], t0, n, err);
+        for (int r = 0; r < n && rc == 0; r++) {
+            int error_row = 0;
+            for (int i = 0; i < n_units && rc == 0; i++)
+                if ((rc = ready_row(&x[i], t0 + r, r, err)) == 0) error_row = row_prelude(&x[i], t0 + r, r);
+            for (int c = 0; c < n_cfg && rc == 0; c++) step_joint(x, n_units, pol, slot, score, c, t0 + r, r, error_row);
+        }
+    }
+    for (int i = 0; x && i < n_units; i++) teardown(&x[i]);
+    free(x); free(pol); free(slot); free(score);
     return rc;
 }

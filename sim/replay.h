@@ -33,7 +33,9 @@ typedef struct {
 
 typedef struct {
     PolicySpec spec;
-    int budget;  /* tokens */
+    int budget;         /* tokens (the unit's: a pyramid layer's own) */
+    int report_budget;  /* streaming mode reports rows from this budget (0 = budget) */
+    int keep_min;       /* replay_units_adaptive: the least a unit keeps */
 } ReplayConfig;
 
 typedef struct {
@@ -65,6 +67,13 @@ int replay_first_reported(const ReplayOptions *opt, int budget, int T);
  * and replay. */
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
                 ReplayResult *out, double *attention_seconds, KvError *err);
+
+/* The units of one layer (same T and heads) replayed together under
+ * adaptive allocation (allocation.h): at each step every unit inserts its
+ * token, then they evict jointly down to n_units * budget tokens, each unit
+ * keeping at least keep_min; out[i] are unit i's results, [n_cfg] each. */
+int replay_units_adaptive(const UnitData *u, int n_units, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
+                          ReplayResult *const *out, KvError *err);
 
 /* CPU time of the calling thread, in seconds (what the replay's timings use:
  * on a busy machine wall clock would count time spent waiting for a core). */

@@ -66,7 +66,7 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
     hid_t g = H5Gcreate2(f, "configs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t dc[1] = {(hsize_t)C}, dcs[2] = {(hsize_t)C, (hsize_t)S};
     int rc = g < 0 || h5_write_strings(g, "policy", r->config_policy, C) || h5_write_strings(g, "params", r->config_params, C) ||
-             h5_write_strings(g, "budget", r->config_budget, C) ||
+             h5_write_strings(g, "allocation", r->config_allocation, C) || h5_write_strings(g, "budget", r->config_budget, C) ||
              h5_write_array(g, "budget_fraction", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dc, r->config_fraction) ||
              h5_write_array(g, "budget_tokens", H5T_STD_I32LE, H5T_NATIVE_INT, 2, dcs, r->budget_tokens);
     if (g >= 0) H5Gclose(g);
@@ -164,6 +164,7 @@ static void csv_row(FILE *fp, const SimResults *r, const SimOptions *opt, const 
     csv_run_columns(fp, r, opt, traces);
     csv_text(fp, r->config_policy[c], 0);
     csv_text(fp, r->config_params[c], 0);
+    csv_text(fp, r->config_allocation[c], 0);
     csv_text(fp, r->config_budget[c], 0);
     csv_number(fp, sim_mean_budget(r, c), 0);
     if (l < 0) { /* the overall row: layer and head left empty */
@@ -192,7 +193,7 @@ int sim_write_csv(const SimResults *r, const SimOptions *opt, const OutputFile *
         if (i) strcat(traces, ";");
         strcat(traces, opt->traces[i]);
     }
-    fprintf(fp, "trace,model,mode,granularity,policy,params,budget,budget_tokens,layer,head,retained_mass,"
+    fprintf(fp, "trace,model,mode,granularity,policy,params,allocation,budget,budget_tokens,layer,head,retained_mass,"
                 "retained_mass_std,attention_kl,output_error,ideal_overlap,n_sequences\n");
     for (int c = 0; c < r->n_configs; c++) {
         for (int l = 0; l < r->n_layers; l++)
@@ -210,20 +211,30 @@ static void mean_pm(char *out, size_t cap, double mean, double std)
     else snprintf(out, cap, "%.4f ± %.4f", mean, std);
 }
 
+/* Width of the widest of n strings, at least `least`. */
+static int column_width(const char *const *text, int n, int least)
+{
+    for (int i = 0; i < n; i++)
+        if ((int)strlen(text[i]) > least) least = (int)strlen(text[i]);
+    return least;
+}
+
 void sim_print_table(const SimResults *r, FILE *out)
 {
-    int width = 6; /* the params column fits the longest, never cut */
-    for (int c = 0; c < r->n_configs; c++)
-        if ((int)strlen(r->config_params[c]) > width) width = (int)strlen(r->config_params[c]);
-    fprintf(out, "%-10s %-*s %7s %7s  %-17s %9s %9s %8s\n", "policy", width, "params", "budget", "tokens",
-            "retained mass", "attn KL", "out err", "overlap");
-    for (int c = 0; c < r->n_configs; c++) {
+    int C = r->n_configs, named = 10, width = column_width(r->config_params, C, 6), allocated = 0;
+    named = column_width(r->config_policy, C, named); /* columns fit the longest, never cut */
+    for (int c = 0; c < C; c++) allocated |= r->config_alloc[c].kind != ALLOC_UNIFORM;
+    int alloc_width = allocated ? column_width(r->config_allocation, C, 10) + 1 : 0; /* shown when not all uniform */
+    fprintf(out, "%-*s %-*s %-*s%7s %7s  %-17s %9s %9s %8s\n", named, "policy", width, "params", alloc_width,
+            allocated ? "allocation" : "", "budget", "tokens", "retained mass", "attn KL", "out err", "overlap");
+    for (int c = 0; c < C; c++) {
         double m[4], sd[4];
         for (int k = 0; k < 4; k++) sim_overall(r, c, k, &m[k], &sd[k]);
         char mass[32];
         mean_pm(mass, sizeof mass, m[0], sd[0]);
-        fprintf(out, "%-10s %-*s %7s %7.1f  %-17s %9.4f %9.4f %8.3f\n", r->config_policy[c], width,
-                r->config_params[c], r->config_budget[c], sim_mean_budget(r, c), mass, m[1], m[2], m[3]);
+        fprintf(out, "%-*s %-*s %-*s%7s %7.1f  %-17s %9.4f %9.4f %8.3f\n", named, r->config_policy[c], width,
+                r->config_params[c], alloc_width, allocated ? r->config_allocation[c] : "", r->config_budget[c],
+                sim_mean_budget(r, c), mass, m[1], m[2], m[3]);
     }
     if (r->n_sequences == 1) fprintf(out, "(one sequence: no spread over sequences)\n");
 }

@@ -57,7 +57,11 @@ typedef struct {
     int *units, n_units;         /* selected units */
     int n_unit_heads;            /* query heads per unit */
     ReplayConfig *configs;       /* [C][S]: budgets resolve per sequence */
-    int n_configs;
+    int *pair_policy, *pair_alloc, n_pairs; /* the (policy, allocation) pairs that make sense */
+    int n_configs;               /* pairs x budgets, in that order */
+    const AllocSpec **alloc;     /* [C] */
+    int *layer_budget;           /* [C][S][L] each layer's budget (pyramid; else B) */
+    int n_model_layers;
 } Plan;
 
 static int open_traces(const SimOptions *opt, Plan *plan, KvError *err)
@@ -121,7 +125,7 @@ static int select_list(const int *given, int n_given, int limit, const char *wha
 /* One configuration's parameters, fitted to its smallest budget over the
  * sequences (policy_fit_budget), so that the configuration has one set of
  * parameters however long its sequences are; the change is said once. */
-static PolicySpec fitted_spec(const SimOptions *opt, const Plan *plan, int p, int b)
+static PolicySpec fitted_spec(const SimOptions *opt, const Plan *plan, int p, int b, int say)
 {
     PolicySpec spec = opt->policies[p];
     int smallest = -1, budget = 0;
@@ -131,23 +135,87 @@ static PolicySpec fitted_spec(const SimOptions *opt, const Plan *plan, int p, in
         if (here <= plan->seq_info[s].n_tokens && (smallest < 0 || here < budget)) smallest = s, budget = here;
     }
     char note[512];
-    if (smallest >= 0 && policy_fit_budget(&spec, budget, plan->seq_info[smallest].n_tokens, note, sizeof note))
+    if (smallest >= 0 && policy_fit_budget(&spec, budget, plan->seq_info[smallest].n_tokens, note, sizeof note) && say)
         fprintf(stderr, "kvtrace: %s\n", note);
     return spec;
+}
+
+static const AllocSpec UNIFORM = {.kind = ALLOC_UNIFORM, .text = "uniform"};
+
+static int n_allocations(const SimOptions *opt) { return opt->n_allocations > 0 ? opt->n_allocations : 1; }
+
+static const AllocSpec *allocation_of(const SimOptions *opt, int a)
+{
+    return opt->n_allocations > 0 ? &opt->allocations[a] : &UNIFORM;
+}
+
+/* Each layer's budget of one configuration and sequence; refuses a layer
+ * whose budget leaves the policy no room to evict. */
+static int plan_layer_budgets(const Plan *plan, const AllocSpec *alloc, const ReplayConfig *rc, int T, int *out,
+                              KvError *err)
+{
+    int L = plan->n_model_layers, window = 0;
+    Policy probe;
+    if (policy_create(&probe, &rc->spec, rc->budget, T, 0, 0, err)) return -1;
+    window = probe.recent;
+    policy_destroy(&probe);
+    for (int l = 0; l < L; l++) {
+        out[l] = allocation_layer_budget(alloc, L, l, rc->budget, window);
+        if (out[l] < 1 || (out[l] != rc->budget && policy_create(&probe, &rc->spec, out[l], T, l, 0, err)))
+            return out[l] < 1 ? kv_fail(err, "allocation %s gives layer %d a budget of %d tokens", alloc->text, l,
+                                        out[l])
+                              : kv_wrap(err, "allocation %s, layer %d of budget %d tokens", alloc->text, l, out[l]);
+        if (out[l] != rc->budget) policy_destroy(&probe);
+    }
+    return 0;
+}
+
+/* The (policy, allocation) pairs that make sense: an allocation a policy
+ * cannot take is left out with a note, or refused when the policy could take
+ * none of those given. */
+static int plan_pairs(const SimOptions *opt, Plan *plan, KvError *err)
+{
+    int A = n_allocations(opt);
+    plan->pair_policy = malloc((size_t)opt->n_policies * A * sizeof *plan->pair_policy);
+    plan->pair_alloc = malloc((size_t)opt->n_policies * A * sizeof *plan->pair_alloc);
+    if (!plan->pair_policy || !plan->pair_alloc) return kv_fail(err, "out of memory");
+    for (int p = 0; p < opt->n_policies; p++) {
+        int taken = 0;
+        for (int a = 0; a < A; a++) {
+            KvError why;
+            if (allocation_check(allocation_of(opt, a), &opt->policies[p], &why)) {
+                if (A == 1) return kv_fail(err, "%s", why.msg);
+                fprintf(stderr, "kvtrace: leaving out %s with %s: %s\n", opt->policies[p].name,
+                        allocation_of(opt, a)->text, why.msg);
+                continue;
+            }
+            plan->pair_policy[plan->n_pairs] = p;
+            plan->pair_alloc[plan->n_pairs++] = a;
+            taken++;
+        }
+        if (!taken) return kv_fail(err, "policy %s takes none of the allocations given", opt->policies[p].name);
+    }
+    return 0;
 }
 
 /* Resolves every budget per sequence and checks each configuration once. */
 static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
 {
-    plan->n_configs = opt->n_policies * opt->n_budgets;
+    int L = plan->n_model_layers;
+    if (plan_pairs(opt, plan, err)) return -1;
+    plan->n_configs = plan->n_pairs * opt->n_budgets;
     plan->configs = calloc((size_t)plan->n_configs * plan->n_seq, sizeof *plan->configs);
-    if (!plan->configs) return kv_fail(err, "out of memory");
-    for (int p = 0; p < opt->n_policies; p++)
+    plan->alloc = calloc((size_t)plan->n_configs, sizeof *plan->alloc);
+    plan->layer_budget = malloc((size_t)plan->n_configs * plan->n_seq * L * sizeof *plan->layer_budget);
+    if (!plan->configs || !plan->alloc || !plan->layer_budget) return kv_fail(err, "out of memory");
+    for (int pair = 0; pair < plan->n_pairs; pair++)
         for (int b = 0; b < opt->n_budgets; b++) {
-            PolicySpec spec = fitted_spec(opt, plan, p, b);
+            int p = plan->pair_policy[pair], c = pair * opt->n_budgets + b;
+            PolicySpec spec = fitted_spec(opt, plan, p, b, pair == 0 || plan->pair_policy[pair - 1] != p);
+            plan->alloc[c] = allocation_of(opt, plan->pair_alloc[pair]);
             for (int s = 0; s < plan->n_seq; s++) {
                 const TraceSeqInfo *info = &plan->seq_info[s];
-                int c = p * opt->n_budgets + b, T = info->n_tokens;
+                int T = info->n_tokens;
                 int budget = resolve_budget(&opt->budgets[b], opt->prefill ? info->n_prompt : T);
                 const char *path = opt->traces[plan->seq_reader[s]];
                 if (budget > T)
@@ -156,10 +224,11 @@ static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
                 ReplayConfig *rc = &plan->configs[(size_t)c * plan->n_seq + s];
                 rc->spec = spec;
                 rc->budget = budget;
-                Policy probe; /* refuses configurations with no room to evict */
-                if (policy_create(&probe, &rc->spec, budget, T, 0, 0, err))
+                rc->keep_min = (int)floor(plan->alloc[c]->floor * budget);
+                /* refuses configurations with no room to evict */
+                int *layer_budget = plan->layer_budget + ((size_t)c * plan->n_seq + s) * L;
+                if (plan_layer_budgets(plan, plan->alloc[c], rc, T, layer_budget, err))
                     return kv_wrap(err, "%s sequence %d", path, plan->seq_index[s]);
-                policy_destroy(&probe);
             }
         }
     return 0;
@@ -199,6 +268,7 @@ static void plan_free(Plan *plan)
     for (int i = 0; i < plan->n_readers; i++) trace_close(&plan->readers[i]);
     free(plan->readers); free(plan->seq_reader); free(plan->seq_index); free(plan->seq_info);
     free(plan->layers); free(plan->units); free(plan->configs);
+    free(plan->alloc); free(plan->layer_budget); free(plan->pair_policy); free(plan->pair_alloc);
 }
 
 /* ---------------------------------------------------------------- one layer */
@@ -236,8 +306,8 @@ typedef struct {
     UnitJob *jobs;
     int n_jobs, next;
     pthread_mutex_t lock;
-    const ReplayConfig *configs; /* this sequence's configs, [C] with stride */
-    long config_stride;
+    const ReplayConfig *configs; /* this layer's configs each unit replays alone, [n_configs] */
+    const int *config_index;     /* [n_configs] their index among all configs (results) */
     int n_configs;
     ReplayOptions ropt;
     Progress *progress;
@@ -248,24 +318,25 @@ static void *worker(void *arg)
 {
     Pool *pool = arg;
     h5_quiet(); /* HDF5's error stack is per thread: silence it in every thread that reads */
-    ReplayConfig *cfg = malloc((size_t)pool->n_configs * sizeof *cfg);
+    ReplayResult *res = malloc((size_t)(pool->n_configs ? pool->n_configs : 1) * sizeof *res);
     for (;;) {
         pthread_mutex_lock(&pool->lock);
         int j = pool->next < pool->n_jobs ? pool->next++ : -1;
         pthread_mutex_unlock(&pool->lock);
         if (j < 0) break;
         UnitJob *job = &pool->jobs[j];
-        if (!cfg) { job->failed = 1; kv_fail(&job->err, "out of memory"); continue; }
-        for (int c = 0; c < pool->n_configs; c++) cfg[c] = pool->configs[(long)c * pool->config_stride];
+        if (!res) { job->failed = 1; kv_fail(&job->err, "out of memory"); continue; }
+        for (int c = 0; c < pool->n_configs; c++) res[c] = job->results[pool->config_index[c]];
         double start = replay_thread_seconds();
-        job->failed = replay_unit(&job->data, cfg, pool->n_configs, &pool->ropt, job->results,
+        job->failed = replay_unit(&job->data, pool->configs, pool->n_configs, &pool->ropt, res,
                                   &job->attention_seconds, &job->err) != 0;
         job->seconds = replay_thread_seconds() - start;
+        for (int c = 0; c < pool->n_configs; c++) job->results[pool->config_index[c]] = res[c];
         pthread_mutex_lock(&pool->lock);
         progress_update(pool->progress, ++*pool->done, pool->total, "units");
         pthread_mutex_unlock(&pool->lock);
     }
-    free(cfg);
+    free(res);
     return NULL;
 }
 
@@ -436,6 +507,8 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     res->config_policy = calloc((size_t)C, sizeof(char *));
     res->config_params = calloc((size_t)C, sizeof(char *));
     res->config_spec = calloc((size_t)C, sizeof *res->config_spec);
+    res->config_alloc = calloc((size_t)C, sizeof *res->config_alloc);
+    res->config_allocation = calloc((size_t)C, sizeof *res->config_allocation);
     res->config_budget = calloc((size_t)C, sizeof(char *));
     res->config_fraction = malloc((size_t)C * sizeof(double));
     res->budget_tokens = malloc((size_t)C * S * sizeof(int));
@@ -454,7 +527,7 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
         res->retention_T = plan->seq_info[0].n_tokens;
         res->retention = calloc((size_t)C * res->retention_T * res->retention_T, 1);
     }
-    if (!res->config_policy || !res->config_params || !res->config_spec || !res->config_budget || !res->config_fraction ||
+    if (!res->config_policy || !res->config_params || !res->config_spec || !res->config_alloc || !res->config_allocation || !res->config_budget || !res->config_fraction ||
         !res->budget_tokens || !res->seq_length || !res->seq_prompt || !res->seq_source || !res->mass || !res->kl ||
         !res->error || !res->overlap || !res->evict_age || !res->curve || !acc->curve_sum || !acc->curve_count ||
         (opt->retention_layer >= 0 && !res->retention))
@@ -462,7 +535,9 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     for (size_t i = 0; i < cells; i++) res->mass[i] = res->kl[i] = res->error[i] = res->overlap[i] = NAN;
     for (int c = 0; c < C; c++) {
         const BudgetSpec *b = &opt->budgets[c % opt->n_budgets];
-        res->config_policy[c] = opt->policies[c / opt->n_budgets].name;
+        res->config_policy[c] = opt->policies[plan->pair_policy[c / opt->n_budgets]].name;
+        res->config_alloc[c] = *plan->alloc[c];
+        res->config_allocation[c] = res->config_alloc[c].text;
         res->config_spec[c] = plan->configs[(size_t)c * S].spec;
         res->config_params[c] = res->config_spec[c].canonical;
         res->config_budget[c] = b->text;
@@ -519,21 +594,70 @@ static int load_finish(LayerLoad *l, KvError *err)
     return l->rc;
 }
 
+/* This layer's configurations: budgets per layer, split into those each
+ * unit replays alone (uniform, pyramid: first) and those whose units replay
+ * together (adaptive: from *n_alone on); index[i] is each one's config. */
+static void layer_configs(const Plan *plan, int s, int layer, ReplayConfig *cfg, int *index, int *n_alone)
+{
+    int C = plan->n_configs, L = plan->n_model_layers, n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) *n_alone = n;
+        for (int c = 0; c < C; c++) {
+            if ((plan->alloc[c]->kind == ALLOC_ADAPTIVE) != pass) continue;
+            cfg[n] = plan->configs[(size_t)c * plan->n_seq + s];
+            cfg[n].report_budget = cfg[n].budget;
+            cfg[n].budget = plan->layer_budget[((size_t)c * plan->n_seq + s) * L + layer];
+            index[n++] = c;
+        }
+    }
+}
+
+/* The adaptive configurations: the layer's units replayed together. */
+static int replay_together(UnitJob *jobs, int n_jobs, const ReplayConfig *cfg, const int *index, int n,
+                           const ReplayOptions *ropt, KvError *err)
+{
+    UnitData *units = malloc((size_t)n_jobs * sizeof *units);
+    ReplayResult **out = calloc((size_t)n_jobs, sizeof *out);
+    int rc = units && out ? 0 : kv_fail(err, "out of memory");
+    for (int u = 0; u < n_jobs && rc == 0; u++) {
+        units[u] = jobs[u].data;
+        if (!(out[u] = malloc((size_t)n * sizeof **out))) rc = kv_fail(err, "out of memory");
+        for (int i = 0; i < n && rc == 0; i++) out[u][i] = jobs[u].results[index[i]];
+    }
+    double start = replay_thread_seconds();
+    if (rc == 0) rc = replay_units_adaptive(units, n_jobs, cfg, n, ropt, out, err);
+    if (n_jobs > 0) jobs[0].seconds += replay_thread_seconds() - start;
+    for (int u = 0; u < n_jobs && rc == 0; u++)
+        for (int i = 0; i < n; i++) jobs[u].results[index[i]] = out[u][i];
+    for (int u = 0; out && u < n_jobs; u++) free(out[u]);
+    free(out);
+    free(units);
+    return rc;
+}
+
 static int replay_layer(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, LayerData *ld,
                         int s, int layer, pthread_mutex_t *hdf5, Progress *progress, long *done, long total,
                         KvError *err)
 {
     UnitJob *jobs = NULL;
-    int n_jobs = 0, rc = layer_jobs(opt, plan, ld, s, layer, hdf5, &jobs, &n_jobs, err);
+    ReplayConfig *cfg = malloc((size_t)plan->n_configs * sizeof *cfg);
+    int *index = malloc((size_t)plan->n_configs * sizeof *index), n_alone = 0;
+    int n_jobs = 0, rc = cfg && index ? layer_jobs(opt, plan, ld, s, layer, hdf5, &jobs, &n_jobs, err)
+                                      : kv_fail(err, "out of memory");
     if (rc == 0) {
-        Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = plan->configs + s, .config_stride = plan->n_seq,
-                     .n_configs = plan->n_configs, .progress = progress, .done = done, .total = total,
+        layer_configs(plan, s, layer, cfg, index, &n_alone);
+        Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = cfg, .config_index = index, .n_configs = n_alone,
+                     .progress = progress, .done = done, .total = total,
                      .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0,
                               .error_stride = res->error_stride}};
-        rc = run_pool(&pool, opt->threads, err);
+        if (n_alone > 0) rc = run_pool(&pool, opt->threads, err);
+        if (rc == 0 && n_alone < plan->n_configs)
+            rc = replay_together(jobs, n_jobs, cfg + n_alone, index + n_alone, plan->n_configs - n_alone, &pool.ropt, err);
         if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
     }
     free_jobs(jobs, n_jobs, plan->n_configs);
+    free(cfg);
+    free(index);
     return rc;
 }
 
@@ -598,6 +722,7 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
              opt->retention_unit >= (opt->layer_granularity ? 1 : m->n_kv_heads)))
             rc = kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
     }
+    if (rc == 0) plan.n_model_layers = plan.readers[0].meta.n_layers;
     rc = rc || plan_configs(opt, &plan, err) || alloc_results(opt, &plan, res, &acc, err);
     if (rc == 0) announce_costly(opt, &plan);
     if (rc == 0)
@@ -627,7 +752,8 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
 void sim_results_free(SimResults *res)
 {
     for (int s = 0; res->seq_source && s < res->n_sequences; s++) free(res->seq_source[s]);
-    free(res->config_policy); free(res->config_params); free(res->config_spec); free(res->config_budget); free(res->config_fraction);
+    free(res->config_policy); free(res->config_params); free(res->config_spec); free(res->config_budget);
+    free(res->config_alloc); free(res->config_allocation); free(res->config_fraction);
     free(res->budget_tokens); free(res->seq_length); free(res->seq_prompt); free(res->seq_source);
     free(res->mass); free(res->kl); free(res->error); free(res->overlap); free(res->evict_age); free(res->curve);
     free(res->retention);

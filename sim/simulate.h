@@ -9,6 +9,7 @@
 
 #include "../util/error.h"
 #include "../util/output.h"
+#include "allocation.h"
 #include "policy.h"
 
 /* Output error and ideal overlap are measured on rows t with t % stride == 0.
@@ -41,6 +42,8 @@ typedef struct {
     int n_policies;
     const BudgetSpec *budgets;
     int n_budgets;
+    const AllocSpec *allocations; /* how budgets are allocated across units; none = uniform */
+    int n_allocations;
     int prefill;              /* prefill mode (else streaming) */
     int layer_granularity;    /* one cache per layer (else per kv head) */
     const int *layers;        /* subset, or NULL for all */
@@ -64,6 +67,8 @@ typedef struct {
     const char **config_params;   /* [C] canonical parameters (of config_spec) */
     PolicySpec *config_spec;      /* [C] the parameters each configuration ran with (defaults fitted) */
     const char **config_budget;   /* [C] budget as given */
+    AllocSpec *config_alloc;      /* [C] allocation across units */
+    const char **config_allocation; /* [C] its canonical text */
     double *config_fraction;      /* [C] NaN for token budgets */
     int *budget_tokens;           /* [C][S] resolved per sequence */
     int *seq_length, *seq_prompt; /* [S] */

@@ -56,18 +56,22 @@ def same_evictions_as_simulate():
     """Layer 0's queries and keys do not depend on the cache (its input is the
     token embedding), so there the closed loop observes exactly the rows the
     offline replay computes: the policy objects must hold the same tokens at
-    every step in eval and in simulate."""
-    policies = ["h2o", "a2sf", "knorm", "tova", "window", "vatp"]
+    every step in eval and in simulate, under every allocation (adaptive:
+    the layer's units evicting jointly), and quest must select the same pages."""
+    policies = ["h2o", "a2sf", "knorm", "tova", "window", "vatp", "scissorhands:window=8", "quest:page=4"]
     args = [a for p in policies for a in ("--policy", p)]
+    args += ["--allocation", "uniform", "--allocation", "pyramid:beta=4", "--allocation", "adaptive"]
     f, out, _ = evaluate(*args, "--budget", "15%", "--retention", "0:1")
     results = os.path.join(workdir(), "sim.h5")
     run("simulate", f.attrs["trace"], *args, "--budget", "15%", "--retention", "0:1", "-o", results)
     closed, offline = f["retention"][:], h5py.File(results)["retention"][:]
     assert closed.shape == offline.shape, (closed.shape, offline.shape)
-    for c, policy in enumerate(policies):
+    names = [f"{p} {a}" for p, a in zip(f["configs/policy"].asstr()[:], f["configs/allocation"].asstr()[:])]
+    assert len(names) == 3 * len(policies) - 3, names  # knorm, window and quest take no adaptive allocation
+    for c, name in enumerate(names):
         differ = np.argwhere(closed[c] != offline[c])
-        assert len(differ) == 0, f"{policy}: first difference at step/token {differ[0]}"
-        assert closed[c].sum() < closed[c].shape[0] * (closed[c].shape[0] + 1) / 2, f"{policy} never evicted"
+        assert len(differ) == 0, f"{name}: first difference at step/token {differ[0]}"
+        assert closed[c].sum() < closed[c].shape[0] * (closed[c].shape[0] + 1) / 2, f"{name} never evicted"
 
 
 def stories_table():

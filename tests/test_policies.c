@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "../sim/allocation.h"
 #include "../sim/flow.h"
 #include "../sim/replay.h"
 #include "check.h"
@@ -48,7 +49,7 @@ static void hand_unit(HandUnit *h, int T, const double *rows, const float *k_nor
 
 static ReplayConfig config(const char *policy, int budget)
 {
-    ReplayConfig c;
+    ReplayConfig c = {0};
     KvError err;
     if (policy_parse(policy, &c.spec, &err)) fprintf(stderr, "%s\n", err.msg);
     c.budget = budget;
@@ -552,6 +553,267 @@ static void optimal_long_unit(void)
     free(rows);
 }
 
+/* ScissorHands, window 2, B = 4, one head (rows sum to 1, share 1/|C|):
+ * row 0 (1.0): token 0 counts.  Row 1 (0.7, 0.3; share 1/2): token 0.
+ * Row 2 (0.2, 0.5, 0.3; share 1/3): row 0 leaves the window, token 1 counts.
+ * Row 3 (0.1, 0.2, 0.4, 0.3; share 1/4): row 1 leaves; tokens 2, 3 count.
+ * Counts: 0:0, 1:1, 2:1, 3:1.  Step 4: tokens 3, 4 are the window's
+ * (protected); among 0, 1, 2 token 0 (count 0) goes, although it drew the
+ * most attention in all: h2o would keep it.
+ * Row 4 over (1, 2, 3, 4) = (0.05, 0.6, 0.05, 0.3): row 2 leaves (token 1
+ * back to 0), tokens 2 and 4 count -> 1:0, 2:2, 3:1.  Step 5: token 1 goes.
+ * Two heads (rows sum to 2, share 2/|C|), window 1, B = 2: row 1 over
+ * (0, 1) = (1.1, 0.9): only token 0 reaches 2/2; at step 2 token 1 goes
+ * (with a share of 1/|C| both would count and the older, token 0, would go). */
+static void scissorhands(void)
+{
+    PolicySpec spec;
+    KvError err;
+    Policy p;
+    CHECK(policy_parse("scissorhands:window=2", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 4, 10, 0, 0, &err) == 0, "%s", err.msg);
+    const float rows[4][4] = {{1.0f}, {0.7f, 0.3f}, {0.2f, 0.5f, 0.3f}, {0.1f, 0.2f, 0.4f, 0.3f}};
+    for (int t = 0; t < 4; t++) {
+        policy_insert(&p, t, NULL);
+        policy_observe(&p, rows[t], t);
+    }
+    policy_insert(&p, 4, NULL);
+    int first = policy_evict(&p, 4);
+    CHECK(first == 0, "step 4 evicted %d, not 0", first);
+    const float row4[4] = {0.05f, 0.6f, 0.05f, 0.3f};
+    policy_observe(&p, row4, 4);
+    policy_insert(&p, 5, NULL);
+    int second = policy_evict(&p, 5);
+    CHECK(second == 1, "step 5 evicted %d, not 1", second);
+    policy_destroy(&p);
+
+    CHECK(policy_parse("scissorhands:window=1", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 2, 10, 0, 0, &err) == 0, "%s", err.msg);
+    const float two0[1] = {2.0f}, two1[2] = {1.1f, 0.9f};
+    policy_insert(&p, 0, NULL);
+    policy_observe(&p, two0, 0);
+    policy_insert(&p, 1, NULL);
+    policy_observe(&p, two1, 1);
+    policy_insert(&p, 2, NULL);
+    int victim = policy_evict(&p, 2);
+    CHECK(victim == 1, "two heads: evicted %d, not 1", victim);
+    policy_destroy(&p);
+    /* the window is protected: a window that covers the budget is refused */
+    CHECK(policy_parse("scissorhands:window=4", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 4, 10, 0, 0, &err) != 0 && strstr(err.msg, "no room"), "window 4 at budget 4");
+}
+
+float quest_page_bound(const QueryView *v, int first, int last);
+
+/* Quest, one head, d = 2, page 2, B = 4 (two pages), q = (1, -1), scale 1.
+ * Keys k0 = (1, 0), k1 = (0, 1), k2 = (0.5, -1), k3 = (2, 2), k4, k5.
+ * Page 0 {0, 1}: kmin = (0, 0), kmax = (1, 1): bound max(0, 1) + max(0, -1) = 1
+ * (true max q·k: k0 -> 1).  Page 1 {2, 3}: kmin = (0.5, -1), kmax = (2, 2):
+ * bound 2 + 1 = 3 (true max: k2 -> 1.5).  At t = 5 the current page {4, 5}
+ * and page 1 are attended: tokens 2..5.  With k0 = (3, 0) page 0's bound is
+ * 3 too: the tie goes to the newer page, 1. */
+static void quest(void)
+{
+    float k[6][2] = {{1, 0}, {0, 1}, {0.5f, -1}, {2, 2}, {1, 1}, {-1, 0}}, q[2] = {1, -1};
+    const float *qs[1] = {q}, *ks[1] = {&k[0][0]};
+    QueryView view = {.n_heads = 1, .d = 2, .scale = 1.0f, .q = qs, .k = ks};
+    CHECK(quest_page_bound(&view, 0, 1) == 1.0f && quest_page_bound(&view, 2, 3) == 3.0f, "bounds %g %g",
+          quest_page_bound(&view, 0, 1), quest_page_bound(&view, 2, 3));
+    PolicySpec spec;
+    KvError err;
+    Policy p;
+    CHECK(policy_parse("quest:page=2", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 4, 6, 0, 0, &err) == 0, "%s", err.msg);
+    int tokens[6], n = p.ops->select(&p, &view, 5, tokens);
+    CHECK(n == 4 && tokens[0] == 2 && tokens[3] == 5, "selected %d tokens from %d", n, tokens[0]);
+    k[0][0] = 3;
+    n = p.ops->select(&p, &view, 5, tokens);
+    CHECK(n == 4 && tokens[0] == 2, "tie: selected %d tokens from %d, not the newer page", n, tokens[0]);
+    n = p.ops->select(&p, &view, 2, tokens); /* two pages, both attended */
+    CHECK(n == 3 && tokens[0] == 0 && tokens[2] == 2, "t = 2: %d tokens", n);
+    policy_destroy(&p);
+    CHECK(policy_parse("quest:page=8", &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(&p, &spec, 4, 100, 0, 0, &err) != 0 && strstr(err.msg, "B >= page"), "page 8 at budget 4");
+}
+
+/* The bound is never below the true maximum of q·k over the page, on random
+ * queries and keys (two heads, d = 8, pages of 1 to 7 tokens). */
+static void quest_bound(void)
+{
+    enum { D = 8, N = 40 };
+    float k[2][N * D], q[2][D];
+    unsigned seed = 7;
+    for (int trial = 0; trial < 200; trial++) {
+        for (int h = 0; h < 2; h++) {
+            for (int i = 0; i < N * D; i++) k[h][i] = (float)rand_r(&seed) / RAND_MAX * 4 - 2;
+            for (int c = 0; c < D; c++) q[h][c] = (float)rand_r(&seed) / RAND_MAX * 4 - 2;
+        }
+        const float *qs[2] = {q[0], q[1]}, *ks[2] = {k[0], k[1]};
+        QueryView view = {.n_heads = 2, .d = D, .scale = 0.35f, .q = qs, .k = ks};
+        int first = rand_r(&seed) % (N - 8), last = first + rand_r(&seed) % 7;
+        double best = -INFINITY;
+        for (int i = first; i <= last; i++) {
+            double dot = 0;
+            for (int h = 0; h < 2; h++)
+                for (int c = 0; c < D; c++) dot += (double)(q[h][c] * 0.35f) * k[h][i * D + c];
+            best = dot > best ? dot : best;
+        }
+        float bound = quest_page_bound(&view, first, last);
+        CHECK(bound >= best - 1e-5, "trial %d: bound %g below the true maximum %g", trial, bound, best);
+    }
+}
+
+/* Quest in the replay: with page 1 and B >= t + 1 every row attends to all
+ * its tokens (mass 1); with page 2, B = 4 on the keys of `quest` and uniform
+ * rows (1/(t+1)), rows 4 and 5 attend to 3 of 5 and 4 of 6 tokens. */
+static void quest_replay(void)
+{
+    enum { T = 6 };
+    double rows[T * (T + 1) / 2];
+    for (int t = 0, j = 0; t < T; t++)
+        for (int i = 0; i <= t; i++) rows[j++] = 1.0 / (t + 1);
+    float k[T][2] = {{1, 0}, {0, 1}, {0.5f, -1}, {2, 2}, {1, 1}, {-1, 0}}, q[T][2];
+    for (int t = 0; t < T; t++) { q[t][0] = 1; q[t][1] = -1; }
+    const float *qs[1] = {&q[0][0]}, *ks[1] = {&k[0][0]};
+    HandUnit h;
+    hand_unit(&h, T, rows, NULL, NULL);
+    h.unit.d = 2;
+    h.unit.q = qs;
+    h.unit.k = ks;
+    ReplayResult r;
+    replay_one(&h, "quest:page=1", T, &r, 0);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i <= t; i++) CHECK(held(&r, T, t, i), "page 1, B = T: token %d not attended at %d", i, t);
+    CHECK(r.rows == T && fabs(r.mass[0] / r.rows - 1) < 1e-6, "page 1: mass %g", r.mass[0] / r.rows);
+    replay_result_free(&r);
+    replay_one(&h, "quest:page=2", 4, &r, 0);
+    double want = (3.0 / 5 + 4.0 / 6) / 2;
+    CHECK(r.rows == 2 && fabs(r.mass[0] / r.rows - want) < 1e-6, "page 2: mass %g, want %g", r.mass[0] / r.rows, want);
+    CHECK(!held(&r, T, 5, 0) && !held(&r, T, 5, 1) && held(&r, T, 5, 2) && held(&r, T, 4, 4), "page 2: wrong pages");
+    replay_result_free(&r);
+}
+
+/* pyramid: B_l = w + floor(M - l(M - m)/(L - 1) + 0.5), m = (B - w)/beta,
+ * M = 2(B - w) - m, worked out by hand:
+ *   L = 4, B = 100, w = 0, beta 20: m = 5, M = 195, steps of 63.33: 195, 132, 68, 5
+ *   L = 3, B = 64, w = 16, beta 4: m = 12, M = 84, steps of 36: 16 + (84, 48, 12)
+ *   L = 5, B = 50, w = 10, beta 20: m = 2, M = 78, steps of 19: 10 + (78, 59, 40, 21, 2)
+ *   L = 2, B = 33, w = 0, beta 20: m = 1.65, M = 64.35: 64, 2
+ *   L = 1: B.
+ * And on many (L, B, w, beta) the mean is B within rounding (1/2 a token). */
+static void pyramid(void)
+{
+    struct { int L, B, w; double beta; int want[5]; } cases[] = {
+        {4, 100, 0, 20, {195, 132, 68, 5}}, {3, 64, 16, 4, {100, 64, 28}}, {5, 50, 10, 20, {88, 69, 50, 31, 12}},
+        {2, 33, 0, 20, {64, 2}}, {1, 40, 8, 20, {40}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int l = 0; l < cases[i].L; l++) {
+            int got = pyramid_budget(cases[i].L, l, cases[i].B, cases[i].w, cases[i].beta);
+            CHECK(got == cases[i].want[l], "L %d B %d w %d beta %g: layer %d has %d, want %d", cases[i].L, cases[i].B,
+                  cases[i].w, cases[i].beta, l, got, cases[i].want[l]);
+        }
+    for (int L = 1; L <= 40; L += 3)
+        for (int B = 8; B <= 2000; B = B * 3 / 2)
+            for (double beta = 1; beta <= 64; beta *= 4) {
+                int w = B / 5;
+                long sum = 0;
+                for (int l = 0; l < L; l++) sum += pyramid_budget(L, l, B, w, beta);
+                CHECK(fabs((double)sum / L - B) <= 0.5, "L %d B %d beta %g: mean %g", L, B, beta, (double)sum / L);
+            }
+    AllocSpec a;
+    KvError err;
+    CHECK(allocation_parse("pyramid", &a, &err) == 0 && a.beta == 20 && !strcmp(a.text, "pyramid:beta=20"), "%s", a.text);
+    CHECK(allocation_parse("adaptive:floor=0.5", &a, &err) == 0 && a.floor == 0.5, "%s", err.msg);
+    CHECK(allocation_parse("adaptive:beta=2", &a, &err) != 0, "adaptive:beta accepted");
+    CHECK(allocation_parse("pyramid:beta=0.5", &a, &err) != 0, "beta 0.5 accepted");
+    CHECK(allocation_parse("lifo", &a, &err) != 0 && strstr(err.msg, "unknown allocation"), "%s", err.msg);
+    PolicySpec spec;
+    CHECK(allocation_parse("adaptive", &a, &err) == 0 && policy_parse("knorm", &spec, &err) == 0, "%s", err.msg);
+    CHECK(allocation_check(&a, &spec, &err) != 0 && strstr(err.msg, "comparable"), "adaptive knorm accepted");
+}
+
+/* Two units (one head each) sharing a pool of 2 x 3 tokens, h2o:recent=0.
+ * Unit A rows: (1), (0.5, 0.5), (0.2, 0.4, 0.4): scores at step 3
+ * A0 = 1.7, A1 = 0.9, A2 = 0.4.  Unit B rows: (1), (0.9, 0.1),
+ * (0.8, 0.1, 0.1): B0 = 2.7, B1 = 0.2, B2 = 0.1.  Step 3 holds 8 > 6: the
+ * lowest of all goes, B2 (0.1), then B1 (0.2 < A2's 0.4): B keeps (0, 3), A
+ * keeps all four.  Uniform (and adaptive with floor 1, each unit keeping 3)
+ * evicts A2 and B2.  Row 3: A (0.1, 0.2, 0.3, 0.4) all held, mass 1; B
+ * (0.25 each) holds two, mass 0.5. */
+static const double ADA_A[] = {1.0, 0.5, 0.5, 0.2, 0.4, 0.4, 0.1, 0.2, 0.3, 0.4};
+static const double ADA_B[] = {1.0, 0.9, 0.1, 0.8, 0.1, 0.1, 0.25, 0.25, 0.25, 0.25};
+
+static void replay_adaptive(HandUnit *h, int n_units, const char *policy, int budget, double floor_share,
+                            ReplayResult *res)
+{
+    ReplayConfig c = config(policy, budget);
+    c.keep_min = (int)floor(floor_share * budget);
+    ReplayOptions opt = {.retention = 1};
+    UnitData units[4];
+    ReplayResult *out[4];
+    KvError err;
+    for (int i = 0; i < n_units; i++) {
+        units[i] = h[i].unit;
+        replay_result_alloc(&res[i], 1, h[i].unit.T, 1);
+        out[i] = &res[i];
+    }
+    CHECK(replay_units_adaptive(units, n_units, &c, 1, &opt, out, &err) == 0, "%s: %s", policy, err.msg);
+}
+
+static void adaptive(void)
+{
+    enum { T = 4 };
+    HandUnit h[2];
+    hand_unit(&h[0], T, ADA_A, NULL, NULL);
+    hand_unit(&h[1], T, ADA_B, NULL, NULL);
+    ReplayResult r[2];
+    replay_adaptive(h, 2, "h2o:recent=0", 3, 0.2, r);
+    for (int i = 0; i < T; i++) CHECK(held(&r[0], T, 3, i), "A lost token %d", i);
+    CHECK(held(&r[1], T, 3, 0) && !held(&r[1], T, 3, 1) && !held(&r[1], T, 3, 2) && held(&r[1], T, 3, 3),
+          "B holds the wrong tokens at step 3");
+    CHECK(r[1].evict_age[1] == 1 && r[1].evict_age[2] == 1 && r[0].evict_age[1] == 0, "eviction ages");
+    CHECK(r[0].rows == 1 && fabs(r[0].mass[0] - 1.0) < 1e-6 && fabs(r[1].mass[0] - 0.5) < 1e-6, "mass %g %g",
+          r[0].mass[0], r[1].mass[0]);
+    for (int t = 0; t < T; t++) {
+        int total = 0;
+        for (int u = 0; u < 2; u++)
+            for (int i = 0; i <= t; i++) total += held(&r[u], T, t, i);
+        CHECK(total <= 2 * 3, "step %d holds %d > KV*B", t, total);
+    }
+    for (int u = 0; u < 2; u++) replay_result_free(&r[u]);
+    /* floor 1: each unit keeps B, which is uniform's choice */
+    replay_adaptive(h, 2, "h2o:recent=0", 3, 1.0, r);
+    for (int u = 0; u < 2; u++) {
+        ReplayResult alone;
+        replay_one(&h[u], "h2o:recent=0", 3, &alone, 0);
+        CHECK(!held(&r[u], T, 3, 2) && !memcmp(alone.retention, r[u].retention, T * T), "floor 1: unit %d", u);
+        replay_result_free(&alone);
+        replay_result_free(&r[u]);
+    }
+}
+
+/* With one kv head per layer the pool is the unit's own B: adaptive equals
+ * uniform, for every scoring rule it accepts, on rows where they evict. */
+static void adaptive_one_unit(void)
+{
+    enum { T = 40 };
+    double rows[T * (T + 1) / 2];
+    random_rows(rows, T, 11);
+    HandUnit h;
+    hand_unit(&h, T, rows, NULL, NULL);
+    const char *policies[] = {"h2o", "a2sf", "tova", "snapkv:window=3", "scissorhands:window=4"};
+    for (size_t i = 0; i < sizeof policies / sizeof policies[0]; i++) {
+        ReplayResult joint, alone;
+        replay_adaptive(&h, 1, policies[i], 10, 0.2, &joint);
+        replay_one(&h, policies[i], 10, &alone, 0);
+        CHECK(!memcmp(joint.retention, alone.retention, T * T) && joint.mass[0] == alone.mass[0],
+              "%s: adaptive with one unit differs from uniform", policies[i]);
+        replay_result_free(&joint);
+        replay_result_free(&alone);
+    }
+}
+
 /* Bad configurations are refused with a clear message. */
 static void refusals(void)
 {
@@ -575,7 +837,9 @@ int main(int argc, char **argv)
         {"window_and_streaming", window_and_streaming}, {"ties", ties}, {"output_error", output_error},
         {"prefill", prefill}, {"optimal_brute_force", optimal_brute_force}, {"schedule_vs_glpk", schedule_vs_glpk},
         {"optimal_long_unit", optimal_long_unit},
-        {"refusals", refusals},
+        {"refusals", refusals}, {"scissorhands", scissorhands}, {"quest", quest}, {"quest_bound", quest_bound},
+        {"quest_replay", quest_replay}, {"pyramid", pyramid}, {"adaptive", adaptive},
+        {"adaptive_one_unit", adaptive_one_unit},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

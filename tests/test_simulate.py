@@ -271,6 +271,61 @@ def bad_input():
     fails(["--budget", "4"], "mismatched traces", trace=[TRACE, other])
 
 
+def pyramid_budget(L, layer, B, w, beta):
+    """DESIGN's formula, written again here: m = (B - w)/beta, M = 2(B - w) - m."""
+    if L == 1:
+        return B
+    m = (B - w) / beta
+    M = 2 * (B - w) - m
+    return w + int(np.floor(M - layer * (M - m) / (L - 1) + 0.5))
+
+
+def allocations():
+    """--allocation: uniform equals no allocation; pyramid holds each layer's
+    budget; adaptive shares a layer's pool (never above KV*B) and is refused
+    for scores that are not attention mass; the allocation is a config field."""
+    base, _ = simulate("--budget", "20%", "--policy", "h2o", "--policy", "quest:page=4", "--error-stride", "3")
+    mass = base["metrics/retained_mass"][:]
+    for layer in (0, 4):
+        f, path = simulate("--budget", "20%", "--policy", "h2o", "--policy", "quest:page=4", "--error-stride", "3",
+                           "--allocation", "uniform", "--allocation", "pyramid:beta=4", "--allocation", "adaptive",
+                           "--retention", f"{layer}:1")
+        alloc = [a.decode() for a in f["configs/allocation"][:]]
+        assert alloc == ["uniform", "pyramid:beta=4", "adaptive:floor=0.2"] * 2 or alloc[:3] == [
+            "uniform", "pyramid:beta=4", "adaptive:floor=0.2"], alloc
+        policies = [p.decode() for p in f["configs/policy"][:]]
+        assert policies == ["h2o"] * 3 + ["quest"] * 2, policies  # quest: no adaptive (not attention mass)
+        got = f["metrics/retained_mass"][:]
+        assert np.array_equal(got[0], mass[0], equal_nan=True) and np.array_equal(got[3], mass[1], equal_nan=True)
+        T = f["sequences/n_tokens"][0]
+        B = int(np.floor(0.2 * T + 0.5))
+        held = f["retention"][:].sum(axis=2)  # [C][T0] tokens held per step
+        want = pyramid_budget(5, layer, B, int(np.floor(0.5 * B + 0.5)), 4)  # h2o's w: recent = 0.5 B
+        assert held[1].max() == min(want, T), (layer, held[1].max(), want)
+        assert held[0].max() == B and held[2].max() >= 1
+        rows = list(csv.DictReader(open(path[:-3] + ".csv")))
+        assert {r["allocation"] for r in rows} == set(alloc)
+    # adaptive holds at most KV*B per layer: the pool, shared by the layer's kv heads
+    f, _ = simulate("--budget", "16", "--policy", "h2o", "--allocation", "adaptive:floor=0", "--layers", "2",
+                    "--retention", "2:0", "--error-stride", "0")
+    one = f["retention"][0].sum(axis=1)
+    assert one.max() > 16, "with floor 0 one kv head may hold more than B"
+    fails(["--policy", "window", "--allocation", "adaptive"], "comparable")
+    fails(["--policy", "h2o", "--allocation", "pyramid:beta=0"], "beta")
+    fails(["--policy", "h2o", "--allocation", "lifo"], "unknown allocation")
+    fails(["--policy", "streaming", "--budget", "16", "--allocation", "pyramid"], "no room")
+    # the parameter list comes from each policy's own table
+    listing = run("simulate", "--list").stdout.decode()
+    for line in ("quest (cost per step", "  page    default 16", "scissorhands (cost per step", "  window  default 32",
+                 "  alpha   default 0.2   number in [0, 1)", "  base    default h2o   one of h2o|a2sf"):
+        assert line in listing, (line, listing)
+    # one unit per layer: adaptive is uniform
+    a, _ = simulate("--budget", "20%", "--policy", "h2o", "--granularity", "layer", "--allocation", "adaptive",
+                    "--error-stride", "0")
+    u, _ = simulate("--budget", "20%", "--policy", "h2o", "--granularity", "layer", "--error-stride", "0")
+    assert np.array_equal(a["metrics/retained_mass"][:], u["metrics/retained_mass"][:], equal_nan=True)
+
+
 main({f.__name__: f for f in (full_and_whole_budget, bounds_per_row, window_monotone, threads_identical,
                               stored_vs_recomputed, automatic_attention_source, results_format, hand_built_trace,
-                              prefill_and_layer_granularity, bad_input, defaults_fit_small_budgets)})
+                              prefill_and_layer_granularity, bad_input, defaults_fit_small_budgets, allocations)})
