@@ -241,18 +241,21 @@ static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
 
 static void announce_costly(const SimOptions *opt, const Plan *plan)
 {
-    int units = (opt->layer_granularity ? 1 : plan->n_units) * plan->n_layers, threads = opt->threads > 1 ? opt->threads : 1;
+    int units = (opt->layer_granularity ? 1 : plan->n_units) * plan->n_layers;
+    int threads = opt->threads > 1 ? opt->threads : 1;
     for (int p = 0; p < opt->n_policies; p++) {
         const PolicyOps *ops = policy_lookup(opt->policies[p].name);
         if (!ops || !ops->estimate_seconds) continue;
         double seconds = 0;
         int longest = 0;
-        for (int b = 0; b < opt->n_budgets; b++)
+        for (int c = 0; c < plan->n_configs; c++) {
+            if (plan->pair_policy[c / opt->n_budgets] != p) continue;
             for (int s = 0; s < plan->n_seq; s++) {
                 int T = plan->seq_info[s].n_tokens;
-                seconds += units * ops->estimate_seconds(T, plan->configs[((size_t)p * opt->n_budgets + b) * plan->n_seq + s].budget);
+                seconds += units * ops->estimate_seconds(T, plan->configs[(size_t)c * plan->n_seq + s].budget);
                 if (T > longest) longest = T;
             }
+        }
         if (seconds < ANNOUNCE_SECONDS) continue;
         char cpu[32], wall[32];
         format_seconds(cpu, sizeof cpu, seconds);
