@@ -7,10 +7,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../util/dist.h"
 #include "cli.h"
 
+/* Under mpirun every rank meets the same errors; rank 0 alone reports them. */
 int cli_error(const char *cmd, const char *msg)
 {
+    if (dist_rank() != 0) return 1;
     fprintf(stderr, "kvtrace %s: %s\n", cmd, msg);
     return 1;
 }
@@ -22,6 +25,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (dist_rank() != 0) return 2;
     fprintf(stderr, "kvtrace %s: %s (see kvtrace %s --help)\n", cmd, msg, cmd);
     return 2;
 }

@@ -6,6 +6,7 @@
 
 #include "../trace/h5util.h"
 #include "../trace/trace_file.h"
+#include "../util/dist.h"
 #include "cli.h"
 
 typedef struct {
@@ -34,9 +35,8 @@ static void usage(FILE *out)
         fprintf(out, "  %-10s %s\n", SUBCOMMANDS[i].name, SUBCOMMANDS[i].summary);
 }
 
-int main(int argc, char **argv)
+static int run_command(int argc, char **argv)
 {
-    h5_startup();
     /* a file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk */
     signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
@@ -55,4 +55,17 @@ int main(int argc, char **argv)
         if (!strcmp(argv[1], SUBCOMMANDS[i].name)) return SUBCOMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "kvtrace: unknown command '%s' (try kvtrace --help)\n", argv[1]);
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    h5_startup();
+    KvError err;
+    if (dist_init(&argc, &argv, &err)) { /* under mpirun without MPI built in: say so, once */
+        if (dist_rank() == 0) fprintf(stderr, "kvtrace: %s\n", err.msg);
+        return 1;
+    }
+    int rc = run_command(argc, argv);
+    dist_finalize();
+    return rc;
 }
