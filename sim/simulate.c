@@ -600,8 +600,9 @@ static int get_result(DistReader *in, ReplayResult *r, int n_heads, int T)
     return 0;
 }
 
-static int sim_job_run(void *ctx, int job, DistBuffer *out, KvError *err)
+static int sim_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, KvError *err)
 {
+    (void)input;
     SimJobs *sj = ctx;
     const Plan *plan = sj->plan;
     SimJobPlace p = sim_job_place(sj, job);

@@ -74,11 +74,19 @@ long dist_get_int(DistReader *r)
     return (long)x;
 }
 
+static void prepare_one(const DistJobs *jobs, int job, DistBuffer *input)
+{
+    *input = (DistBuffer){0};
+    if (jobs->prepare) jobs->prepare(jobs->ctx, job, input);
+}
+
 /* Runs one job into a fresh buffer; a buffer that ran out of memory fails it. */
-static int run_one(const DistJobs *jobs, int job, DistBuffer *out, KvError *err)
+static int run_one(const DistJobs *jobs, int job, const DistBuffer *input, DistBuffer *out, KvError *err)
 {
     *out = (DistBuffer){0};
-    int rc = jobs->run(jobs->ctx, job, out, err);
+    DistReader in = {input->data, input->size, 0, 0};
+    int rc = input->failed ? kv_fail(err, "out of memory for the job's input")
+                           : jobs->run(jobs->ctx, job, &in, out, err);
     if (rc == 0 && out->failed) rc = kv_fail(err, "out of memory for the partial result");
     return rc;
 }
@@ -107,9 +115,11 @@ static int run_serial(const DistJobs *jobs, KvError *err)
     progress_begin(&progress, jobs->label);
     int rc = 0;
     for (int j = 0; j < jobs->n_jobs && rc == 0; j++) {
-        DistBuffer b;
-        rc = run_one(jobs, j, &b, err) || reduce_one(jobs, j, &b, err);
+        DistBuffer input, b;
+        prepare_one(jobs, j, &input);
+        rc = run_one(jobs, j, &input, &b, err) || reduce_one(jobs, j, &b, err);
         if (rc) name_failure(jobs, 0, j, err);
+        free(input.data);
         free(b.data);
         progress_update(&progress, j + 1, jobs->n_jobs, "jobs");
     }
@@ -223,11 +233,13 @@ typedef struct {
     KvError failure;
 } Coordinator;
 
-/* The next job to hand out, or -1. */
-static int take_job(Coordinator *co)
+/* The next job to hand out, or -1; its input is prepared in job order. */
+static int take_job(Coordinator *co, DistBuffer *input)
 {
     pthread_mutex_lock(&co->lock);
     int j = !co->stopping && co->next < co->jobs->n_jobs ? co->next++ : -1;
+    if (j >= 0) prepare_one(co->jobs, j, input);
+    else *input = (DistBuffer){0};
     pthread_mutex_unlock(&co->lock);
     return j;
 }
@@ -256,10 +268,11 @@ static void finish_job(Coordinator *co, int rank, int job, DistBuffer *result, i
 static void *local_worker(void *arg)
 {
     Coordinator *co = arg;
-    for (int j; (j = take_job(co)) >= 0;) {
+    DistBuffer input;
+    for (int j; (j = take_job(co, &input)) >= 0; free(input.data)) {
         DistBuffer b;
         KvError err;
-        int failed = run_one(co->jobs, j, &b, &err) != 0;
+        int failed = run_one(co->jobs, j, &input, &b, &err) != 0;
         finish_job(co, 0, j, &b, failed, err.msg);
     }
     pthread_mutex_lock(&co->lock);
@@ -290,8 +303,19 @@ static int serve_worker(Coordinator *co, const MPI_Status *probe)
         finish_job(co, probe->MPI_SOURCE, (int)job, &result, (int)failed, cause);
     }
     free(msg.data);
-    int next = take_job(co);
-    MPI_Send(&next, 1, MPI_INT, probe->MPI_SOURCE, TAG_JOB, MPI_COMM_WORLD);
+    DistBuffer input, reply = {0};
+    int next = take_job(co, &input);
+    dist_put_int(&reply, next);
+    dist_put(&reply, input.data, input.size);
+    if (reply.failed || reply.size > INT32_MAX) { /* the job fails here, and the worker stops */
+        finish_job(co, 0, next, &(DistBuffer){0}, 1, reply.failed ? "out of memory" : "job input over 2 GiB");
+        free(reply.data);
+        reply = (DistBuffer){0};
+        dist_put_int(&reply, next = -1);
+    }
+    MPI_Send(reply.data, (int)reply.size, MPI_BYTE, probe->MPI_SOURCE, TAG_JOB, MPI_COMM_WORLD);
+    free(input.data);
+    free(reply.data);
     return next < 0;
 }
 
@@ -352,8 +376,9 @@ static int coordinate(const DistJobs *jobs, KvError *err)
 
 /* ---------------------------------------------------------------- workers */
 
-/* Sends the last job's result (or failure; job -1 at first) and returns the next job. */
-static int exchange(long job, int failed, const DistBuffer *result, const char *cause)
+/* Sends the last job's result (or failure; job -1 at first) and returns the
+ * next job, with its input in *input. */
+static int exchange(long job, int failed, const DistBuffer *result, const char *cause, DistBuffer *input)
 {
     DistBuffer msg = {0};
     dist_put_int(&msg, job);
@@ -368,24 +393,35 @@ static int exchange(long job, int failed, const DistBuffer *result, const char *
         dist_put_int(&msg, 1);
         dist_put(&msg, why, strlen(why));
     }
-    MPI_Request req;
-    int next = -1;
     MPI_Send(msg.data, (int)msg.size, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
     free(msg.data);
-    MPI_Irecv(&next, 1, MPI_INT, 0, TAG_JOB, MPI_COMM_WORLD, &req);
-    wait_request(&req);
-    return next;
+    int flag = 0, count;
+    MPI_Status probe;
+    for (MPI_Iprobe(0, TAG_JOB, MPI_COMM_WORLD, &flag, &probe); !flag;
+         MPI_Iprobe(0, TAG_JOB, MPI_COMM_WORLD, &flag, &probe))
+        nap(500); /* see wait_request */
+    MPI_Get_count(&probe, MPI_BYTE, &count);
+    *input = (DistBuffer){.data = malloc(count > 0 ? (size_t)count : 1), .size = (size_t)count};
+    if (!input->data) MPI_Abort(MPI_COMM_WORLD, 1); /* cannot take the message: stop the run */
+    MPI_Recv(input->data, count, MPI_BYTE, 0, TAG_JOB, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    DistReader r = {input->data, input->size, 0, 0};
+    long next = dist_get_int(&r);
+    memmove(input->data, input->data + r.at, input->size - r.at); /* the input proper */
+    input->size -= r.at;
+    return (int)next;
 }
 
 static void work(const DistJobs *jobs)
 {
-    DistBuffer result = {0};
+    DistBuffer result = {0}, input = {0};
     KvError err = {""};
     int failed = 0;
-    for (int job = -1, next; (next = exchange(job, failed, &result, err.msg)) >= 0; job = next) {
+    for (int job = -1, next; (next = exchange(job, failed, &result, err.msg, &input)) >= 0; job = next) {
         free(result.data);
-        failed = run_one(jobs, next, &result, &err) != 0;
+        failed = run_one(jobs, next, &input, &result, &err) != 0;
+        free(input.data);
     }
+    free(input.data);
     free(result.data);
 }
 

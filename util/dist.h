@@ -50,8 +50,11 @@ long dist_get_int(DistReader *r);
 typedef struct {
     int n_jobs;
     void *ctx;
+    /* On rank 0, in job order as each job is handed out (NULL: nothing):
+     * what job j needs from rank 0 (a random stream's state at its start). */
+    void (*prepare)(void *ctx, int job, DistBuffer *input);
     /* On any rank: runs job j, appending its partial result to out. */
-    int (*run)(void *ctx, int job, DistBuffer *out, KvError *err);
+    int (*run)(void *ctx, int job, DistReader *input, DistBuffer *out, KvError *err);
     /* On rank 0 only, in job order: folds job j's partial result in. */
     int (*reduce)(void *ctx, int job, DistReader *in, KvError *err);
     /* What job j is, for messages ("a.h5 sequence 2 layer 3"). */
