@@ -151,6 +151,8 @@ int dist_agree(int rc, const char *step, KvError *err) { (void)step, (void)err; 
 
 int dist_share_status(int rc) { return rc; }
 
+char *dist_share_text(const char *text) { return text ? strdup(text) : NULL; }
+
 #else
 
 enum { TAG_RESULT = 1, TAG_JOB = 2, TAG_ERROR = 3 };
@@ -216,6 +218,22 @@ int dist_share_status(int rc)
     MPI_Ibcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD, &req);
     wait_request(&req);
     return rc;
+}
+
+char *dist_share_text(const char *text)
+{
+    if (!dist_state.active) return text ? strdup(text) : NULL;
+    long n = dist_state.rank == 0 ? (text ? (long)strlen(text) : -1) : 0;
+    MPI_Request req;
+    MPI_Ibcast(&n, 1, MPI_LONG, 0, MPI_COMM_WORLD, &req);
+    wait_request(&req);
+    if (n < 0) return NULL;
+    char *copy = malloc((size_t)n + 1);
+    if (!copy) MPI_Abort(MPI_COMM_WORLD, 1); /* a few bytes: the machine is out of memory */
+    if (dist_state.rank == 0) memcpy(copy, text, (size_t)n + 1);
+    MPI_Ibcast(copy, (int)n + 1, MPI_CHAR, 0, MPI_COMM_WORLD, &req);
+    wait_request(&req);
+    return copy;
 }
 
 /* ---------------------------------------------------------------- rank 0 */

@@ -73,6 +73,9 @@ int dist_run(const DistJobs *jobs, KvError *err);
  * msg" (`step` = "planning"); without MPI it is left as it is. */
 int dist_agree(int rc, const char *step, KvError *err);
 
+/* Rank 0's text (malloc'd) on every rank: a temporary file name rank 0 chose. */
+char *dist_share_text(const char *text);
+
 /* Rank 0's status, on every rank (the exit status of workers follows rank 0's
  * writing of the results). */
 int dist_share_status(int rc);
