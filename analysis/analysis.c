@@ -3,6 +3,7 @@
  * definitions; this file follows them one function per quantity. */
 #include "analysis.h"
 
+#include <cblas.h>
 #include <gsl/gsl_rng.h>
 #include <math.h>
 #include <pthread.h>
@@ -808,6 +809,10 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     memset(a, 0, sizeof *a);
     a->opt = *opt;
     double start = kv_now_seconds();
+    /* the parallelism is across heads; OpenBLAS's own threads would also make
+     * the attention sums depend on how many cores the machine (or an MPI
+     * rank bound to one core) has */
+    openblas_set_num_threads(1);
     TraceReader r;
     if (trace_open(&r, opt->trace, err)) return dist_agree(-1, "planning", err); /* every rank plans */
     a->meta = r.meta;
