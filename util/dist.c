@@ -238,6 +238,15 @@ char *dist_share_text(const char *text)
 
 /* ---------------------------------------------------------------- rank 0 */
 
+/* What each job cost, for the scaling benchmark (bench/bench_mpi.py): with
+ * KVTRACE_DIST_STATS=FILE rank 0 writes one line per job. */
+typedef struct {
+    int rank;
+    double run_s, reduce_s;           /* computing it on its rank; folding it in on rank 0 */
+    size_t input_bytes, result_bytes; /* the messages */
+} JobStats;
+
+
 typedef struct {
     const DistJobs *jobs;
     pthread_mutex_t lock;
@@ -249,6 +258,7 @@ typedef struct {
     int local_finished;
     int failed_rank, failed_job;
     KvError failure;
+    JobStats *stats;      /* [n] for KVTRACE_DIST_STATS */
 } Coordinator;
 
 /* The next job to hand out, or -1; its input is prepared in job order. */
@@ -258,15 +268,18 @@ static int take_job(Coordinator *co, DistBuffer *input)
     int j = !co->stopping && co->next < co->jobs->n_jobs ? co->next++ : -1;
     if (j >= 0) prepare_one(co->jobs, j, input);
     else *input = (DistBuffer){0};
+    if (j >= 0 && co->stats) co->stats[j].input_bytes = input->size;
     pthread_mutex_unlock(&co->lock);
     return j;
 }
 
 /* Records a finished job: its result, or the first failure (which stops the run). */
-static void finish_job(Coordinator *co, int rank, int job, DistBuffer *result, int failed, const char *cause)
+static void finish_job(Coordinator *co, int rank, int job, DistBuffer *result, double run_s, int failed,
+                       const char *cause)
 {
     pthread_mutex_lock(&co->lock);
     co->done++;
+    if (co->stats) co->stats[job] = (JobStats){rank, run_s, 0, co->stats[job].input_bytes, result->size};
     if (failed && !co->stopping) {
         co->stopping = 1;
         co->failed_rank = rank;
@@ -290,8 +303,9 @@ static void *local_worker(void *arg)
     for (int j; (j = take_job(co, &input)) >= 0; free(input.data)) {
         DistBuffer b;
         KvError err;
+        double start = kv_now_seconds();
         int failed = run_one(co->jobs, j, &input, &b, &err) != 0;
-        finish_job(co, 0, j, &b, failed, err.msg);
+        finish_job(co, 0, j, &b, kv_now_seconds() - start, failed, err.msg);
     }
     pthread_mutex_lock(&co->lock);
     co->local_finished = 1;
@@ -312,13 +326,15 @@ static int serve_worker(Coordinator *co, const MPI_Status *probe)
     MPI_Recv(msg.data, count, MPI_BYTE, probe->MPI_SOURCE, TAG_RESULT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     DistReader r = {msg.data, (size_t)count, 0, 0};
     long job = dist_get_int(&r), failed = dist_get_int(&r);
+    double run_s;
+    dist_get(&r, &run_s, sizeof run_s);
     if (job >= 0) {
         DistBuffer result = {0};
         char cause[sizeof co->failure.msg] = "";
         if (failed) snprintf(cause, sizeof cause, "%.*s", (int)(r.size - r.at), (const char *)r.data + r.at);
         else dist_put(&result, r.data + r.at, r.size - r.at);
         if (result.failed) failed = 1, snprintf(cause, sizeof cause, "out of memory on rank 0");
-        finish_job(co, probe->MPI_SOURCE, (int)job, &result, (int)failed, cause);
+        finish_job(co, probe->MPI_SOURCE, (int)job, &result, run_s, (int)failed, cause);
     }
     free(msg.data);
     DistBuffer input, reply = {0};
@@ -326,7 +342,7 @@ static int serve_worker(Coordinator *co, const MPI_Status *probe)
     dist_put_int(&reply, next);
     dist_put(&reply, input.data, input.size);
     if (reply.failed || reply.size > INT32_MAX) { /* the job fails here, and the worker stops */
-        finish_job(co, 0, next, &(DistBuffer){0}, 1, reply.failed ? "out of memory" : "job input over 2 GiB");
+        finish_job(co, 0, next, &(DistBuffer){0}, 0, 1, reply.failed ? "out of memory" : "job input over 2 GiB");
         free(reply.data);
         reply = (DistBuffer){0};
         dist_put_int(&reply, next = -1);
@@ -348,18 +364,36 @@ static int reduce_ready(Coordinator *co, int *reduced)
         if (!go) return n;
         KvError err;
         DistBuffer *b = &co->results[*reduced];
+        double start = kv_now_seconds();
         int failed = reduce_one(co->jobs, *reduced, b, &err) != 0;
+        if (co->stats) co->stats[*reduced].reduce_s = kv_now_seconds() - start;
         free(b->data);
         b->data = NULL;
-        if (failed) finish_job(co, 0, *reduced, &(DistBuffer){0}, 1, err.msg);
+        if (failed) finish_job(co, 0, *reduced, &(DistBuffer){0}, 0, 1, err.msg);
         ++*reduced, n++;
     }
+}
+
+static void write_stats(const Coordinator *co, double wall_s)
+{
+    FILE *f = fopen(getenv("KVTRACE_DIST_STATS"), "w"); /* a benchmark's scratch file: no output rules */
+    if (!f) return;
+    fprintf(f, "# %s: %d jobs on %d ranks in %.6f s\njob\trank\trun_s\treduce_s\tinput_bytes\tresult_bytes\n",
+            co->jobs->label, co->jobs->n_jobs, dist_state.size, wall_s);
+    for (int j = 0; j < co->jobs->n_jobs; j++) {
+        const JobStats *s = &co->stats[j];
+        fprintf(f, "%d\t%d\t%.6f\t%.6f\t%zu\t%zu\n", j, s->rank, s->run_s, s->reduce_s, s->input_bytes,
+                s->result_bytes);
+    }
+    fclose(f);
 }
 
 static int coordinate(const DistJobs *jobs, KvError *err)
 {
     int n = jobs->n_jobs, workers_left = dist_state.size - 1, reduced = 0, rc = 0;
-    Coordinator co = {.jobs = jobs, .results = calloc((size_t)n + 1, sizeof(DistBuffer)), .ready = calloc((size_t)n + 1, 1)};
+    double start = kv_now_seconds();
+    Coordinator co = {.jobs = jobs, .results = calloc((size_t)n + 1, sizeof(DistBuffer)), .ready = calloc((size_t)n + 1, 1),
+                      .stats = getenv("KVTRACE_DIST_STATS") ? calloc((size_t)n + 1, sizeof(JobStats)) : NULL};
     pthread_t local;
     if (!co.results || !co.ready) co.stopping = 1, co.failed_job = -1, kv_fail(&co.failure, "out of memory");
     pthread_mutex_init(&co.lock, NULL);
@@ -380,6 +414,8 @@ static int coordinate(const DistJobs *jobs, KvError *err)
     }
     progress_end(&progress);
     pthread_join(local, NULL);
+    if (co.stats && !co.stopping) write_stats(&co, kv_now_seconds() - start);
+    free(co.stats);
     if (co.stopping) {
         *err = co.failure;
         if (co.failed_job >= 0) name_failure(jobs, co.failed_rank, co.failed_job, err);
@@ -396,11 +432,13 @@ static int coordinate(const DistJobs *jobs, KvError *err)
 
 /* Sends the last job's result (or failure; job -1 at first) and returns the
  * next job, with its input in *input. */
-static int exchange(long job, int failed, const DistBuffer *result, const char *cause, DistBuffer *input)
+static int exchange(long job, int failed, double run_s, const DistBuffer *result, const char *cause,
+                    DistBuffer *input)
 {
     DistBuffer msg = {0};
     dist_put_int(&msg, job);
     dist_put_int(&msg, failed);
+    dist_put(&msg, &run_s, sizeof run_s);
     if (failed) dist_put(&msg, cause, strlen(cause));
     else if (result) dist_put(&msg, result->data, result->size);
     if (msg.failed || msg.size > INT32_MAX) { /* say so instead */
@@ -409,6 +447,7 @@ static int exchange(long job, int failed, const DistBuffer *result, const char *
         msg = (DistBuffer){0};
         dist_put_int(&msg, job);
         dist_put_int(&msg, 1);
+        dist_put(&msg, &run_s, sizeof run_s);
         dist_put(&msg, why, strlen(why));
     }
     MPI_Send(msg.data, (int)msg.size, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
@@ -434,9 +473,12 @@ static void work(const DistJobs *jobs)
     DistBuffer result = {0}, input = {0};
     KvError err = {""};
     int failed = 0;
-    for (int job = -1, next; (next = exchange(job, failed, &result, err.msg, &input)) >= 0; job = next) {
+    double run_s = 0;
+    for (int job = -1, next; (next = exchange(job, failed, run_s, &result, err.msg, &input)) >= 0; job = next) {
         free(result.data);
+        double start = kv_now_seconds();
         failed = run_one(jobs, next, &input, &result, &err) != 0;
+        run_s = kv_now_seconds() - start;
         free(input.data);
     }
     free(input.data);
