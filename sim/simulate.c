@@ -576,7 +576,6 @@ static void put_result(DistBuffer *out, const ReplayResult *r, int n_heads, int 
     dist_put(out, r->overlap, (size_t)n_heads * sizeof(double));
     dist_put_int(out, r->rows);
     dist_put_int(out, r->sampled_rows);
-    dist_put(out, r->evict_age, (size_t)T * sizeof(long));
     dist_put(out, r->curve, (size_t)T * sizeof(float));
     dist_put_int(out, r->retention != NULL);
     if (r->retention) dist_put(out, r->retention, (size_t)T * T);
@@ -591,7 +590,6 @@ static int get_result(DistReader *in, ReplayResult *r, int n_heads, int T)
     dist_get(in, r->overlap, (size_t)n_heads * sizeof(double));
     r->rows = dist_get_int(in);
     r->sampled_rows = dist_get_int(in);
-    dist_get(in, r->evict_age, (size_t)T * sizeof(long));
     dist_get(in, r->curve, (size_t)T * sizeof(float));
     if (dist_get_int(in)) {
         if (!(r->retention = malloc((size_t)T * T))) return -1;
@@ -620,6 +618,17 @@ static int sim_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, K
         dist_put(out, &jobs[u].seconds, sizeof(double));
         for (int c = 0; c < plan->n_configs; c++) put_result(out, &jobs[u].results[c], jobs[u].data.n_heads, ld.T);
     }
+    /* eviction ages are integer counts: summed over the job's units here (in any
+     * order, exactly), they travel once per configuration instead of once per unit */
+    long *ages = rc == 0 ? calloc((size_t)ld.T, sizeof(long)) : NULL;
+    if (rc == 0 && !ages) rc = kv_fail(err, "out of memory");
+    for (int c = 0; rc == 0 && c < plan->n_configs; c++) {
+        memset(ages, 0, (size_t)ld.T * sizeof(long));
+        for (int u = p.first; u < p.first + p.count; u++)
+            for (int t = 0; t < ld.T; t++) ages[t] += jobs[u].results[c].evict_age[t];
+        dist_put(out, ages, (size_t)ld.T * sizeof(long));
+    }
+    free(ages);
     free_jobs(jobs, n_jobs, plan->n_configs);
     trace_layer_free(&ld);
     return rc;
@@ -653,6 +662,8 @@ static int sim_job_reduce(void *ctx, int job, DistReader *in, KvError *err)
         for (int c = 0; c < plan->n_configs && rc == 0; c++)
             if (get_result(in, &u->results[c], u->data.n_heads, T)) rc = kv_fail(err, "out of memory");
     }
+    for (int c = 0; rc == 0 && c < plan->n_configs; c++) /* the units' sum, folded in as the first unit's */
+        dist_get(in, units[0].results[c].evict_age, (size_t)T * sizeof(long));
     if (rc == 0 && !in->failed) reduce_layer(plan, sj->res, sj->acc, units, p.count, p.s, p.layer);
     free_jobs(units, p.count, plan->n_configs);
     return rc;

@@ -242,7 +242,7 @@ char *dist_share_text(const char *text)
  * KVTRACE_DIST_STATS=FILE rank 0 writes one line per job. */
 typedef struct {
     int rank;
-    double run_s, reduce_s;           /* computing it on its rank; folding it in on rank 0 */
+    double run_s, cpu_s, reduce_s;    /* computing it on its rank (wall, process CPU); folding it in on rank 0 */
     size_t input_bytes, result_bytes; /* the messages */
 } JobStats;
 
@@ -261,6 +261,25 @@ typedef struct {
     JobStats *stats;      /* [n] for KVTRACE_DIST_STATS */
 } Coordinator;
 
+static double process_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* run_one, timed: seconds[0] wall clock, seconds[1] this process's CPU time
+ * (what the job would take on idle cores, for the scaling model). */
+static int timed_run(const DistJobs *jobs, int job, const DistBuffer *input, DistBuffer *out, double *seconds,
+                     KvError *err)
+{
+    double wall = kv_now_seconds(), cpu = process_cpu_seconds();
+    int rc = run_one(jobs, job, input, out, err);
+    seconds[0] = kv_now_seconds() - wall;
+    seconds[1] = process_cpu_seconds() - cpu;
+    return rc;
+}
+
 /* The next job to hand out, or -1; its input is prepared in job order. */
 static int take_job(Coordinator *co, DistBuffer *input)
 {
@@ -274,12 +293,13 @@ static int take_job(Coordinator *co, DistBuffer *input)
 }
 
 /* Records a finished job: its result, or the first failure (which stops the run). */
-static void finish_job(Coordinator *co, int rank, int job, DistBuffer *result, double run_s, int failed,
+static void finish_job(Coordinator *co, int rank, int job, DistBuffer *result, const double *seconds, int failed,
                        const char *cause)
 {
     pthread_mutex_lock(&co->lock);
     co->done++;
-    if (co->stats) co->stats[job] = (JobStats){rank, run_s, 0, co->stats[job].input_bytes, result->size};
+    if (co->stats)
+        co->stats[job] = (JobStats){rank, seconds[0], seconds[1], 0, co->stats[job].input_bytes, result->size};
     if (failed && !co->stopping) {
         co->stopping = 1;
         co->failed_rank = rank;
@@ -303,9 +323,9 @@ static void *local_worker(void *arg)
     for (int j; (j = take_job(co, &input)) >= 0; free(input.data)) {
         DistBuffer b;
         KvError err;
-        double start = kv_now_seconds();
-        int failed = run_one(co->jobs, j, &input, &b, &err) != 0;
-        finish_job(co, 0, j, &b, kv_now_seconds() - start, failed, err.msg);
+        double seconds[2];
+        int failed = timed_run(co->jobs, j, &input, &b, seconds, &err) != 0;
+        finish_job(co, 0, j, &b, seconds, failed, err.msg);
     }
     pthread_mutex_lock(&co->lock);
     co->local_finished = 1;
@@ -326,15 +346,15 @@ static int serve_worker(Coordinator *co, const MPI_Status *probe)
     MPI_Recv(msg.data, count, MPI_BYTE, probe->MPI_SOURCE, TAG_RESULT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     DistReader r = {msg.data, (size_t)count, 0, 0};
     long job = dist_get_int(&r), failed = dist_get_int(&r);
-    double run_s;
-    dist_get(&r, &run_s, sizeof run_s);
+    double seconds[2];
+    dist_get(&r, seconds, sizeof seconds);
     if (job >= 0) {
         DistBuffer result = {0};
         char cause[sizeof co->failure.msg] = "";
         if (failed) snprintf(cause, sizeof cause, "%.*s", (int)(r.size - r.at), (const char *)r.data + r.at);
         else dist_put(&result, r.data + r.at, r.size - r.at);
         if (result.failed) failed = 1, snprintf(cause, sizeof cause, "out of memory on rank 0");
-        finish_job(co, probe->MPI_SOURCE, (int)job, &result, run_s, (int)failed, cause);
+        finish_job(co, probe->MPI_SOURCE, (int)job, &result, seconds, (int)failed, cause);
     }
     free(msg.data);
     DistBuffer input, reply = {0};
@@ -342,7 +362,7 @@ static int serve_worker(Coordinator *co, const MPI_Status *probe)
     dist_put_int(&reply, next);
     dist_put(&reply, input.data, input.size);
     if (reply.failed || reply.size > INT32_MAX) { /* the job fails here, and the worker stops */
-        finish_job(co, 0, next, &(DistBuffer){0}, 0, 1, reply.failed ? "out of memory" : "job input over 2 GiB");
+        finish_job(co, 0, next, &(DistBuffer){0}, (double[2]){0}, 1, reply.failed ? "out of memory" : "job input over 2 GiB");
         free(reply.data);
         reply = (DistBuffer){0};
         dist_put_int(&reply, next = -1);
@@ -369,7 +389,7 @@ static int reduce_ready(Coordinator *co, int *reduced)
         if (co->stats) co->stats[*reduced].reduce_s = kv_now_seconds() - start;
         free(b->data);
         b->data = NULL;
-        if (failed) finish_job(co, 0, *reduced, &(DistBuffer){0}, 0, 1, err.msg);
+        if (failed) finish_job(co, 0, *reduced, &(DistBuffer){0}, (double[2]){0}, 1, err.msg);
         ++*reduced, n++;
     }
 }
@@ -378,11 +398,11 @@ static void write_stats(const Coordinator *co, double wall_s)
 {
     FILE *f = fopen(getenv("KVTRACE_DIST_STATS"), "w"); /* a benchmark's scratch file: no output rules */
     if (!f) return;
-    fprintf(f, "# %s: %d jobs on %d ranks in %.6f s\njob\trank\trun_s\treduce_s\tinput_bytes\tresult_bytes\n",
+    fprintf(f, "# %s: %d jobs on %d ranks in %.6f s\njob\trank\trun_s\tcpu_s\treduce_s\tinput_bytes\tresult_bytes\n",
             co->jobs->label, co->jobs->n_jobs, dist_state.size, wall_s);
     for (int j = 0; j < co->jobs->n_jobs; j++) {
         const JobStats *s = &co->stats[j];
-        fprintf(f, "%d\t%d\t%.6f\t%.6f\t%zu\t%zu\n", j, s->rank, s->run_s, s->reduce_s, s->input_bytes,
+        fprintf(f, "%d\t%d\t%.6f\t%.6f\t%.6f\t%zu\t%zu\n", j, s->rank, s->run_s, s->cpu_s, s->reduce_s, s->input_bytes,
                 s->result_bytes);
     }
     fclose(f);
@@ -432,13 +452,13 @@ static int coordinate(const DistJobs *jobs, KvError *err)
 
 /* Sends the last job's result (or failure; job -1 at first) and returns the
  * next job, with its input in *input. */
-static int exchange(long job, int failed, double run_s, const DistBuffer *result, const char *cause,
+static int exchange(long job, int failed, const double *seconds, const DistBuffer *result, const char *cause,
                     DistBuffer *input)
 {
     DistBuffer msg = {0};
     dist_put_int(&msg, job);
     dist_put_int(&msg, failed);
-    dist_put(&msg, &run_s, sizeof run_s);
+    dist_put(&msg, seconds, 2 * sizeof(double));
     if (failed) dist_put(&msg, cause, strlen(cause));
     else if (result) dist_put(&msg, result->data, result->size);
     if (msg.failed || msg.size > INT32_MAX) { /* say so instead */
@@ -447,7 +467,7 @@ static int exchange(long job, int failed, double run_s, const DistBuffer *result
         msg = (DistBuffer){0};
         dist_put_int(&msg, job);
         dist_put_int(&msg, 1);
-        dist_put(&msg, &run_s, sizeof run_s);
+        dist_put(&msg, seconds, 2 * sizeof(double));
         dist_put(&msg, why, strlen(why));
     }
     MPI_Send(msg.data, (int)msg.size, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
@@ -473,12 +493,10 @@ static void work(const DistJobs *jobs)
     DistBuffer result = {0}, input = {0};
     KvError err = {""};
     int failed = 0;
-    double run_s = 0;
-    for (int job = -1, next; (next = exchange(job, failed, run_s, &result, err.msg, &input)) >= 0; job = next) {
+    double seconds[2] = {0, 0};
+    for (int job = -1, next; (next = exchange(job, failed, seconds, &result, err.msg, &input)) >= 0; job = next) {
         free(result.data);
-        double start = kv_now_seconds();
-        failed = run_one(jobs, next, &input, &result, &err) != 0;
-        run_s = kv_now_seconds() - start;
+        failed = timed_run(jobs, next, &input, &result, seconds, &err) != 0;
         free(input.data);
     }
     free(input.data);
