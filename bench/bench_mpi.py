@@ -154,6 +154,15 @@ def main():
     print(f"per job (np 1): compute {np.mean(run_s):.3f} CPU s mean ({min(run_s):.3f}-{max(run_s):.3f}), fold-in "
           f"{np.mean([j[1] for j in jobs]) * 1e3:.2f} ms, result {np.mean([j[3] for j in jobs]) / 1e6:.2f} MB, "
           f"input {np.mean([j[2] for j in jobs]):.0f} B")
+    # strong scaling as it would be on two idle cores: the same jobs' CPU times on 1 and 2 ranks
+    # (shared memory: ~5 GB/s, 1 us), beside what the -np 2 run's ranks each computed
+    on_one, on_two = model(jobs, 1, 5e9, 1e-6), model(jobs, 2, 5e9, 1e-6)
+    per_rank = {}
+    for row in [line.split("\t") for line in open(os.path.join(WORK, "np2.tsv")) if line[0].isdigit()]:
+        per_rank[row[1]] = per_rank.get(row[1], 0.0) + float(row[3])
+    print(f"| 2 idle cores, modelled from the jobs' CPU times | {on_one:.2f} s -> {on_two:.2f} s | "
+          f"{on_one / on_two:.2f}x | -np 2 run: " + ", ".join(f"rank {r} computed {t:.2f} CPU s"
+                                                            for r, t in sorted(per_rank.items())) + " |")
     one_rank = model(jobs[:JOBS_PER_RANK], 1, 1e12, 0)
     for name, bandwidth, latency in NETWORKS:
         many = [jobs[i % len(jobs)] for i in range(64 * JOBS_PER_RANK)]
