@@ -26,6 +26,8 @@ import time
 import h5py
 import numpy as np
 
+from synthetic import write_layer
+
 KVTRACE, WORK = os.path.abspath(sys.argv[1]), sys.argv[2]
 SEQUENCES, LAYERS, T, H, D = 2, 8, 2048, 32, 128
 ARGS = ["--policy", "h2o", "--policy", "a2sf", "--policy", "tova", "--policy", "knorm", "--budget", "10%,20%"]
@@ -39,7 +41,7 @@ def load():
 
 
 def write_trace(path):
-    """Sinks, locality and noise as bench_simulate.py's synthetic traces; every sequence its own draws."""
+    """bench/synthetic.py's 7B-shaped layers; every sequence its own draws."""
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as f:
         for key, v in dict(format="kvtrace-trace/1", n_layers=LAYERS, n_heads=H, n_kv_heads=H, head_dim=D,
@@ -52,19 +54,7 @@ def write_trace(path):
             g["tokens"], g["nll"] = np.zeros(T, np.int32), np.zeros(T, np.float32)
             g["pieces"] = np.array([b"x"] * T, dtype=h5py.string_dtype())
             for l in range(LAYERS):
-                u = rng.standard_normal((1, H, D)).astype(np.float32)
-                u /= np.linalg.norm(u, axis=2, keepdims=True)
-                walk = np.cumsum(rng.standard_normal((T, H, D)).astype(np.float32), axis=0)
-                walk /= np.sqrt(np.arange(1, T + 1, dtype=np.float32))[:, None, None]
-                q = rng.standard_normal((T, H, D)).astype(np.float32) + 2.0 * u + 0.5 * walk
-                k = rng.standard_normal((T, H, D)).astype(np.float32) + 0.5 * walk
-                k[:4] += 20.0 * u
-                v = rng.standard_normal((T, H, D)).astype(np.float32)
-                lay = g.create_group(f"layers/{l:03d}")
-                lay["q"], lay["k"], lay["v"] = q.astype(np.float16), k.astype(np.float16), v.astype(np.float16)
-                k32, v32 = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
-                lay["k_norm"] = np.linalg.norm(k32, axis=2)
-                lay["v_norm_l1"], lay["v_norm_l2"] = np.abs(v32).sum(2), np.linalg.norm(v32, axis=2)
+                write_layer(g, l, rng, T, H, D)
 
 
 def run(cmd, stats=None):
