@@ -11,10 +11,10 @@ single process's.
 Weak scaling to 64 ranks is estimated, not measured: the -np 1 run's
 KVTRACE_DIST_STATS gives every job's compute time (CPU seconds: what it
 takes on an idle core), its fold-in time on rank 0 and its message sizes; a
-discrete-event model replays the same jobs, 8 per
-rank, on 64 ranks that ask rank 0 for work as this code does (rank 0 serves
-one message at a time: receive at the link's bandwidth plus latency, fold in
-job order), for two networks.  The model leaves out what one machine cannot
+discrete-event model replays the same jobs, 8 per rank, on 64 ranks that ask
+rank 0 for work as this code does (rank 0's main thread serves one message at
+a time: the transfer at the link's bandwidth plus latency, then the fold-in),
+for two networks.  The model leaves out what one machine cannot
 show: a shared file system slowing as 64 ranks read traces at once."""
 import heapq
 import os
@@ -83,33 +83,28 @@ def read_stats(path):
 
 def model(jobs, ranks, bandwidth, latency):
     """Makespan of `jobs` [(run_s, reduce_s, input_bytes, result_bytes)] on `ranks` ranks, event
-    by event: a rank that finishes a job sends its result and asks for the next; rank 0's
-    messaging thread takes one message at a time (its link moves the result and the reply's
-    input at `bandwidth`; each message also waits `latency`) and folds results in job order;
-    rank 0 runs jobs on a second thread, taking the next one when it finishes one."""
-    events = [(0.0, r, None) for r in range(1, ranks)]  # (time a message reaches rank 0, rank, job it carries)
+    by event, as util/dist.c schedules them: a rank that finishes a job sends its result and asks
+    for the next; rank 0's main thread takes one message at a time (its link moves the result and
+    the reply's input at `bandwidth`, each way after `latency`) and folds each result in (in job
+    order; here as it arrives); rank 0's second thread runs jobs, taking the next one directly."""
+    events = [(0.0, r, None) for r in range(1, ranks)]  # (when a message reaches rank 0, from rank, job done)
     heapq.heapify(events)
     next_job, server_free, local_free = 0, 0.0, 0.0
-    available = [0.0] * len(jobs)
     while events or next_job < len(jobs):
         if next_job < len(jobs) and (not events or local_free < events[0][0]):  # rank 0's own thread
             local_free += jobs[next_job][0]
-            available[next_job] = local_free
+            heapq.heappush(events, (local_free, 0, next_job))
             next_job += 1
             continue
         t, r, done = heapq.heappop(events)
         server_free = max(t, server_free)
         if done is not None:
-            server_free += jobs[done][3] / bandwidth
-            available[done] = server_free
-        if next_job < len(jobs):
+            server_free += (jobs[done][3] / bandwidth if r else 0) + jobs[done][1]
+        if r and next_job < len(jobs):
             server_free += jobs[next_job][2] / bandwidth
             heapq.heappush(events, (server_free + 2 * latency + jobs[next_job][0], r, next_job))
             next_job += 1
-    folded = 0.0
-    for (_, reduce_s, _, _), t in zip(jobs, available):
-        folded = max(folded, t) + reduce_s
-    return max(folded, local_free)
+    return max(server_free, local_free)
 
 
 def main():
@@ -157,9 +152,9 @@ def main():
     for name, bandwidth, latency in NETWORKS:
         many = [jobs[i % len(jobs)] for i in range(64 * JOBS_PER_RANK)]
         t64 = model(many, 64, bandwidth, latency)
-        busy = sum((j[2] + j[3]) / bandwidth for j in many) / t64
+        busy = sum((j[2] + j[3]) / bandwidth + j[1] for j in many) / t64
         print(f"| 64 ranks, {JOBS_PER_RANK} jobs each, {name} | {t64:.2f} s vs {one_rank:.2f} s on 1 rank | "
-              f"weak-scaling efficiency {one_rank / t64:.0%} | rank 0's link busy {busy:.0%} |")
+              f"weak-scaling efficiency {one_rank / t64:.0%} | rank 0's main thread busy {busy:.0%} |")
     for f in ("mpi-bench.h5", "single.h5", "np1.h5", "np2.h5", "threads2.h5"):
         os.remove(os.path.join(WORK, f))
 

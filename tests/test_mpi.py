@@ -196,6 +196,20 @@ def failures():
     shutil.rmtree(d)
 
 
+def other_commands_refuse():
+    """Commands that do not spread their work (record, info, plot, demo, tokenize) refuse more than one
+    rank in one line, rather than racing N copies for the same outputs; with one rank they run."""
+    need_mpi()
+    d = workdir()
+    p = mpirun(2, "record", MODEL, "--prompt", "Once", "--generate", "4", "-o", "t.h5", cwd=d)
+    ours = [l for l in p.stderr.decode(errors="replace").splitlines() if l.startswith("kvtrace")]
+    assert p.returncode != 0 and len(ours) == 1 and "does not run under mpirun with 2 ranks" in ours[0], ours
+    assert not os.listdir(d), os.listdir(d)
+    p = mpirun(1, "info", STORIES, cwd=d)
+    assert p.returncode == 0 and b"kvtrace-trace/1" in p.stdout, p.stderr
+    print(ours[0])
+
+
 def without_mpi_says_so():
     """A kvtrace built without MPI, started by a launcher (its variables set),
     refuses in one line instead of running N copies of the whole job."""
@@ -219,4 +233,5 @@ def without_mpi_says_so():
 if __name__ == "__main__":
     main(dict(simulate_stories=simulate_stories, simulate_synthetic=simulate_synthetic,
               analyze_stories=analyze_stories, analyze_synthetic=analyze_synthetic, eval_stories=eval_stories,
-              failures=failures, without_mpi_says_so=without_mpi_says_so))
+              failures=failures, other_commands_refuse=other_commands_refuse,
+              without_mpi_says_so=without_mpi_says_so))

@@ -417,7 +417,8 @@ static int coordinate(const DistJobs *jobs, KvError *err)
     pthread_t local;
     if (!co.results || !co.ready) co.stopping = 1, co.failed_job = -1, kv_fail(&co.failure, "out of memory");
     pthread_mutex_init(&co.lock, NULL);
-    if (pthread_create(&local, NULL, local_worker, &co)) local_worker(&co);
+    int threaded = pthread_create(&local, NULL, local_worker, &co) == 0;
+    if (!threaded) local_worker(&co); /* no second thread: rank 0's jobs first, then the others' results */
     Progress progress;
     progress_begin(&progress, jobs->label);
     for (;;) {
@@ -433,7 +434,7 @@ static int coordinate(const DistJobs *jobs, KvError *err)
         if (!busy) nap(200);
     }
     progress_end(&progress);
-    pthread_join(local, NULL);
+    if (threaded) pthread_join(local, NULL);
     if (co.stats && !co.stopping) write_stats(&co, kv_now_seconds() - start);
     free(co.stats);
     if (co.stopping) {
