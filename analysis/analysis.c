@@ -734,7 +734,8 @@ static int analyze_job_run(void *ctx, int job, DistReader *input, DistBuffer *ou
     if (input->failed) return kv_fail(err, "the job's random stream did not arrive whole");
     float *value_row = s == 0 ? calloc((size_t)a->T0, sizeof(float)) : NULL;
     if (s == 0 && !value_row) return kv_fail(err, "out of memory");
-    int rc = trace_sequence_info(aj->r, s, &info, err) || analyze_layer_of(aj->pool, aj->r, s, l, &info, value_row, err);
+    int rc = trace_sequence_info(aj->r, s, &info, err) ||
+             analyze_layer_of(aj->pool, aj->r, s, l, &info, value_row, err);
     HeadSlice slices[16];
     size_t first = ((size_t)s * a->L + l) * H;
     for (int i = 0, n = head_slices(a, slices); rc == 0 && i < n; i++)
@@ -833,7 +834,8 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     int have_values = 0, rc = -1, pool_ready = 0;
     if (!rng) kv_fail(err, "out of memory");
     else gsl_rng_set(rng, opt->seed);
-    if (rng && !check_options(&a->opt, &r, err) && !read_sequences(a, &r, &have_values, err) && !alloc_analysis(a, err)) {
+    if (rng && !check_options(&a->opt, &r, err) && !read_sequences(a, &r, &have_values, err) &&
+        !alloc_analysis(a, err)) {
         pool_ready = 1;
         rc = layer_pool_init(&pool_of_heads, a, rng, have_values, err);
     }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../trace/h5util.h"
 #include "../util/dist.h"
 #include "cli.h"
 
@@ -181,4 +182,14 @@ int cli_add_budgets(BudgetSpec **list, int *n, const char *text, KvError *err)
     free(copy);
     if (rc) return -1;
     return *n > before ? 0 : kv_fail(err, "--budget needs at least one budget");
+}
+
+int cli_check_traces(const char *const *paths, int n, KvError *err)
+{
+    for (int i = 0; i < n; i++) {
+        hid_t f = h5_open_read(paths[i], "trace", err);
+        if (f < 0) return -1;
+        H5Fclose(f);
+    }
+    return 0;
 }

@@ -118,7 +118,8 @@ int cmd_analyze(int argc, char **argv)
     rc = !jobs[1].path || output_list_add(&inputs, opt.trace) ? kv_fail(&err, "out of memory")
          : dist_rank() == 0                                    ? output_check_all(jobs, 2, force, &inputs, &err)
                                                                : 0;
-    rc = dist_agree(rc, "checking the outputs", &err); /* under mpirun (util/dist.h): rank 0 alone writes */
+    if (rc == 0 && dist_rank() == 0 && dist_active()) rc = cli_check_traces(&opt.trace, 1, &err);
+    rc = dist_agree(rc, "checking the inputs and outputs", &err); /* under mpirun (util/dist.h): rank 0 writes */
     if (rc == 0 && (rc = analyze_run(&opt, &a, &err)) == 0) {
         if (dist_rank() == 0) rc = output_write_all(jobs, 2, force, &err);
         rc = dist_share_status(rc);

@@ -147,7 +147,8 @@ static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *
     int rc = dist_rank() == 0 ? output_check_all(jobs, 3, a->force, inputs, err) : 0;
     if (rc == 0 && (read_lines(file, &a->texts, &a->n_texts) || a->n_texts == 0))
         rc = kv_fail(err, "%s: cannot read, or it holds no lines of text", file);
-    if (rc == 0 && dist_rank() == 0) rc = output_begin(&o->trace_out, o->trace, a->force, NULL, err); /* checked above */
+    if (rc == 0 && dist_rank() == 0)
+        rc = output_begin(&o->trace_out, o->trace, a->force, NULL, err); /* checked above */
     /* under mpirun (util/dist.h): rank 0 alone writes; the others read the trace it records */
     if (dist_agree(rc, "checking the outputs", err)) return -1;
     char *trace_file = dist_share_text(o->trace_out.tmp);

@@ -157,7 +157,8 @@ static int run_simulate(SimArgs *a, KvError *err)
     for (int i = 0; i < a->sim.n_traces && rc == 0; i++)
         if (output_list_add(&inputs, a->sim.traces[i])) rc = kv_fail(err, "out of memory");
     if (rc == 0 && dist_rank() == 0) rc = output_check_all(jobs, 2, a->force, &inputs, err);
-    rc = dist_agree(rc, "checking the outputs", err); /* under mpirun (util/dist.h): rank 0 alone writes */
+    if (rc == 0 && dist_rank() == 0 && dist_active()) rc = cli_check_traces(a->sim.traces, a->sim.n_traces, err);
+    rc = dist_agree(rc, "checking the inputs and outputs", err); /* under mpirun (util/dist.h): rank 0 writes */
     if (rc == 0 && (rc = simulate_run(&a->sim, &res, err)) == 0) {
         if (dist_rank() == 0) rc = output_write_all(jobs, 2, a->force, err);
         rc = dist_share_status(rc);

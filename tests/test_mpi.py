@@ -95,10 +95,14 @@ def identical_runs(command, args, outputs):
     for n in RANKS:
         d = os.path.join(base, f"np{n}")
         os.makedirs(d)
-        p = mpirun(n, command, *args, cwd=d)
+        p = mpirun(n, command, *args, cwd=d, env={"KVTRACE_PROGRESS": "1"})
         err = p.stderr.decode(errors="replace")
         assert p.returncode == 0, f"-np {n}: {err}"
         assert "Sanitizer" not in err and "runtime error" not in err, err
+        # rank 0's progress line over every rank's jobs (drawn when asked: stderr is a pipe here)
+        last = [part for part in err.split("\r") if " jobs, " in part][-1]
+        done, total = re.search(r"(\d+)/(\d+) jobs, .* ETA", last).groups()
+        assert done == total, last
         for o in outputs:
             assert_same(refs[o], os.path.join(d, o), f"{command} -np {n} {o}")
         for o in outputs:  # the CSVs too
@@ -171,7 +175,7 @@ def failures():
     with open(STORIES, "rb") as fh, open(os.path.join(d, "truncated.h5"), "wb") as out:
         out.write(fh.read(60000))
     damaged_copy(STORIES, os.path.join(d, "damaged.h5"), 1, 3)
-    cases = [("truncated.h5", {}, "rank 0, planning: truncated.h5: HDF5 cannot open the trace"),
+    cases = [("truncated.h5", {}, "rank 0, checking the inputs and outputs: truncated.h5: HDF5 cannot open the trace"),
              ("damaged.h5", {"KVTRACE_H5_CHECK": "off"}, "(damaged.h5 sequence 1 layer 3): damaged.h5: cannot read")]
     for bad, env, expected in cases:
         for n in RANKS:

@@ -362,7 +362,8 @@ static int serve_worker(Coordinator *co, const MPI_Status *probe)
     dist_put_int(&reply, next);
     dist_put(&reply, input.data, input.size);
     if (reply.failed || reply.size > INT32_MAX) { /* the job fails here, and the worker stops */
-        finish_job(co, 0, next, &(DistBuffer){0}, (double[2]){0}, 1, reply.failed ? "out of memory" : "job input over 2 GiB");
+        finish_job(co, 0, next, &(DistBuffer){0}, (double[2]){0}, 1,
+                   reply.failed ? "out of memory" : "job input over 2 GiB");
         free(reply.data);
         reply = (DistBuffer){0};
         dist_put_int(&reply, next = -1);
@@ -412,7 +413,8 @@ static int coordinate(const DistJobs *jobs, KvError *err)
 {
     int n = jobs->n_jobs, workers_left = dist_state.size - 1, reduced = 0, rc = 0;
     double start = kv_now_seconds();
-    Coordinator co = {.jobs = jobs, .results = calloc((size_t)n + 1, sizeof(DistBuffer)), .ready = calloc((size_t)n + 1, 1),
+    Coordinator co = {.jobs = jobs, .results = calloc((size_t)n + 1, sizeof(DistBuffer)),
+                      .ready = calloc((size_t)n + 1, 1),
                       .stats = getenv("KVTRACE_DIST_STATS") ? calloc((size_t)n + 1, sizeof(JobStats)) : NULL};
     pthread_t local;
     if (!co.results || !co.ready) co.stopping = 1, co.failed_job = -1, kv_fail(&co.failure, "out of memory");
