@@ -31,7 +31,8 @@ from synthetic import write_layer
 KVTRACE, WORK = os.path.abspath(sys.argv[1]), sys.argv[2]
 SEQUENCES, LAYERS, T, H, D = 2, 8, 2048, 32, 128
 ARGS = ["--policy", "h2o", "--policy", "a2sf", "--policy", "tova", "--policy", "knorm", "--budget", "10%,20%"]
-MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "-x", "KVTRACE_DIST_STATS"]
+# --bind-to none: Open MPI binds each of 2 ranks to one core, which on a shared machine can starve one
+MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-x", "KVTRACE_DIST_STATS"]
 NETWORKS = [("10 GbE: 1.2 GB/s, 50 us", 1.2e9, 50e-6), ("InfiniBand HDR: 20 GB/s, 2 us", 20e9, 2e-6)]
 JOBS_PER_RANK = 8
 

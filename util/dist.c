@@ -433,7 +433,7 @@ static int coordinate(const DistJobs *jobs, KvError *err)
         MPI_Status probe;
         MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, MPI_COMM_WORLD, &flag, &probe);
         if (flag) workers_left -= serve_worker(&co, &probe), busy = 1;
-        if (!busy) nap(200);
+        if (!busy) nap(1000); /* a job takes far longer than a millisecond; polling costs rank 0 CPU */
     }
     progress_end(&progress);
     if (threaded) pthread_join(local, NULL);
