@@ -3,6 +3,7 @@
  * definitions; this file follows them one function per quantity. */
 #include "analysis.h"
 
+#include <cblas.h>
 #include <gsl/gsl_rng.h>
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include "../trace/h5util.h"
 #include "../trace/trace_layer.h"
 #include "../util/attention.h"
+#include "../util/dist.h"
 #include "../util/progress.h"
 #include "../util/select.h"
 #include "stats.h"
@@ -599,31 +601,40 @@ static int analyze_layer(LayerPool *p, KvError *err)
         *err = p->err;
         return -1;
     }
-    if (p->s == 0) fold_curves(p->a, p->curves);
     return 0;
+}
+
+/* Layer l of sequence s: its heads' statistics land in a's slices, sequence
+ * 0's per-head curves in p->curves and its value norms by position in
+ * value_row (added to: zeros in, as a single pass gives). */
+static int analyze_layer_of(LayerPool *p, const TraceReader *r, int s, int l, const TraceSeqInfo *info,
+                            float *value_row, KvError *err)
+{
+    Analysis *a = p->a;
+    LayerData ld = {0};
+    for (int w = 0; w < p->threads; w++) p->work[w].T = info->n_tokens;
+    if (trace_load_layer(r, s, l, info, p->have_values, &ld, err)) {
+        trace_layer_free(&ld);
+        return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
+    }
+    p->layer = &ld;
+    p->s = s;
+    p->l = l;
+    int rc = analyze_layer(p, err);
+    if (rc == 0 && s == 0 && p->have_values)
+        for (int g = 0; g < a->KV; g++)
+            for (int i = 0; i < a->T0; i++) value_row[i] += ld.v_l1[(size_t)g * a->T0 + i] / a->KV;
+    trace_layer_free(&ld);
+    return rc ? kv_wrap(err, "%s sequence %d layer %d", r->path, s, l) : 0;
 }
 
 static int analyze_sequence(Analysis *a, const TraceReader *r, int s, LayerPool *p, Progress *progress, KvError *err)
 {
     TraceSeqInfo info;
     if (trace_sequence_info(r, s, &info, err)) return -1;
-    for (int w = 0; w < p->threads; w++) p->work[w].T = info.n_tokens;
     for (int l = 0; l < a->L; l++) {
-        LayerData ld = {0};
-        if (trace_load_layer(r, s, l, &info, p->have_values, &ld, err)) {
-            trace_layer_free(&ld);
-            return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
-        }
-        p->layer = &ld;
-        p->s = s;
-        p->l = l;
-        int rc = analyze_layer(p, err);
-        if (rc == 0 && s == 0 && p->have_values)
-            for (int g = 0; g < a->KV; g++)
-                for (int i = 0; i < a->T0; i++)
-                    a->value_by_position[(size_t)l * a->T0 + i] += ld.v_l1[(size_t)g * a->T0 + i] / a->KV;
-        trace_layer_free(&ld);
-        if (rc) return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
+        if (analyze_layer_of(p, r, s, l, &info, a->value_by_position + (size_t)l * a->T0, err)) return -1;
+        if (s == 0) fold_curves(a, p->curves);
         progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
     }
     return 0;
@@ -661,19 +672,156 @@ static int layer_pool_init(LayerPool *p, Analysis *a, gsl_rng *rng, int have_val
     return 0;
 }
 
+/* ------------------------------------------------------------ across ranks */
+
+/* Under mpirun (util/dist.h) a job is one layer of one sequence.  The
+ * bootstrap draws come from the run's one stream in (sequence, layer, head)
+ * order: rank 0 walks it ahead as it hands jobs out and sends each job the
+ * stream's state at its start, so every rank draws what a single process
+ * draws.  A job returns its heads' slices of the per-head arrays (and, for
+ * sequence 0, the curves), which rank 0 copies and folds in job order. */
+typedef struct {
+    Analysis *a;
+    const TraceReader *r;
+    LayerPool *pool;        /* this rank's workers; pool->rng is the job's stream */
+    gsl_rng *stream;        /* rank 0: the run's stream, at the next job's start */
+} AnalyzeJobs;
+
+/* The per-head arrays, as (base, bytes per head) pairs; heads of (s, l) are contiguous. */
+typedef struct {
+    void *base;
+    size_t unit_bytes;
+} HeadSlice;
+
+static int head_slices(const Analysis *a, HeadSlice *out)
+{
+    size_t d = sizeof(double), f = sizeof(float);
+    HeadSlice all[] = {
+        {a->age_spearman, a->K * d}, {a->age_rep, (size_t)a->K * a->n_boot * f}, {a->relative_age, a->M * d},
+        {a->age_share, (size_t)a->M * ANALYSIS_AGE_BINS * d}, {a->key_spearman, d}, {a->value_spearman, d},
+        {a->key_rep, a->n_boot * f}, {a->value_rep, a->n_boot * f}, {a->loss_norm, d}, {a->loss_least, d},
+        {a->loss_random, d}, {a->sink_value_ratio, d}, {a->attention_sinks, sizeof(int)}};
+    memcpy(out, all, sizeof all);
+    return (int)(sizeof all / sizeof all[0]);
+}
+
+/* Sequence 0's arrays a job adds to, and the example head's. */
+typedef struct {
+    float *value_row;
+    int example;
+} LayerExtras;
+
+static void analyze_job_describe(void *ctx, int job, char *out, size_t cap)
+{
+    const AnalyzeJobs *aj = ctx;
+    snprintf(out, cap, "%s sequence %d layer %d", aj->r->path, job / aj->a->L, job % aj->a->L);
+}
+
+static void analyze_job_prepare(void *ctx, int job, DistBuffer *input)
+{
+    AnalyzeJobs *aj = ctx;
+    dist_put(input, gsl_rng_state(aj->stream), gsl_rng_size(aj->stream));
+    for (int h = 0; h < aj->a->H; h++) skip_draws(aj->stream, 2 * aj->a->n_boot, aj->a->seq_tokens[job / aj->a->L]);
+}
+
+static int analyze_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, KvError *err)
+{
+    AnalyzeJobs *aj = ctx;
+    Analysis *a = aj->a;
+    int s = job / a->L, l = job % a->L, H = a->H;
+    TraceSeqInfo info;
+    dist_get(input, gsl_rng_state(aj->pool->rng), gsl_rng_size(aj->pool->rng));
+    if (input->failed) return kv_fail(err, "the job's random stream did not arrive whole");
+    float *value_row = s == 0 ? calloc((size_t)a->T0, sizeof(float)) : NULL;
+    if (s == 0 && !value_row) return kv_fail(err, "out of memory");
+    int rc = trace_sequence_info(aj->r, s, &info, err) ||
+             analyze_layer_of(aj->pool, aj->r, s, l, &info, value_row, err);
+    HeadSlice slices[16];
+    size_t first = ((size_t)s * a->L + l) * H;
+    for (int i = 0, n = head_slices(a, slices); rc == 0 && i < n; i++)
+        dist_put(out, (char *)slices[i].base + first * slices[i].unit_bytes, H * slices[i].unit_bytes);
+    for (int h = 0; rc == 0 && s == 0 && h < H; h++) {
+        dist_put(out, aj->pool->curves[h].scores, (size_t)a->K * a->T0 * sizeof(float));
+        dist_put(out, aj->pool->curves[h].sink, (size_t)a->T0);
+    }
+    if (rc == 0 && s == 0) dist_put(out, value_row, (size_t)a->T0 * sizeof(float));
+    if (rc == 0 && s == 0 && l == a->opt.example_layer) {
+        dist_put(out, a->example_scores, (size_t)a->K * a->T0 * sizeof(float));
+        dist_put(out, a->example_k_norm, (size_t)a->T0 * sizeof(float));
+        dist_put(out, a->example_v_l1, (size_t)a->T0 * sizeof(float));
+        dist_put(out, a->example_attention, (size_t)a->T0 * sizeof(float));
+    }
+    free(value_row);
+    return rc ? -1 : 0;
+}
+
+static int analyze_job_reduce(void *ctx, int job, DistReader *in, KvError *err)
+{
+    AnalyzeJobs *aj = ctx;
+    Analysis *a = aj->a;
+    int s = job / a->L, l = job % a->L, H = a->H;
+    HeadSlice slices[16];
+    size_t first = ((size_t)s * a->L + l) * H;
+    for (int i = 0, n = head_slices(a, slices); i < n; i++)
+        dist_get(in, (char *)slices[i].base + first * slices[i].unit_bytes, H * slices[i].unit_bytes);
+    if (s != 0) return 0;
+    HeadCurves *curves = calloc((size_t)H, sizeof *curves);
+    int rc = curves ? 0 : kv_fail(err, "out of memory");
+    for (int h = 0; rc == 0 && h < H; h++) {
+        curves[h].scores = malloc((size_t)a->K * a->T0 * sizeof(float));
+        curves[h].sink = malloc((size_t)a->T0);
+        if (!curves[h].scores || !curves[h].sink) { rc = kv_fail(err, "out of memory"); break; }
+        dist_get(in, curves[h].scores, (size_t)a->K * a->T0 * sizeof(float));
+        dist_get(in, curves[h].sink, (size_t)a->T0);
+    }
+    if (rc == 0) {
+        fold_curves(a, curves);
+        dist_get(in, a->value_by_position + (size_t)l * a->T0, (size_t)a->T0 * sizeof(float));
+    }
+    if (rc == 0 && l == a->opt.example_layer) {
+        dist_get(in, a->example_scores, (size_t)a->K * a->T0 * sizeof(float));
+        dist_get(in, a->example_k_norm, (size_t)a->T0 * sizeof(float));
+        dist_get(in, a->example_v_l1, (size_t)a->T0 * sizeof(float));
+        dist_get(in, a->example_attention, (size_t)a->T0 * sizeof(float));
+    }
+    for (int h = 0; curves && h < H; h++) { free(curves[h].scores); free(curves[h].sink); }
+    free(curves);
+    return rc;
+}
+
+/* Every layer of every sequence as jobs across the ranks; rng ends where a
+ * single process's would, for the pooling. */
+static int analyze_distributed(Analysis *a, const TraceReader *r, LayerPool *p, gsl_rng *rng, KvError *err)
+{
+    gsl_rng *job_stream = gsl_rng_alloc(gsl_rng_mt19937);
+    if (!job_stream) return kv_fail(err, "out of memory");
+    AnalyzeJobs aj = {a, r, p, rng};
+    p->rng = job_stream;
+    DistJobs jobs = {.n_jobs = a->S * a->L, .ctx = &aj, .prepare = analyze_job_prepare, .run = analyze_job_run,
+                     .reduce = analyze_job_reduce, .describe = analyze_job_describe, .label = "analyze"};
+    int rc = dist_run(&jobs, err);
+    p->rng = rng;
+    gsl_rng_free(job_stream);
+    return rc;
+}
+
 int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
 {
     memset(a, 0, sizeof *a);
     a->opt = *opt;
     double start = kv_now_seconds();
+    /* the parallelism is across heads; OpenBLAS's own threads would also make
+     * the attention sums depend on how many cores the machine (or an MPI
+     * rank bound to one core) has */
+    openblas_set_num_threads(1);
     TraceReader r;
-    if (trace_open(&r, opt->trace, err)) return -1;
+    if (trace_open(&r, opt->trace, err)) return dist_agree(-1, "planning", err); /* every rank plans */
     a->meta = r.meta;
     a->S = r.n_sequences;
     if (a->S < 1) {
         kv_fail(err, "%s: the trace holds no sequences", opt->trace);
         trace_close(&r);
-        return -1;
+        return dist_agree(-1, "planning", err);
     }
     a->L = r.meta.n_layers;
     a->H = r.meta.n_heads;
@@ -684,15 +832,21 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     LayerPool pool_of_heads = {0};
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     int have_values = 0, rc = -1, pool_ready = 0;
-    if (!rng) {
-        kv_fail(err, "out of memory");
+    if (!rng) kv_fail(err, "out of memory");
+    else gsl_rng_set(rng, opt->seed);
+    if (rng && !check_options(&a->opt, &r, err) && !read_sequences(a, &r, &have_values, err) &&
+        !alloc_analysis(a, err)) {
+        pool_ready = 1;
+        rc = layer_pool_init(&pool_of_heads, a, rng, have_values, err);
+    }
+    if (dist_active()) {
+        if ((rc = dist_agree(rc, "planning", err)) == 0)
+            rc = analyze_distributed(a, &r, &pool_of_heads, rng, err) || (dist_rank() == 0 && pool(a, rng, err));
+        a->seconds = kv_now_seconds() - start;
         goto done;
     }
-    gsl_rng_set(rng, opt->seed);
-    if (check_options(&a->opt, &r, err) || read_sequences(a, &r, &have_values, err) || alloc_analysis(a, err))
-        goto done;
-    pool_ready = 1;
-    if (layer_pool_init(&pool_of_heads, a, rng, have_values, err)) goto done;
+    if (rc) goto done;
+    rc = -1;
     Progress progress;
     progress_begin(&progress, "analyze");
     for (int s = 0; s < a->S; s++)

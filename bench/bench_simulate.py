@@ -29,6 +29,8 @@ import time  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
+from synthetic import write_layer  # noqa: E402
+
 KVTRACE, TRACE, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 SECTIONS = sys.argv[4:] or ["stories", "replay", "peers", "error", "stored", "optimal", "threads", "analyze", "e2e"]
 LAYERS = int(os.environ.get("SIM_LAYERS", "2"))
@@ -105,21 +107,7 @@ def synthetic_trace(path, layers, T=4096, H=32, d=128):
     with h5py.File(path, "w") as f:
         s = trace_header(f, layers, T, H, d)
         for l in range(layers):
-            u = rng.standard_normal((1, H, d)).astype(np.float32)
-            u /= np.linalg.norm(u, axis=2, keepdims=True)
-            walk = np.cumsum(rng.standard_normal((T, H, d)).astype(np.float32), axis=0)
-            walk /= np.sqrt(np.arange(1, T + 1, dtype=np.float32))[:, None, None]  # ~unit variance per dim
-            local = 0.5 * walk
-            q = rng.standard_normal((T, H, d)).astype(np.float32) + 2.0 * u + local
-            k = rng.standard_normal((T, H, d)).astype(np.float32) + local
-            k[:4] += 20.0 * u
-            v = rng.standard_normal((T, H, d)).astype(np.float32)
-            g = s.create_group(f"layers/{l:03d}")
-            g["q"], g["k"], g["v"] = q.astype(np.float16), k.astype(np.float16), v.astype(np.float16)
-            k32, v32 = k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)
-            g["k_norm"] = np.linalg.norm(k32, axis=2)
-            g["v_norm_l1"] = np.abs(v32).sum(2)
-            g["v_norm_l2"] = np.linalg.norm(v32, axis=2)
+            write_layer(s, l, rng, T, H, d)
 
 
 def long_trace(path, layers, T, H=32, d=128, chunk=4096):

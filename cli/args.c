@@ -7,10 +7,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../trace/h5util.h"
+#include "../util/dist.h"
 #include "cli.h"
 
+/* Under mpirun every rank meets the same errors; rank 0 alone reports them. */
 int cli_error(const char *cmd, const char *msg)
 {
+    if (dist_rank() != 0) return 1;
     fprintf(stderr, "kvtrace %s: %s\n", cmd, msg);
     return 1;
 }
@@ -22,6 +26,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (dist_rank() != 0) return 2;
     fprintf(stderr, "kvtrace %s: %s (see kvtrace %s --help)\n", cmd, msg, cmd);
     return 2;
 }
@@ -187,4 +192,14 @@ int cli_add_budgets(BudgetSpec **list, int *n, const char *text, KvError *err)
     free(copy);
     if (rc) return -1;
     return *n > before ? 0 : kv_fail(err, "--budget needs at least one budget");
+}
+
+int cli_check_traces(const char *const *paths, int n, KvError *err)
+{
+    for (int i = 0; i < n; i++) {
+        hid_t f = h5_open_read(paths[i], "trace", err);
+        if (f < 0) return -1;
+        H5Fclose(f);
+    }
+    return 0;
 }

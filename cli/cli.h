@@ -41,5 +41,8 @@ int cli_add_allocation(AllocSpec **list, int *n, const char *text, KvError *err)
  * (malloc'd; argv is the subcommand's, argv[0] its name). */
 char *cli_command_line(int argc, char **argv);
 int file_exists(const char *path);
+/* Under mpirun, on rank 0: opens every trace with the damaged-file check
+ * before any other rank opens them (they skip it: h5_trust_inputs). */
+int cli_check_traces(const char *const *paths, int n, KvError *err);
 
 #endif

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../analysis/analysis.h"
+#include "../util/dist.h"
 #include "cli.h"
 
 static const char ANALYZE_HELP[] =
@@ -115,10 +116,14 @@ int cmd_analyze(int argc, char **argv)
     char *default_csv = csv ? NULL : output_replace_extension(output, ".csv");
     OutputJob jobs[2] = {{output, write_analysis, &a}, {csv ? csv : default_csv, write_csv, &a}};
     rc = !jobs[1].path || output_list_add(&inputs, opt.trace) ? kv_fail(&err, "out of memory")
-                                                              : output_check_all(jobs, 2, force, &inputs, &err);
+         : dist_rank() == 0                                    ? output_check_all(jobs, 2, force, &inputs, &err)
+                                                               : 0;
+    if (rc == 0 && dist_rank() == 0 && dist_active()) rc = cli_check_traces(&opt.trace, 1, &err);
+    rc = dist_agree(rc, "checking the inputs and outputs", &err); /* under mpirun (util/dist.h): rank 0 writes */
     if (rc == 0 && (rc = analyze_run(&opt, &a, &err)) == 0) {
-        rc = output_write_all(jobs, 2, force, &err);
-        if (rc == 0) {
+        if (dist_rank() == 0) rc = output_write_all(jobs, 2, force, &err);
+        rc = dist_share_status(rc);
+        if (rc == 0 && dist_rank() == 0) {
             analysis_print_report(&a, stdout);
             fflush(stdout);
             fprintf(stderr, "analysis -> %s, %s\n", output, jobs[1].path);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../eval/eval.h"
+#include "../util/dist.h"
 #include "cli.h"
 
 static const char EVAL_HELP[] =
@@ -145,11 +146,16 @@ static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *
     OutputJob jobs[3] = {{a->output, write_eval, &w}, {o->csv, write_csv, &w}, {o->trace, NULL, NULL}};
     if (output_list_add(inputs, e->model_path) || output_list_add(inputs, a->text_file ? a->text_file : a->prompt_file))
         return kv_fail(err, "out of memory");
-    if (output_check_all(jobs, 3, a->force, inputs, err)) return -1;
     const char *file = a->text_file ? a->text_file : a->prompt_file;
-    if (read_lines(file, &a->texts, &a->n_texts) || a->n_texts == 0)
-        return kv_fail(err, "%s: cannot read, or it holds no lines of text", file);
-    if (output_begin(&o->trace_out, o->trace, a->force, NULL, err)) return -1; /* checked above */
+    int rc = dist_rank() == 0 ? output_check_all(jobs, 3, a->force, inputs, err) : 0;
+    if (rc == 0 && (read_lines(file, &a->texts, &a->n_texts) || a->n_texts == 0))
+        rc = kv_fail(err, "%s: cannot read, or it holds no lines of text", file);
+    if (rc == 0 && dist_rank() == 0)
+        rc = output_begin(&o->trace_out, o->trace, a->force, NULL, err); /* checked above */
+    /* under mpirun (util/dist.h): rank 0 alone writes; the others read the trace it records */
+    if (dist_agree(rc, "checking the outputs", err)) return -1;
+    char *trace_file = dist_share_text(o->trace_out.tmp);
+    if (!trace_file) return kv_fail(err, "out of memory");
     e->texts = (const char *const *)a->texts;
     e->n_texts = a->n_texts;
     if (a->text_file) e->sample_tokens = 0;
@@ -157,10 +163,13 @@ static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *
     e->budgets = a->budgets;
     e->allocations = a->allocations;
     e->trace_path = o->trace;
-    e->trace_file = o->trace_out.tmp;
-    if (eval_run(e, &res, err)) return -1;
-    int rc = output_write_all(jobs, 2, a->force, err) || output_commit(&o->trace_out, err) ? -1 : 0;
-    if (rc == 0) {
+    e->trace_file = trace_file;
+    rc = eval_run(e, &res, err);
+    free(trace_file);
+    if (rc) return -1;
+    if (dist_rank() == 0) rc = output_write_all(jobs, 2, a->force, err) || output_commit(&o->trace_out, err) ? -1 : 0;
+    rc = dist_share_status(rc);
+    if (rc == 0 && dist_rank() == 0) {
         eval_print_table(&res, stdout);
         fflush(stdout);
         fprintf(stderr, "%d configurations x %d texts in %.1f s -> %s, %s (full-cache trace: %s)\n", res.C, res.S,

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "../sim/simulate.h"
+#include "../util/dist.h"
 #include "cli.h"
 
 static const char SIMULATE_HELP[] =
@@ -170,10 +171,13 @@ static int run_simulate(SimArgs *a, KvError *err)
     int rc = csv_path ? 0 : kv_fail(err, "out of memory");
     for (int i = 0; i < a->sim.n_traces && rc == 0; i++)
         if (output_list_add(&inputs, a->sim.traces[i])) rc = kv_fail(err, "out of memory");
-    if (rc == 0) rc = output_check_all(jobs, 2, a->force, &inputs, err);
+    if (rc == 0 && dist_rank() == 0) rc = output_check_all(jobs, 2, a->force, &inputs, err);
+    if (rc == 0 && dist_rank() == 0 && dist_active()) rc = cli_check_traces(a->sim.traces, a->sim.n_traces, err);
+    rc = dist_agree(rc, "checking the inputs and outputs", err); /* under mpirun (util/dist.h): rank 0 writes */
     if (rc == 0 && (rc = simulate_run(&a->sim, &res, err)) == 0) {
-        rc = output_write_all(jobs, 2, a->force, err);
-        if (rc == 0) {
+        if (dist_rank() == 0) rc = output_write_all(jobs, 2, a->force, err);
+        rc = dist_share_status(rc);
+        if (rc == 0 && dist_rank() == 0) {
             sim_print_table(&res, stdout);
             fprintf(stderr, "%d configurations x %d sequences in %.2f s -> %s, %s\n", res.n_configs, res.n_sequences,
                     res.seconds, a->output, csv_path);

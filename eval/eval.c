@@ -10,6 +10,7 @@
 
 #include "../sim/replay.h"
 #include "../trace/recorder.h"
+#include "../util/dist.h"
 #include "../util/progress.h"
 #include "closed_loop.h"
 
@@ -70,20 +71,27 @@ typedef struct {
     KvError err;
 } Pool;
 
-static void store(EvalResults *res, int c, int s, const LoopResult *r)
+static void metrics_of(const LoopResult *r, double *out)
 {
-    size_t i = (size_t)c * res->S + s;
     double rows = (double)r->rows;
-    res->metric[EVAL_NLL][i] = r->rows ? r->nll / rows : NAN;
-    res->metric[EVAL_NLL_FULL][i] = r->rows ? r->nll_full / rows : NAN;
-    res->metric[EVAL_DELTA_NLL][i] = r->rows ? (r->nll - r->nll_full) / rows : NAN;
-    res->metric[EVAL_PPL_RATIO][i] = r->rows ? exp((r->nll - r->nll_full) / rows) : NAN;
-    res->metric[EVAL_KL][i] = r->rows ? r->kl / rows : NAN;
-    res->metric[EVAL_TOP1][i] = r->rows ? r->top1 / rows : NAN;
-    res->metric[EVAL_GREEDY][i] = r->greedy_agree;
+    out[EVAL_NLL] = r->rows ? r->nll / rows : NAN;
+    out[EVAL_NLL_FULL] = r->rows ? r->nll_full / rows : NAN;
+    out[EVAL_DELTA_NLL] = r->rows ? (r->nll - r->nll_full) / rows : NAN;
+    out[EVAL_PPL_RATIO] = r->rows ? exp((r->nll - r->nll_full) / rows) : NAN;
+    out[EVAL_KL] = r->rows ? r->kl / rows : NAN;
+    out[EVAL_TOP1] = r->rows ? r->top1 / rows : NAN;
+    out[EVAL_GREEDY] = r->greedy_agree;
 }
 
-static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
+static void store(EvalResults *res, int c, int s, const double *metrics)
+{
+    for (int k = 0; k < EVAL_METRICS; k++) res->metric[k][(size_t)c * res->S + s] = metrics[k];
+}
+
+/* Text s under configurations c0..c0+n-1: the full-cache run, then one
+ * closed loop each; metrics into out[n][EVAL_METRICS], text 0's retention
+ * maps into res. */
+static int run_configs(Pool *pool, int s, int c0, int n, ForwardState *state, double *out, KvError *err)
 {
     const EvalOptions *opt = pool->opt;
     EvalResults *res = pool->res;
@@ -91,7 +99,7 @@ static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
     FullRun full;
     if (full_run(pool->m, state, pool->tokens[s], T, opt->generate, &full, err)) return -1;
     int rc = 0;
-    for (int c = 0; c < res->C && rc == 0; c++) {
+    for (int c = c0; c < c0 + n && rc == 0; c++) {
         int budget = res->offline.budget_tokens[(size_t)c * res->S + s];
         ReplayOptions ropt = {.n_prompt = opt->prefill ? P : 0};
         LoopOptions lopt = {.n_prompt = ropt.n_prompt, .layer_granularity = opt->layer_granularity,
@@ -101,7 +109,7 @@ static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
         LoopResult r = {.retention = s == 0 && res->retention ? res->retention + (size_t)c * T * T : NULL};
         rc = closed_loop_run(pool->m, state, pool->tokens[s], &full, &res->offline.config_spec[c], budget,
                              &lopt, &r, err);
-        if (rc == 0) store(res, c, s, &r);
+        if (rc == 0) metrics_of(&r, out + (size_t)(c - c0) * EVAL_METRICS);
         pthread_mutex_lock(&pool->lock);
         progress_update(pool->progress, ++pool->done, pool->total, "runs");
         pthread_mutex_unlock(&pool->lock);
@@ -110,15 +118,32 @@ static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
     return rc;
 }
 
+static int run_text(Pool *pool, int s, ForwardState *state, KvError *err)
+{
+    EvalResults *res = pool->res;
+    double *metrics = malloc((size_t)res->C * EVAL_METRICS * sizeof(double));
+    if (!metrics) return kv_fail(err, "out of memory");
+    int rc = run_configs(pool, s, 0, res->C, state, metrics, err);
+    for (int c = 0; rc == 0 && c < res->C; c++) store(res, c, s, metrics + (size_t)c * EVAL_METRICS);
+    free(metrics);
+    return rc;
+}
+
+/* Positions a forward state must hold: the longest text and what follows it. */
+static int longest_run(const Pool *pool)
+{
+    int longest = 0;
+    for (int s = 0; s < pool->res->S; s++)
+        if (pool->res->offline.seq_length[s] > longest) longest = pool->res->offline.seq_length[s];
+    return longest + pool->opt->generate;
+}
+
 static void *worker(void *arg)
 {
     Pool *pool = arg;
     ForwardState state;
     KvError err;
-    int longest = 0;
-    for (int s = 0; s < pool->res->S; s++)
-        if (pool->res->offline.seq_length[s] > longest) longest = pool->res->offline.seq_length[s];
-    if (forward_state_init(&state, &pool->m->cfg, longest + pool->opt->generate, 1, &err)) {
+    if (forward_state_init(&state, &pool->m->cfg, longest_run(pool), 1, &err)) {
         pthread_mutex_lock(&pool->lock);
         if (!pool->failed++) pool->err = err;
         pthread_mutex_unlock(&pool->lock);
@@ -155,10 +180,92 @@ static int read_tokens(const EvalOptions *opt, EvalResults *res, int ***tokens, 
     return rc;
 }
 
+/* ------------------------------------------------------------ step 3 across ranks */
+
+/* Under mpirun (util/dist.h) a job is one text, or one (text,
+ * configuration) when there are fewer texts than ranks; each rank runs one
+ * job at a time on one thread.  Every metric is a value of its own (no
+ * sums), so any split gives the same numbers. */
+typedef struct {
+    Pool *pool;
+    int configs_per_job, jobs_per_text;
+    ForwardState state;
+    int state_ready;
+} EvalJobs;
+
+static void eval_job_describe(void *ctx, int job, char *out, size_t cap)
+{
+    const EvalJobs *ej = ctx;
+    int s = job / ej->jobs_per_text, c = job % ej->jobs_per_text * ej->configs_per_job;
+    const EvalResults *res = ej->pool->res;
+    if (ej->jobs_per_text == 1) snprintf(out, cap, "text %d", s);
+    else snprintf(out, cap, "text %d, %s %s at %s", s, res->offline.config_policy[c], res->offline.config_params[c],
+                  res->offline.config_budget[c]);
+}
+
+static int eval_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, KvError *err)
+{
+    (void)input;
+    EvalJobs *ej = ctx;
+    const EvalResults *res = ej->pool->res;
+    int s = job / ej->jobs_per_text, c0 = job % ej->jobs_per_text * ej->configs_per_job, n = ej->configs_per_job;
+    if (!ej->state_ready) {
+        if (forward_state_init(&ej->state, &ej->pool->m->cfg, longest_run(ej->pool), 1, err)) return -1;
+        ej->state_ready = 1;
+    }
+    double *metrics = malloc((size_t)n * EVAL_METRICS * sizeof(double));
+    if (!metrics) return kv_fail(err, "out of memory");
+    int rc = run_configs(ej->pool, s, c0, n, &ej->state, metrics, err);
+    if (rc == 0) dist_put(out, metrics, (size_t)n * EVAL_METRICS * sizeof(double));
+    size_t T = (size_t)res->retention_T;
+    if (rc == 0 && s == 0 && res->retention) dist_put(out, res->retention + c0 * T * T, (size_t)n * T * T);
+    free(metrics);
+    return rc;
+}
+
+static int eval_job_reduce(void *ctx, int job, DistReader *in, KvError *err)
+{
+    (void)err;
+    EvalJobs *ej = ctx;
+    EvalResults *res = ej->pool->res;
+    int s = job / ej->jobs_per_text, c0 = job % ej->jobs_per_text * ej->configs_per_job;
+    for (int c = c0; c < c0 + ej->configs_per_job; c++) {
+        double metrics[EVAL_METRICS];
+        dist_get(in, metrics, sizeof metrics);
+        store(res, c, s, metrics);
+    }
+    size_t T = (size_t)res->retention_T;
+    if (s == 0 && res->retention) dist_get(in, res->retention + c0 * T * T, (size_t)ej->configs_per_job * T * T);
+    return 0;
+}
+
+static int run_distributed(Pool *pool, KvError *err)
+{
+    Progress quiet = {0}; /* rank 0 shows the run's progress */
+    EvalJobs ej = {.pool = pool, .configs_per_job = pool->res->C, .jobs_per_text = 1};
+    if (pool->res->S < dist_size()) ej.configs_per_job = 1, ej.jobs_per_text = pool->res->C;
+    pool->progress = &quiet;
+    DistJobs jobs = {.n_jobs = pool->res->S * ej.jobs_per_text, .ctx = &ej, .run = eval_job_run,
+                     .reduce = eval_job_reduce, .describe = eval_job_describe, .label = "eval"};
+    int rc = dist_run(&jobs, err);
+    if (ej.state_ready) forward_state_free(&ej.state);
+    return rc;
+}
+
 static int run_closed_loop(const EvalOptions *opt, const Model *m, EvalResults *res, KvError *err)
 {
     Pool pool = {.opt = opt, .m = m, .res = res, .total = (long)res->S * res->C};
-    if (read_tokens(opt, res, &pool.tokens, err)) goto fail;
+    int rc = read_tokens(opt, res, &pool.tokens, err);
+    if (dist_active()) { /* every rank reads the tokens; any failure stops them all */
+        if ((rc = dist_agree(rc, "reading the recorded texts", err)) == 0) {
+            pthread_mutex_init(&pool.lock, NULL);
+            openblas_set_num_threads(1);
+            pool.failed = run_distributed(&pool, err) != 0;
+            pthread_mutex_destroy(&pool.lock);
+        }
+        goto fail;
+    }
+    if (rc) goto fail;
     pthread_mutex_init(&pool.lock, NULL);
     Progress progress;
     pool.progress = &progress;
@@ -177,7 +284,7 @@ static int run_closed_loop(const EvalOptions *opt, const Model *m, EvalResults *
 fail:
     for (int s = 0; pool.tokens && s < res->S; s++) free(pool.tokens[s]);
     free(pool.tokens);
-    return pool.failed || !pool.tokens ? -1 : 0;
+    return rc || pool.failed || !pool.tokens ? -1 : 0;
 }
 
 /* ------------------------------------------------------------ step 4 */
@@ -209,30 +316,32 @@ static int alloc_results(const EvalOptions *opt, EvalResults *res, KvError *err)
     return 0;
 }
 
+/* Under mpirun every rank loads the model; rank 0 alone records the texts
+ * (beside the output: the other ranks read that file, so it must be on a
+ * file system they all see); the offline replay and the closed loops are
+ * spread over the ranks as jobs (util/dist.h). */
 int eval_run(const EvalOptions *opt, EvalResults *res, KvError *err)
 {
     memset(res, 0, sizeof *res);
     double start = kv_now_seconds();
-    if (check_policies(opt, err)) return -1;
     Model m;
-    if (model_load(&m, opt->model_path, NULL, err)) return -1;
-    int rc = -1;
-    if (opt->retention_layer >= 0 &&
+    int rc = check_policies(opt, err), loaded = 0;
+    if (rc == 0) loaded = (rc = model_load(&m, opt->model_path, NULL, err)) == 0;
+    if (rc == 0 && opt->retention_layer >= 0 &&
         (opt->retention_layer >= m.cfg.n_layers || opt->retention_unit < 0 ||
-         opt->retention_unit >= (opt->layer_granularity ? 1 : m.cfg.n_kv_heads))) {
-        kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
-        goto done;
-    }
-    if (record_texts(opt, &m, err) || replay_offline(opt, &res->offline, err) || alloc_results(opt, res, err) ||
-        run_closed_loop(opt, &m, res, err))
-        goto done;
-    compare(res);
-    rc = 0;
-done:
-    model_free(&m);
+         opt->retention_unit >= (opt->layer_granularity ? 1 : m.cfg.n_kv_heads)))
+        rc = kv_fail(err, "retention unit %d:%d does not exist", opt->retention_layer, opt->retention_unit);
+    if (rc == 0 && dist_rank() == 0) rc = record_texts(opt, &m, err);
+    rc = dist_agree(rc, "loading the model and recording the texts", err);
+    /* simulate_run agrees across ranks by itself; alloc_results must too */
+    if (rc == 0 && (rc = replay_offline(opt, &res->offline, err)) == 0)
+        rc = dist_agree(alloc_results(opt, res, err), "allocating the results", err) ||
+             run_closed_loop(opt, &m, res, err);
+    if (rc == 0 && dist_rank() == 0) compare(res);
+    if (loaded) model_free(&m);
     res->seconds = kv_now_seconds() - start;
     if (rc) eval_results_free(res);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 void eval_results_free(EvalResults *res)

@@ -14,6 +14,7 @@
 #include "../trace/h5util.h"
 #include "../trace/trace_layer.h"
 #include "../util/attention.h"
+#include "../util/dist.h"
 #include "../util/progress.h"
 #include "replay.h"
 
@@ -135,7 +136,8 @@ static PolicySpec fitted_spec(const SimOptions *opt, const Plan *plan, int p, in
         if (here <= plan->seq_info[s].n_tokens && (smallest < 0 || here < budget)) smallest = s, budget = here;
     }
     char note[512];
-    if (smallest >= 0 && policy_fit_budget(&spec, budget, plan->seq_info[smallest].n_tokens, note, sizeof note) && say)
+    if (smallest >= 0 && policy_fit_budget(&spec, budget, plan->seq_info[smallest].n_tokens, note, sizeof note) && say &&
+        dist_rank() == 0) /* every rank plans; one says so */
         fprintf(stderr, "kvtrace: %s\n", note);
     return spec;
 }
@@ -185,7 +187,7 @@ static int plan_pairs(const SimOptions *opt, Plan *plan, KvError *err)
             KvError why;
             if (allocation_check(allocation_of(opt, a), &opt->policies[p], &why)) {
                 if (A == 1) return kv_fail(err, "%s", why.msg);
-                fprintf(stderr, "kvtrace: leaving out %s with %s: %s\n", opt->policies[p].name,
+                if (dist_rank() == 0) fprintf(stderr, "kvtrace: leaving out %s with %s: %s\n", opt->policies[p].name,
                         allocation_of(opt, a)->text, why.msg);
                 continue;
             }
@@ -256,7 +258,7 @@ static void announce_costly(const SimOptions *opt, const Plan *plan)
                 if (T > longest) longest = T;
             }
         }
-        if (seconds < ANNOUNCE_SECONDS) continue;
+        if (seconds < ANNOUNCE_SECONDS || dist_rank() != 0) continue;
         char cpu[32], wall[32];
         format_seconds(cpu, sizeof cpu, seconds);
         format_seconds(wall, sizeof wall, seconds / threads);
@@ -638,29 +640,42 @@ static int replay_together(UnitJob *jobs, int n_jobs, const ReplayConfig *cfg, c
     return rc;
 }
 
+/* Replays units first..first+count-1 (count < 0: all) of a loaded layer;
+ * *jobs holds every unit of the layer, the replayed ones with their results.
+ * Adaptive configurations replay the units together, so a job that holds
+ * only some of a layer's units must have none (run_distributed). */
+static int replay_units(const SimOptions *opt, const Plan *plan, int error_stride, LayerData *ld, int s, int layer,
+                        int first, int count, pthread_mutex_t *hdf5, Progress *progress, long *done, long total,
+                        UnitJob **jobs, int *n_jobs, KvError *err)
+{
+    ReplayConfig *cfg = malloc((size_t)plan->n_configs * sizeof *cfg);
+    int *index = malloc((size_t)plan->n_configs * sizeof *index), n_alone = 0;
+    int rc = cfg && index ? layer_jobs(opt, plan, ld, s, layer, hdf5, jobs, n_jobs, err) : kv_fail(err, "out of memory");
+    if (rc == 0) {
+        int n = count < 0 ? *n_jobs : count;
+        layer_configs(plan, s, layer, cfg, index, &n_alone);
+        Pool pool = {.jobs = *jobs + first, .n_jobs = n, .configs = cfg, .config_index = index, .n_configs = n_alone,
+                     .progress = progress, .done = done, .total = total,
+                     .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0, .error_stride = error_stride}};
+        if (n_alone > 0) rc = run_pool(&pool, opt->threads, err);
+        if (rc == 0 && n_alone < plan->n_configs)
+            rc = replay_together(*jobs + first, n, cfg + n_alone, index + n_alone, plan->n_configs - n_alone,
+                                 &pool.ropt, err);
+    }
+    free(cfg);
+    free(index);
+    return rc;
+}
+
 static int replay_layer(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, LayerData *ld,
                         int s, int layer, pthread_mutex_t *hdf5, Progress *progress, long *done, long total,
                         KvError *err)
 {
     UnitJob *jobs = NULL;
-    ReplayConfig *cfg = malloc((size_t)plan->n_configs * sizeof *cfg);
-    int *index = malloc((size_t)plan->n_configs * sizeof *index), n_alone = 0;
-    int n_jobs = 0, rc = cfg && index ? layer_jobs(opt, plan, ld, s, layer, hdf5, &jobs, &n_jobs, err)
-                                      : kv_fail(err, "out of memory");
-    if (rc == 0) {
-        layer_configs(plan, s, layer, cfg, index, &n_alone);
-        Pool pool = {.jobs = jobs, .n_jobs = n_jobs, .configs = cfg, .config_index = index, .n_configs = n_alone,
-                     .progress = progress, .done = done, .total = total,
-                     .ropt = {.n_prompt = opt->prefill ? plan->seq_info[s].n_prompt : 0,
-                              .error_stride = res->error_stride}};
-        if (n_alone > 0) rc = run_pool(&pool, opt->threads, err);
-        if (rc == 0 && n_alone < plan->n_configs)
-            rc = replay_together(jobs, n_jobs, cfg + n_alone, index + n_alone, plan->n_configs - n_alone, &pool.ropt, err);
-        if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
-    }
+    int n_jobs = 0, rc = replay_units(opt, plan, res->error_stride, ld, s, layer, 0, -1, hdf5, progress, done, total,
+                                      &jobs, &n_jobs, err);
+    if (rc == 0) reduce_layer(plan, res, acc, jobs, n_jobs, s, layer);
     free_jobs(jobs, n_jobs, plan->n_configs);
-    free(cfg);
-    free(index);
     return rc;
 }
 
@@ -697,6 +712,159 @@ static int run_layers(const SimOptions *opt, const Plan *plan, SimResults *res, 
     return 0;
 }
 
+/* ---------------------------------------------------------------- across ranks */
+
+/* Under mpirun (util/dist.h) a job is one layer of one sequence, or one
+ * cache unit of it when there are fewer layers than ranks; a job's partial
+ * result is its units' ReplayResults, folded in by reduce_layer in job
+ * order: the order of a single process, so the numbers are identical. */
+typedef struct {
+    const SimOptions *opt;
+    const Plan *plan;
+    SimResults *res;
+    Accumulators *acc;
+    int values;
+    int units_per_job, jobs_per_layer;
+    pthread_mutex_t hdf5;
+} SimJobs;
+
+typedef struct {
+    int s, layer, first, count;
+} SimJobPlace;
+
+static SimJobPlace sim_job_place(const SimJobs *sj, int job)
+{
+    int per_seq = sj->plan->n_layers * sj->jobs_per_layer;
+    return (SimJobPlace){job / per_seq, sj->plan->layers[job % per_seq / sj->jobs_per_layer],
+                         job % sj->jobs_per_layer * sj->units_per_job, sj->units_per_job};
+}
+
+static void sim_job_describe(void *ctx, int job, char *out, size_t cap)
+{
+    const SimJobs *sj = ctx;
+    SimJobPlace p = sim_job_place(sj, job);
+    int n = snprintf(out, cap, "%s sequence %d layer %d", sj->opt->traces[sj->plan->seq_reader[p.s]],
+                     sj->plan->seq_index[p.s], p.layer);
+    if (sj->jobs_per_layer > 1 && n >= 0 && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, " kv head %d", sj->plan->units[p.first]);
+}
+
+static void put_result(DistBuffer *out, const ReplayResult *r, int n_heads, int T)
+{
+    dist_put(out, r->mass, (size_t)n_heads * sizeof(double));
+    dist_put(out, r->kl, (size_t)n_heads * sizeof(double));
+    dist_put(out, r->error, (size_t)n_heads * sizeof(double));
+    dist_put(out, r->overlap, (size_t)n_heads * sizeof(double));
+    dist_put_int(out, r->rows);
+    dist_put_int(out, r->sampled_rows);
+    dist_put(out, r->curve, (size_t)T * sizeof(float));
+    dist_put_int(out, r->retention != NULL);
+    if (r->retention) dist_put(out, r->retention, (size_t)T * T);
+}
+
+static int get_result(DistReader *in, ReplayResult *r, int n_heads, int T)
+{
+    if (replay_result_alloc(r, n_heads, T, 0)) return -1;
+    dist_get(in, r->mass, (size_t)n_heads * sizeof(double));
+    dist_get(in, r->kl, (size_t)n_heads * sizeof(double));
+    dist_get(in, r->error, (size_t)n_heads * sizeof(double));
+    dist_get(in, r->overlap, (size_t)n_heads * sizeof(double));
+    r->rows = dist_get_int(in);
+    r->sampled_rows = dist_get_int(in);
+    dist_get(in, r->curve, (size_t)T * sizeof(float));
+    if (dist_get_int(in)) {
+        if (!(r->retention = malloc((size_t)T * T))) return -1;
+        dist_get(in, r->retention, (size_t)T * T);
+    }
+    return 0;
+}
+
+static int sim_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, KvError *err)
+{
+    (void)input;
+    SimJobs *sj = ctx;
+    const Plan *plan = sj->plan;
+    SimJobPlace p = sim_job_place(sj, job);
+    LayerData ld = {0};
+    UnitJob *jobs = NULL;
+    Progress quiet = {0}; /* rank 0 shows the run's progress */
+    long done = 0;
+    int n_jobs = 0, rc = trace_load_layer(&plan->readers[plan->seq_reader[p.s]], plan->seq_index[p.s], p.layer,
+                                          &plan->seq_info[p.s], sj->values, &ld, err);
+    if (rc == 0)
+        rc = replay_units(sj->opt, plan, sj->res->error_stride, &ld, p.s, p.layer, p.first, p.count, &sj->hdf5,
+                          &quiet, &done, 0, &jobs, &n_jobs, err);
+    for (int u = p.first; rc == 0 && u < p.first + p.count; u++) {
+        dist_put(out, &jobs[u].attention_seconds, sizeof(double));
+        dist_put(out, &jobs[u].seconds, sizeof(double));
+        for (int c = 0; c < plan->n_configs; c++) put_result(out, &jobs[u].results[c], jobs[u].data.n_heads, ld.T);
+    }
+    /* eviction ages are integer counts: summed over the job's units here (in any
+     * order, exactly), they travel once per configuration instead of once per unit */
+    long *ages = rc == 0 ? calloc((size_t)ld.T, sizeof(long)) : NULL;
+    if (rc == 0 && !ages) rc = kv_fail(err, "out of memory");
+    for (int c = 0; rc == 0 && c < plan->n_configs; c++) {
+        memset(ages, 0, (size_t)ld.T * sizeof(long));
+        for (int u = p.first; u < p.first + p.count; u++)
+            for (int t = 0; t < ld.T; t++) ages[t] += jobs[u].results[c].evict_age[t];
+        dist_put(out, ages, (size_t)ld.T * sizeof(long));
+    }
+    free(ages);
+    free_jobs(jobs, n_jobs, plan->n_configs);
+    trace_layer_free(&ld);
+    return rc;
+}
+
+/* The query heads of cache unit u, as layer_jobs assigns them. */
+static int unit_heads(const SimJobs *sj, int u, int *heads)
+{
+    const TraceMeta *m = &sj->plan->readers[0].meta;
+    int group = m->n_heads / m->n_kv_heads, n = sj->opt->layer_granularity ? m->n_heads : group;
+    for (int i = 0; i < n; i++) heads[i] = sj->opt->layer_granularity ? i : sj->plan->units[u] * group + i;
+    return n;
+}
+
+static int sim_job_reduce(void *ctx, int job, DistReader *in, KvError *err)
+{
+    SimJobs *sj = ctx;
+    const Plan *plan = sj->plan;
+    SimJobPlace p = sim_job_place(sj, job);
+    int T = plan->seq_info[p.s].n_tokens, rc = 0;
+    UnitJob *units = calloc((size_t)p.count, sizeof *units);
+    if (!units) return kv_fail(err, "out of memory");
+    for (int i = 0; i < p.count && rc == 0; i++) {
+        UnitJob *u = &units[i];
+        u->heads = malloc((size_t)plan->readers[0].meta.n_heads * sizeof(int));
+        u->results = calloc((size_t)plan->n_configs, sizeof(ReplayResult));
+        if (!u->heads || !u->results) { rc = kv_fail(err, "out of memory"); break; }
+        u->data.n_heads = unit_heads(sj, p.first + i, u->heads);
+        dist_get(in, &u->attention_seconds, sizeof(double));
+        dist_get(in, &u->seconds, sizeof(double));
+        for (int c = 0; c < plan->n_configs && rc == 0; c++)
+            if (get_result(in, &u->results[c], u->data.n_heads, T)) rc = kv_fail(err, "out of memory");
+    }
+    for (int c = 0; rc == 0 && c < plan->n_configs; c++) /* the units' sum, folded in as the first unit's */
+        dist_get(in, units[0].results[c].evict_age, (size_t)T * sizeof(long));
+    if (rc == 0 && !in->failed) reduce_layer(plan, sj->res, sj->acc, units, p.count, p.s, p.layer);
+    free_jobs(units, p.count, plan->n_configs);
+    return rc;
+}
+
+static int run_distributed(const SimOptions *opt, const Plan *plan, SimResults *res, Accumulators *acc, int values,
+                           KvError *err)
+{
+    SimJobs sj = {.opt = opt, .plan = plan, .res = res, .acc = acc, .values = values, .jobs_per_layer = 1,
+                  .hdf5 = PTHREAD_MUTEX_INITIALIZER};
+    int n_units = opt->layer_granularity ? 1 : plan->n_units, layer_jobs_n = plan->n_seq * plan->n_layers;
+    sj.units_per_job = n_units;
+    int together = 0; /* adaptive configurations replay a layer's units together: no job splits them */
+    for (int c = 0; c < plan->n_configs; c++) together |= plan->alloc[c]->kind == ALLOC_ADAPTIVE;
+    if (layer_jobs_n < dist_size() && n_units > 1 && !together) sj.units_per_job = 1, sj.jobs_per_layer = n_units;
+    DistJobs jobs = {.n_jobs = layer_jobs_n * sj.jobs_per_layer, .ctx = &sj, .run = sim_job_run,
+                     .reduce = sim_job_reduce, .describe = sim_job_describe, .label = "simulate"};
+    return dist_run(&jobs, err);
+}
+
 static int needs_values(const SimOptions *opt)
 {
     int need = opt->error_stride != 0;
@@ -731,7 +899,11 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
     if (rc == 0)
         res->error_stride = opt->error_stride != SIM_ERROR_STRIDE_AUTO ? opt->error_stride
                                                                        : (res->max_T + SIM_ERROR_ROWS - 1) / SIM_ERROR_ROWS;
-    if (rc == 0) {
+    if (dist_active()) rc = dist_agree(rc, "planning", err); /* every rank plans; any failure stops them all */
+    if (rc == 0 && dist_active()) {
+        openblas_set_num_threads(1);
+        rc = run_distributed(opt, &plan, res, &acc, values, err);
+    } else if (rc == 0) {
         openblas_set_num_threads(1); /* the parallelism is across cache units */
         Progress progress;
         progress_begin(&progress, "simulate");

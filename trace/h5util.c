@@ -164,10 +164,14 @@ static int run_check(const char *path, int seconds, int *status, KvError *err)
  * errors are believed only when three walks 0.1 s apart all see them.
  * KVTRACE_H5_CHECK=off skips it: for the fuzz targets, whose generated files
  * are sound HDF5 and which must not fork once per input. */
+static int inputs_trusted; /* h5_trust_inputs */
+
+void h5_trust_inputs(void) { inputs_trusted = 1; }
+
 static int check_file(const char *path, const char *what, KvError *err)
 {
     const char *mode = getenv("KVTRACE_H5_CHECK");
-    if (mode && !strcmp(mode, "off")) return 0;
+    if (inputs_trusted || (mode && !strcmp(mode, "off"))) return 0;
     int seconds = check_seconds(), status = 0;
     for (int attempt = 0; attempt < 3; attempt++) {
         if (attempt) nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
