@@ -165,9 +165,14 @@ static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *
     e->trace_path = o->trace;
     e->trace_file = trace_file;
     rc = eval_run(e, &res, err);
-    free(trace_file);
-    if (rc) return -1;
+    if (rc) {
+        free(trace_file);
+        return -1;
+    }
+    /* the eval file records the trace's sha256, read from trace_file: freed only once written */
     if (dist_rank() == 0) rc = output_write_all(jobs, 2, a->force, err) || output_commit(&o->trace_out, err) ? -1 : 0;
+    free(trace_file);
+    e->trace_file = NULL;
     rc = dist_share_status(rc);
     if (rc == 0 && dist_rank() == 0) {
         eval_print_table(&res, stdout);
