@@ -7,6 +7,7 @@ Skipped (exit 77, with the reason) when kvtrace was built without MPI or
 mpirun is missing; scripts/install-deps installs Open MPI so CI runs them.
 
 usage: test_mpi.py CASE"""
+import hashlib
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ TEXTS = os.path.join(HERE, "..", "texts", "stories.txt")
 RANKS = (1, 2, 3)
 # Attributes that record when and how long, never what was computed.
 TIMING = {"created", "seconds", "cpu_seconds_attention", "cpu_seconds_replay"}
+EVAL_FORMAT = "kvtrace-eval"  # an eval file's trace_sha256: see own_trace_digest
 MPIRUN = os.environ.get("MPIRUN", "")
 # Open MPI never frees what MPI_Init allocates, in plugins it unloads (so no
 # suppression can name them): the leak checker is off under mpirun only.
@@ -57,7 +59,7 @@ def contents(path):
 
     def attrs(name, obj):
         for k, v in obj.attrs.items():
-            if k not in TIMING:
+            if k not in TIMING and not (k == "trace_sha256" and EVAL_FORMAT in str(f.attrs.get("format", ""))):
                 out[f"{name}@{k}"] = np.asarray(v).tobytes() if not isinstance(v, (str, bytes)) else v
 
     with h5py.File(path, "r") as f:
@@ -71,6 +73,18 @@ def contents(path):
                              np.asarray(data).tobytes() if obj.dtype.kind not in "OS" else repr(data))
         f.visititems(visit)
     return out
+
+
+def own_trace_digest(path):
+    """eval records its full-cache trace in the run, with the run's own `created` time, so the
+    trace's sha256 differs from run to run (contents() leaves it out); it must be that of the
+    trace the run wrote beside it."""
+    with h5py.File(path, "r") as f:
+        if not str(f.attrs.get("format", "")).startswith("kvtrace-eval"):
+            return
+        digest = f.attrs["trace_sha256"]
+    with open(path[:-3] + "-trace.h5", "rb") as t:
+        assert digest == hashlib.sha256(t.read()).hexdigest(), (path, digest)
 
 
 def assert_same(reference, path, what):
@@ -92,6 +106,8 @@ def identical_runs(command, args, outputs):
     p = single(command, *args, cwd=ref_dir)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     refs = {o: contents(os.path.join(ref_dir, o)) for o in outputs}
+    for o in outputs:
+        own_trace_digest(os.path.join(ref_dir, o))
     for n in RANKS:
         d = os.path.join(base, f"np{n}")
         os.makedirs(d)
@@ -105,6 +121,7 @@ def identical_runs(command, args, outputs):
         assert done == total, last
         for o in outputs:
             assert_same(refs[o], os.path.join(d, o), f"{command} -np {n} {o}")
+            own_trace_digest(os.path.join(d, o))
         for o in outputs:  # the CSVs too
             csv = o[:-3] + ".csv"
             if os.path.exists(os.path.join(ref_dir, csv)):
