@@ -1,6 +1,6 @@
 /* flow.h — the hindsight-optimal eviction schedule, exactly.
  *
- * The problem (DESIGN "optimal"): B cache slots, tokens entering at their
+ * The problem (docs/semantics.md, `optimal`): B cache slots, tokens entering at their
  * step (prompt tokens at the first counted step S in prefill mode), each
  * leaving once; maximise the attention retained over rows S..T-1.  Holding
  * a token never costs anything, so an optimal schedule evicts only when the

@@ -272,7 +272,7 @@ def bad_input():
 
 
 def pyramid_budget(L, layer, B, w, beta):
-    """DESIGN's formula, written again here: m = (B - w)/beta, M = 2(B - w) - m."""
+    """The pyramid formula of docs/semantics.md, written again here: m = (B - w)/beta, M = 2(B - w) - m."""
     if L == 1:
         return B
     m = (B - w) / beta
