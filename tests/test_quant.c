@@ -37,8 +37,34 @@ static unsigned next_random(unsigned *s)
 
 static float uniform(unsigned *s) { return (float)(next_random(s) >> 8) / 16777216.0f - 0.5f; }
 
+/* The integer kernel (qkernels.h's dot_x16), where the table has one, against
+ * the float64 dot product of the row's decoded values with the rounded input
+ * q * scale: the integer sums are exact, so only the float32 scaling of each 32
+ * block's sum differs (measured 2.2e-7 of the terms' size for Q4_K; bound 1e-6).  Returns
+ * that relative error. */
+static double check_x16(const QTypeKernels *k, const uint8_t *row, const float *w, const float *x, int cols)
+{
+    if (!k->dot_x16 || cols % 256) return 0;
+    int16_t q[4096];
+    float scale[4096 / 32];
+    int32_t sum32[4096 / 32];
+    X16 xq = {q, scale, sum32};
+    x16_quantize(x, cols, &xq);
+    double want = 0, size = 0;
+    for (int c = 0; c < cols; c++) {
+        double term = (double)w[c] * q[c] * scale[c / 32];
+        want += term;
+        size += fabs(term);
+    }
+    double diff = fabs(k->dot_x16(row, &xq, cols) - want);
+    double e = size > 0 ? diff / size : diff; /* a row of zeros: the difference itself */
+    CHECK(e <= 1e-6, "integer dot differs from float64 by %.3g of its terms' size", e);
+    return e;
+}
+
 /* One tensor on one kernel table: decoded values and row dot products. */
-static long check_tensor(const QKernels *k, const GgufTensor *t, const float *ref, float *buf, float *x)
+static long check_tensor(const QKernels *k, const GgufTensor *t, const float *ref, float *buf, float *x,
+                         double *x16_error)
 {
     int cols = (int)t->dims[0], rows = (int)(t->n_elements / t->dims[0]);
     size_t row_bytes = ggml_row_bytes(t->type, (uint64_t)cols);
@@ -58,6 +84,8 @@ static long check_tensor(const QKernels *k, const GgufTensor *t, const float *re
         float plain = k->type[GGML_F32].dot((const uint8_t *)buf, x, cols);
         CHECK(memcmp(&fused, &plain, 4) == 0, "%s %s row %d: fused dot %.9g, float32 dot %.9g", k->isa, t->name, r,
               fused, plain);
+        double e = check_x16(&k->type[t->type], row, buf, x, cols);
+        *x16_error = e > *x16_error ? e : *x16_error;
     }
     return differ;
 }
@@ -83,18 +111,22 @@ static void ggml_reference(const char *type, const char *dir)
         const QKernels *k = qkernels_supported(i);
         size_t at = 0;
         long differ = 0;
+        double x16_error = 0;
         for (uint64_t t = 0; t < f.n_tensors; t++) {
             const GgufTensor *ten = &f.tensors[t];
             CHECK(at + ten->n_elements <= n_ref, "reference file too short");
             if (at + ten->n_elements > n_ref) break;
             seen += ten->type == (uint32_t)wanted;
-            differ += check_tensor(k, ten, ref + at, buf, x);
+            differ += check_tensor(k, ten, ref + at, buf, x, &x16_error);
             at += ten->n_elements;
         }
         CHECK(at == n_ref, "%s: %zu of %zu reference values compared", k->isa, at, n_ref);
         CHECK(differ == 0, "%s %s: %ld rows differ from ggml's values", k->isa, type, differ);
         printf("%s kernels, %s: %zu values bit-identical to ggml's dequantization, fused dot = float32 dot\n",
                k->isa, type, at);
+        if (k->type[wanted].dot_x16)
+            printf("%s kernels, %s: integer dot against 16-bit input within %.2g of float64 (bound 1e-6)\n", k->isa,
+                   type, x16_error);
     }
     CHECK(seen > 0, "no tensor of type %s in %s", type, path);
     free(buf);

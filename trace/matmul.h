@@ -6,8 +6,11 @@
  * a single token (or two or three) takes each row's dot product straight
  * from the encoded bytes (qkernels.h).  Rows (tiles) are shared among the
  * worker threads; each output value is computed by one thread in one fixed
- * order, so results are the same for any number of threads, and the same
- * for a quantized matrix as for an F32 matrix of its dequantized values. */
+ * order, so results are the same for any number of threads.  Where the
+ * processor has an integer kernel for the type (qkernels.h: Q4_K and Q6_K with
+ * AVX-512), a single token's input is rounded to 16-bit integers once per
+ * product (X16) and the rows take integer dot products; otherwise the
+ * result is the same as for an F32 matrix of the dequantized values. */
 #ifndef KV_MATMUL_H
 #define KV_MATMUL_H
 
@@ -16,6 +19,7 @@
 
 #include "../util/error.h"
 #include "../util/pool.h"
+#include "qkernels.h"
 
 typedef struct {
     const uint8_t *data; /* row r starts at data + r * row_bytes (any alignment) */
@@ -27,12 +31,17 @@ typedef struct {
 /* Dequantizes row r into out[cols]. */
 void qmatrix_row(const QMatrix *w, int r, float *out);
 
+#define MATMUL_MIN_BLOCK 4
+#define MATMUL_MAX_MULTI 3
+
 /* Scratch and threads for the products; one per forward pass state. */
 typedef struct {
     WorkerPool *pool;  /* NULL: the caller's thread alone */
     int n_workers;
     float **tile;      /* [n_workers][tile_floats] */
     size_t tile_floats;
+    X16 x16[MATMUL_MIN_BLOCK - 1]; /* a few tokens' inputs as 16-bit integers */
+    int x16_cols;                  /* their capacity */
 } MatmulContext;
 
 /* max_cols: the widest matrix; blocks: whether blocks of >= MATMUL_MIN_BLOCK
@@ -40,8 +49,6 @@ typedef struct {
 int matmul_init(MatmulContext *c, int n_threads, int max_cols, int blocks, KvError *err);
 void matmul_free(MatmulContext *c);
 
-#define MATMUL_MIN_BLOCK 4
-#define MATMUL_MAX_MULTI 3
 
 /* outs[i][n][ws[i]->rows] = in[n][cols] · ws[i]ᵀ for count matrices that
  * read the same input (q, k and v; gate and up), in one parallel run;

@@ -458,12 +458,107 @@ BLOCK256_TYPE(q4_K, 144)
 BLOCK256_TYPE(q5_K, 176)
 BLOCK256_TYPE(q6_K, 210)
 
-#define ENTRY(id, name) [id] = {dequant_##name, dot_##name}
+/* ------------------------------------------------------------ products with a 16-bit integer vector */
+
+#if defined(__AVX512BW__)
+/* Q4_K against X16: per sub-block of 32, the nibbles' products with x's
+ * ints summed pairwise into 32-bit lanes (exact), then scaled in float by
+ * d * scale * x's scale; the minimums' term from x's sums over 32.  One fixed
+ * order: any thread gives the same bits. */
+/* The eight 6-bit scales (bytes 0-7) and minimums (bytes 8-15) of a Q4_K
+ * block, unpacked four at a time as llama.cpp does. */
+static inline void scales_mins_k4(const uint8_t *s, uint32_t out[4])
+{
+    uint32_t u[3];
+    memcpy(u, s, 12);
+    out[0] = u[0] & 0x3f3f3f3f;
+    out[1] = (u[2] & 0x0f0f0f0f) | ((u[0] >> 6) & 0x03030303) << 4;
+    out[2] = u[1] & 0x3f3f3f3f;
+    out[3] = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 6) & 0x03030303) << 4;
+}
+
+static float dot_x16_q4_K(const uint8_t *src, const X16 *x, int n)
+{
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m256 mins = _mm256_setzero_ps();
+    const __m512i low4 = _mm512_set1_epi16(0xf);
+    for (int blk = 0; blk < n / 256; blk++, src += 144) {
+        uint32_t sm[4];
+        scales_mins_k4(src + 4, sm);
+        __m256 dx = _mm256_loadu_ps(x->scale + 8 * blk);
+        __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sm)));
+        __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sm + 2))));
+        __m256 xsum = _mm256_mul_ps(dx, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum32 + 8 * blk))));
+        /* per sub-block: d * scale * x's scale; minimums: dmin * min * x's sum */
+        float scale[8];
+        _mm256_storeu_ps(scale, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(half(src)), sc), dx));
+        mins = _mm256_add_ps(mins, _mm256_mul_ps(_mm256_set1_ps(half(src + 2)), _mm256_mul_ps(m, xsum)));
+        const uint8_t *q = src + 16;
+        const int16_t *xq = x->q + 256 * blk;
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) { /* accumulator c: no long chain of dependent adds */
+            __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(q + 32 * c)));
+            __m512i lo = _mm512_madd_epi16(_mm512_and_si512(b, low4), _mm512_loadu_si512(xq + 64 * c));
+            __m512i hi = _mm512_madd_epi16(_mm512_srli_epi16(b, 4), _mm512_loadu_si512(xq + 64 * c + 32));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), _mm512_set1_ps(scale[2 * c]), acc[c]);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_set1_ps(scale[2 * c + 1]), acc[c]);
+        }
+    }
+    float m8[8];
+    _mm256_storeu_ps(m8, mins);
+    v16f lanes[4] = {(v16f)acc[0], (v16f)acc[1], (v16f)acc[2], (v16f)acc[3]};
+    return reduce(lanes) - (((m8[0] + m8[1]) + (m8[2] + m8[3])) + ((m8[4] + m8[5]) + (m8[6] + m8[7])));
+}
+
+/* Q6_K against X16: (6-bit value - 32) * 8-bit scale (|.| <= 4096) as 16-bit
+ * ints, multiplied pairwise with x's ints, per 32 elements scaled in float. */
+static float dot_x16_q6_K(const uint8_t *src, const X16 *x, int n)
+{
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const __m512i low4 = _mm512_set1_epi16(0xf), two = _mm512_set1_epi16(3), bias = _mm512_set1_epi16(32);
+    for (int blk = 0; blk < n / 256; blk++, src += 210) {
+        const int8_t *sc = (const int8_t *)(src + 192);
+        const int16_t *xq = x->q + 256 * blk;
+        const float *dx = x->scale + 8 * blk;
+        float d = half(src + 208);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = src + 64 * h, *qh = src + 128 + 32 * h;
+            __m512i l0 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)ql));
+            __m512i l1 = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(ql + 32)));
+            __m512i hb = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)qh));
+            __m512i quarter[4] = {
+                _mm512_or_si512(_mm512_and_si512(l0, low4), _mm512_slli_epi16(_mm512_and_si512(hb, two), 4)),
+                _mm512_or_si512(_mm512_and_si512(l1, low4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2), two), 4)),
+                _mm512_or_si512(_mm512_srli_epi16(l0, 4), _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 4), two), 4)),
+                _mm512_or_si512(_mm512_srli_epi16(l1, 4), _mm512_slli_epi16(_mm512_srli_epi16(hb, 6), 4))};
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                /* lanes 0-15 take scale 2k, lanes 16-31 scale 2k + 1 */
+                __m512i scale = _mm512_mask_blend_epi16(0xffff0000u, _mm512_set1_epi16(sc[8 * h + 2 * k]),
+                                                        _mm512_set1_epi16(sc[8 * h + 2 * k + 1]));
+                __m512i w = _mm512_mullo_epi16(_mm512_sub_epi16(quarter[k], bias), scale);
+                __m512i sum = _mm512_madd_epi16(w, _mm512_loadu_si512(xq + 128 * h + 32 * k));
+                acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d * dx[4 * h + k]), acc[k]);
+            }
+        }
+    }
+    v16f lanes[4] = {(v16f)acc[0], (v16f)acc[1], (v16f)acc[2], (v16f)acc[3]};
+    return reduce(lanes);
+}
+#define X16_Q4_K dot_x16_q4_K
+#define X16_Q6_K dot_x16_q6_K
+#else
+#define X16_Q4_K NULL
+#define X16_Q6_K NULL
+#endif
+
+#define ENTRY(id, name) [id] = {dequant_##name, dot_##name, NULL}
 
 const QKernels QK_CAT(qkernels, QK_ISA) = {
     .isa = QK_STR(QK_ISA),
     .type = {ENTRY(GGML_F32, f32), ENTRY(GGML_F16, f16), ENTRY(GGML_BF16, bf16), ENTRY(GGML_Q8_0, q8_0),
              ENTRY(GGML_Q4_0, q4_0), ENTRY(GGML_Q4_1, q4_1), ENTRY(GGML_Q5_0, q5_0), ENTRY(GGML_Q5_1, q5_1),
-             ENTRY(GGML_Q2_K, q2_K), ENTRY(GGML_Q3_K, q3_K), ENTRY(GGML_Q4_K, q4_K), ENTRY(GGML_Q5_K, q5_K),
-             ENTRY(GGML_Q6_K, q6_K)},
+             ENTRY(GGML_Q2_K, q2_K), ENTRY(GGML_Q3_K, q3_K), [GGML_Q4_K] = {dequant_q4_K, dot_q4_K, X16_Q4_K}, ENTRY(GGML_Q5_K, q5_K),
+             [GGML_Q6_K] = {dequant_q6_K, dot_q6_K, X16_Q6_K}},
 };

@@ -1,5 +1,6 @@
 #include "quant.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,26 @@ uint16_t float_to_bf16(float f)
     memcpy(&x, &f, 4);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
     return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+/* ------------------------------------------------------------ 16-bit integer vectors */
+
+void x16_quantize(const float *x, int n, X16 *out)
+{
+    for (int b = 0; b < n / 32; b++) {
+        const float *v = x + 32 * b;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
+        float inv = amax > 0 ? 32767.0f / amax : 0;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            long r = lrintf(v[j] * inv);
+            out->q[32 * b + j] = (int16_t)(r > 32767 ? 32767 : r < -32767 ? -32767 : r);
+            sum += out->q[32 * b + j];
+        }
+        out->scale[b] = amax / 32767.0f;
+        out->sum32[b] = sum;
+    }
 }
 
 /* ------------------------------------------------------------ choosing the kernels */
