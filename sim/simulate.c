@@ -200,6 +200,34 @@ static int plan_pairs(const SimOptions *opt, Plan *plan, KvError *err)
     return 0;
 }
 
+/* pyramid gives the deepest layers less than B: a default that fits B may
+ * not fit there.  The configuration's parameters are fitted again to the
+ * smallest layer budget of any sequence (one set of parameters per
+ * configuration, as fitted_spec), said once; what still cannot fit is
+ * refused by plan_layer_budgets. */
+static void fit_to_layers(const SimOptions *opt, const Plan *plan, const AllocSpec *alloc, int b, PolicySpec *spec)
+{
+    int smallest = -1, capacity = 0;
+    for (int s = 0; s < plan->n_seq; s++) {
+        int T = plan->seq_info[s].n_tokens, window = 0;
+        int budget = resolve_budget(&opt->budgets[b], opt->prefill ? plan->seq_info[s].n_prompt : T);
+        Policy probe;
+        KvError ignored;
+        if (budget > T) continue;
+        if (policy_create(&probe, spec, budget, T, 0, 0, &ignored) == 0) {
+            window = probe.recent;
+            policy_destroy(&probe);
+        }
+        for (int l = 0; l < plan->n_model_layers; l++) {
+            int here = allocation_layer_budget(alloc, plan->n_model_layers, l, budget, window);
+            if (here >= 1 && (smallest < 0 || here < smallest)) smallest = here, capacity = T;
+        }
+    }
+    char note[512];
+    if (smallest > 0 && policy_fit_budget(spec, smallest, capacity, note, sizeof note) && dist_rank() == 0)
+        fprintf(stderr, "kvtrace: %s: %s\n", alloc->text, note);
+}
+
 /* Resolves every budget per sequence and checks each configuration once. */
 static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
 {
@@ -215,6 +243,7 @@ static int plan_configs(const SimOptions *opt, Plan *plan, KvError *err)
             int p = plan->pair_policy[pair], c = pair * opt->n_budgets + b;
             PolicySpec spec = fitted_spec(opt, plan, p, b, pair == 0 || plan->pair_policy[pair - 1] != p);
             plan->alloc[c] = allocation_of(opt, plan->pair_alloc[pair]);
+            if (plan->alloc[c]->kind == ALLOC_PYRAMID) fit_to_layers(opt, plan, plan->alloc[c], b, &spec);
             for (int s = 0; s < plan->n_seq; s++) {
                 const TraceSeqInfo *info = &plan->seq_info[s];
                 int T = info->n_tokens;

@@ -225,6 +225,15 @@ def defaults_fit_small_budgets():
     assert params[("snapkv", "4")] == "window=2,kernel=5", params
     assert params[("streaming", "4")] == "sink=2" and params[("streaming", "10%")] == "sink=4", params
     assert params[("vatp", "4")] == "base=h2o,alpha=0.2,recent=0.5,sink=1", params
+    # pyramid gives the deepest layer 1 token at 10 %: the defaults are fitted to that layer's budget
+    pyramid = os.path.join(d, "pyramid.h5")
+    p = run("simulate", TRACE, "--policy", "streaming", "--policy", "quest", "--allocation", "pyramid", "--budget",
+            "10%", "-o", pyramid)
+    notes = [l for l in p.stderr.decode().splitlines() if "defaults shrink to fit" in l]
+    assert any(n.startswith("kvtrace: pyramid:beta=20: streaming:sink=4 leaves no room to evict at budget 1 tokens; "
+                            "using streaming:sink=0") for n in notes), notes
+    with h5py.File(pyramid) as f:
+        assert [q.decode() for q in f["configs/params"][:]] == ["sink=0", "page=1"], f["configs/params"][:]
     explicit = os.path.join(d, "explicit.h5")
     run("simulate", TRACE, "--policy", "snapkv:window=11", "--budget", "10%", "-o", explicit)
     with h5py.File(explicit) as f:
@@ -313,7 +322,7 @@ def allocations():
     fails(["--policy", "window", "--allocation", "adaptive"], "comparable")
     fails(["--policy", "h2o", "--allocation", "pyramid:beta=0"], "beta")
     fails(["--policy", "h2o", "--allocation", "lifo"], "unknown allocation")
-    fails(["--policy", "streaming", "--budget", "16", "--allocation", "pyramid"], "no room")
+    fails(["--policy", "streaming:sink=4", "--budget", "16", "--allocation", "pyramid"], "no room")  # given: never shrunk
     # the parameter list comes from each policy's own table
     listing = run("simulate", "--list").stdout.decode()
     for line in ("quest (cost per step", "  page    default 16", "scissorhands (cost per step", "  window  default 32",
