@@ -99,6 +99,9 @@ void analysis_free(Analysis *a);
 int analysis_write_hdf5(const Analysis *a, const OutputFile *out, KvError *err);
 /* One row per (layer, head): each statistic averaged over sequences (FORMAT.md). */
 int analysis_write_csv(const Analysis *a, const OutputFile *out, KvError *err);
+/* The two writers as OutputJob callbacks (util/output.h), ctx the Analysis. */
+int analysis_output_hdf5(const OutputFile *out, void *ctx, KvError *err);
+int analysis_output_csv(const OutputFile *out, void *ctx, KvError *err);
 void analysis_print_report(const Analysis *a, FILE *out);
 /* The mean share of a method's top-B set in the oldest third of relative ages. */
 double analysis_oldest_third(const Analysis *a, int method);

@@ -233,3 +233,6 @@ void analysis_print_report(const Analysis *a, FILE *out)
     print_interval(out, a->sink_ratio_pooled);
     fputc('\n', out);
 }
+
+int analysis_output_hdf5(const OutputFile *out, void *ctx, KvError *err) { return analysis_write_hdf5(ctx, out, err); }
+int analysis_output_csv(const OutputFile *out, void *ctx, KvError *err) { return analysis_write_csv(ctx, out, err); }

@@ -88,16 +88,6 @@ static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **out
     return 0;
 }
 
-static int write_analysis(const OutputFile *out, void *ctx, KvError *err)
-{
-    return analysis_write_hdf5(ctx, out, err);
-}
-
-static int write_csv(const OutputFile *out, void *ctx, KvError *err)
-{
-    return analysis_write_csv(ctx, out, err);
-}
-
 int cmd_analyze(int argc, char **argv)
 {
     AnalyzeOptions opt;
@@ -114,7 +104,7 @@ int cmd_analyze(int argc, char **argv)
     Analysis a;
     OutputInputs inputs = {0};
     char *default_csv = csv ? NULL : output_replace_extension(output, ".csv");
-    OutputJob jobs[2] = {{output, write_analysis, &a}, {csv ? csv : default_csv, write_csv, &a}};
+    OutputJob jobs[2] = {{output, analysis_output_hdf5, &a}, {csv ? csv : default_csv, analysis_output_csv, &a}};
     rc = !jobs[1].path || output_list_add(&inputs, opt.trace) ? kv_fail(&err, "out of memory")
          : dist_rank() == 0                                    ? output_check_all(jobs, 2, force, &inputs, &err)
                                                                : 0;

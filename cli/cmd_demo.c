@@ -96,48 +96,6 @@ static int demo_check_outputs(const DemoFiles *f, int record, int eval)
     return 0;
 }
 
-typedef struct {
-    const SimResults *res;
-    const SimOptions *opt;
-    const Analysis *analysis;
-    const EvalResults *eval;
-    const EvalOptions *eval_opt;
-} DemoWrite;
-
-static int write_results(const OutputFile *out, void *ctx, KvError *err)
-{
-    const DemoWrite *w = ctx;
-    return sim_write_hdf5(w->res, w->opt, out, err);
-}
-
-static int write_results_csv(const OutputFile *out, void *ctx, KvError *err)
-{
-    const DemoWrite *w = ctx;
-    return sim_write_csv(w->res, w->opt, out, err);
-}
-
-static int write_analysis(const OutputFile *out, void *ctx, KvError *err)
-{
-    return analysis_write_hdf5(((const DemoWrite *)ctx)->analysis, out, err);
-}
-
-static int write_analysis_csv(const OutputFile *out, void *ctx, KvError *err)
-{
-    return analysis_write_csv(((const DemoWrite *)ctx)->analysis, out, err);
-}
-
-static int write_eval(const OutputFile *out, void *ctx, KvError *err)
-{
-    const DemoWrite *w = ctx;
-    return eval_write_hdf5(w->eval, w->eval_opt, out, err);
-}
-
-static int write_eval_csv(const OutputFile *out, void *ctx, KvError *err)
-{
-    const DemoWrite *w = ctx;
-    return eval_write_csv(w->eval, w->eval_opt, out, err);
-}
-
 static int demo_simulate(const char *trace, const DemoFiles *f, const PolicySpec *policies, const BudgetSpec *budgets,
                          SimResults *res)
 {
@@ -148,8 +106,8 @@ static int demo_simulate(const char *trace, const DemoFiles *f, const PolicySpec
                       .retention_layer = DEMO_LAYER, .retention_unit = 0, .command_line = "kvtrace demo"};
     const char *results = f->results, *csv = f->results_csv;
     if (simulate_run(&opt, res, &err)) return cli_error("demo", err.msg);
-    DemoWrite w = {.res = res, .opt = &opt};
-    OutputJob jobs[2] = {{results, write_results, &w}, {csv, write_results_csv, &w}};
+    SimWrite w = {.res = res, .opt = &opt};
+    OutputJob jobs[2] = {{results, sim_output_hdf5, &w}, {csv, sim_output_csv, &w}};
     int rc = output_write_all(jobs, 2, f->force, &err);
     if (rc) {
         sim_results_free(res);
@@ -172,8 +130,7 @@ static int demo_analyze(const char *trace, const DemoFiles *f, Analysis *a)
     const char *path = f->analysis;
     KvError err;
     if (analyze_run(&opt, a, &err)) return cli_error("demo", err.msg);
-    DemoWrite w = {.analysis = a};
-    OutputJob jobs[2] = {{path, write_analysis, &w}, {f->analysis_csv, write_analysis_csv, &w}};
+    OutputJob jobs[2] = {{path, analysis_output_hdf5, (void *)a}, {f->analysis_csv, analysis_output_csv, (void *)a}};
     if (output_write_all(jobs, 2, f->force, &err)) {
         analysis_free(a);
         return cli_error("demo", err.msg);
@@ -205,8 +162,8 @@ static int demo_eval(const char *model_path, const DemoFiles *f, const PolicySpe
                        .generate = 16, .threads = 2, .retention_layer = -1, .retention_unit = -1,
                        .trace_path = f->eval_trace, .trace_file = trace_out.tmp, .command_line = "kvtrace demo"};
     int rc = eval_run(&opt, res, &err);
-    DemoWrite w = {.eval = res, .eval_opt = &opt};
-    OutputJob jobs[2] = {{path, write_eval, &w}, {csv, write_eval_csv, &w}};
+    EvalWrite w = {.res = res, .opt = &opt};
+    OutputJob jobs[2] = {{path, eval_output_hdf5, &w}, {csv, eval_output_csv, &w}};
     if (rc == 0 && (output_write_all(jobs, 2, f->force, &err) || output_commit(&trace_out, &err))) {
         eval_results_free(res);
         rc = -1;

@@ -113,22 +113,6 @@ static int parse_args(int argc, char **argv, EvalArgs *a, KvError *err)
     return 0;
 }
 
-typedef struct {
-    const EvalResults *res;
-    const EvalOptions *opt;
-} EvalWriteJob;
-
-static int write_eval(const OutputFile *out, void *ctx, KvError *err)
-{
-    const EvalWriteJob *w = ctx;
-    return eval_write_hdf5(w->res, w->opt, out, err);
-}
-
-static int write_csv(const OutputFile *out, void *ctx, KvError *err)
-{
-    const EvalWriteJob *w = ctx;
-    return eval_write_csv(w->res, w->opt, out, err);
-}
 
 /* The outputs: EVAL.h5, its CSV and the full-cache trace.  The trace is
  * recorded into a temporary file beside its name and moved into place with
@@ -142,8 +126,8 @@ static int run_eval(EvalArgs *a, EvalOutputs *o, OutputInputs *inputs, KvError *
 {
     EvalOptions *e = &a->eval;
     EvalResults res;
-    EvalWriteJob w = {&res, e};
-    OutputJob jobs[3] = {{a->output, write_eval, &w}, {o->csv, write_csv, &w}, {o->trace, NULL, NULL}};
+    EvalWrite w = {&res, e};
+    OutputJob jobs[3] = {{a->output, eval_output_hdf5, &w}, {o->csv, eval_output_csv, &w}, {o->trace, NULL, NULL}};
     if (output_list_add(inputs, e->model_path) || output_list_add(inputs, a->text_file ? a->text_file : a->prompt_file))
         return kv_fail(err, "out of memory");
     const char *file = a->text_file ? a->text_file : a->prompt_file;

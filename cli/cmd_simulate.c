@@ -142,22 +142,6 @@ static int parse_args(int argc, char **argv, SimArgs *a, KvError *err)
     return 0;
 }
 
-typedef struct {
-    const SimResults *res;
-    const SimOptions *sim;
-} SimWrite;
-
-static int write_results(const OutputFile *out, void *ctx, KvError *err)
-{
-    const SimWrite *w = ctx;
-    return sim_write_hdf5(w->res, w->sim, out, err);
-}
-
-static int write_csv(const OutputFile *out, void *ctx, KvError *err)
-{
-    const SimWrite *w = ctx;
-    return sim_write_csv(w->res, w->sim, out, err);
-}
 
 /* Checks the outputs, replays, writes: 0, 1 (failed) or 2 (usage). */
 static int run_simulate(SimArgs *a, KvError *err)
@@ -167,7 +151,7 @@ static int run_simulate(SimArgs *a, KvError *err)
     OutputInputs inputs = {0};
     SimResults res;
     SimWrite w = {&res, &a->sim};
-    OutputJob jobs[2] = {{a->output, write_results, &w}, {csv_path, write_csv, &w}};
+    OutputJob jobs[2] = {{a->output, sim_output_hdf5, &w}, {csv_path, sim_output_csv, &w}};
     int rc = csv_path ? 0 : kv_fail(err, "out of memory");
     for (int i = 0; i < a->sim.n_traces && rc == 0; i++)
         if (output_list_add(&inputs, a->sim.traces[i])) rc = kv_fail(err, "out of memory");

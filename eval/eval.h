@@ -81,6 +81,13 @@ void eval_results_free(EvalResults *res);
 void eval_overall(const EvalResults *res, int config, int metric, double *mean, double *std);
 int eval_write_hdf5(const EvalResults *res, const EvalOptions *opt, const OutputFile *out, KvError *err);
 int eval_write_csv(const EvalResults *res, const EvalOptions *opt, const OutputFile *out, KvError *err);
+/* The two writers as OutputJob callbacks (util/output.h), ctx an EvalWrite. */
+typedef struct {
+    const EvalResults *res;
+    const EvalOptions *opt;
+} EvalWrite;
+int eval_output_hdf5(const OutputFile *out, void *ctx, KvError *err);
+int eval_output_csv(const OutputFile *out, void *ctx, KvError *err);
 void eval_print_table(const EvalResults *res, FILE *out);
 
 #endif

@@ -94,11 +94,6 @@ static int write_ranks(hid_t f, const EvalResults *r)
 
 /* ------------------------------------------------------------ the file */
 
-typedef struct {
-    const EvalResults *res;
-    const EvalOptions *opt;
-} EvalWrite;
-
 static int write_configs(hid_t f, const EvalResults *r)
 {
     const SimResults *o = &r->offline;
@@ -251,4 +246,16 @@ void eval_print_table(const EvalResults *r, FILE *out)
                  "without full, knorm and random %+.3f (%+.3f)\n",
             k.overall[EVAL_RANK_ALL], k.within_budget[EVAL_RANK_ALL], k.overall[EVAL_RANK_NO_FULL],
             k.within_budget[EVAL_RANK_NO_FULL], k.overall[EVAL_RANK_CLOSE], k.within_budget[EVAL_RANK_CLOSE]);
+}
+
+int eval_output_hdf5(const OutputFile *out, void *ctx, KvError *err)
+{
+    const EvalWrite *w = ctx;
+    return eval_write_hdf5(w->res, w->opt, out, err);
+}
+
+int eval_output_csv(const OutputFile *out, void *ctx, KvError *err)
+{
+    const EvalWrite *w = ctx;
+    return eval_write_csv(w->res, w->opt, out, err);
 }

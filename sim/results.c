@@ -103,20 +103,15 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
     return rc ? -1 : 0;
 }
 
-typedef struct {
-    const SimResults *results;
-    const SimOptions *options;
-} ResultsWrite;
-
 static int write_results(hid_t f, void *ctx)
 {
-    const ResultsWrite *w = ctx;
-    return write_body(f, w->results, w->options);
+    const SimWrite *w = ctx;
+    return write_body(f, w->res, w->opt);
 }
 
 int sim_write_hdf5(const SimResults *r, const SimOptions *opt, const OutputFile *out, KvError *err)
 {
-    ResultsWrite w = {r, opt};
+    SimWrite w = {r, opt};
     return h5_write_file(out, "results", write_results, &w, err);
 }
 
@@ -237,4 +232,16 @@ void sim_print_table(const SimResults *r, FILE *out)
                 sim_mean_budget(r, c), mass, m[1], m[2], m[3]);
     }
     if (r->n_sequences == 1) fprintf(out, "(one sequence: no spread over sequences)\n");
+}
+
+int sim_output_hdf5(const OutputFile *out, void *ctx, KvError *err)
+{
+    const SimWrite *w = ctx;
+    return sim_write_hdf5(w->res, w->opt, out, err);
+}
+
+int sim_output_csv(const OutputFile *out, void *ctx, KvError *err)
+{
+    const SimWrite *w = ctx;
+    return sim_write_csv(w->res, w->opt, out, err);
 }

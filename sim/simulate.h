@@ -106,6 +106,13 @@ double sim_mean_budget(const SimResults *res, int config);
 
 int sim_write_hdf5(const SimResults *res, const SimOptions *opt, const OutputFile *out, KvError *err);
 int sim_write_csv(const SimResults *res, const SimOptions *opt, const OutputFile *out, KvError *err);
+/* The two writers as OutputJob callbacks (util/output.h), ctx a SimWrite. */
+typedef struct {
+    const SimResults *res;
+    const SimOptions *opt;
+} SimWrite;
+int sim_output_hdf5(const OutputFile *out, void *ctx, KvError *err);
+int sim_output_csv(const OutputFile *out, void *ctx, KvError *err);
 void sim_print_table(const SimResults *res, FILE *out);
 
 #endif
