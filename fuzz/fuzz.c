@@ -1,5 +1,7 @@
 #include "fuzz.h"
 
+#include "../trace/h5util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,15 @@ static int memory_file(char *path, size_t cap)
     int fd = memfd_create("kvtrace-fuzz", 0);
     if (fd >= 0) snprintf(path, cap, "/proc/self/fd/%d", fd);
     return fd;
+}
+
+void fuzz_hdf5_once(void)
+{
+    static int done;
+    if (done) return;
+    done = 1;
+    h5_startup();
+    setenv("KVTRACE_H5_CHECK", "off", 1); /* the generated files are sound HDF5: no child process per input */
 }
 
 int fuzz_empty_file(char *path, size_t cap)

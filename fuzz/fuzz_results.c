@@ -147,12 +147,7 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int once;
-    if (!once) {
-        once = 1;
-        h5_startup();
-        setenv("KVTRACE_H5_CHECK", "off", 1); /* sound generated files: no child process per input */
-    }
+    fuzz_hdf5_once();
     FuzzReader r = {data, size, 0};
     char path[4096], dir[] = "/tmp/kvtrace-fuzz-plot-XXXXXX";
     int fd = fuzz_empty_file(path, sizeof path);

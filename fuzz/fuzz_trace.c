@@ -162,12 +162,7 @@ static void replay(const char *path)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int once;
-    if (!once) {
-        once = 1;
-        h5_startup();
-        setenv("KVTRACE_H5_CHECK", "off", 1); /* the generated files are sound HDF5: no child process per input */
-    }
+    fuzz_hdf5_once();
     FuzzReader r = {data, size, 0};
     char path[4096];
     int fd = fuzz_empty_file(path, sizeof path);
