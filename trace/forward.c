@@ -275,10 +275,15 @@ int forward_block(const Model *m, ForwardState *s, const int *tokens, int n, int
     rope_tables(m, s, pos0, n);
     for (int l = 0; l < c->n_layers; l++)
         if (layer_forward(m, s, l, pos0, n, obs, keep, err)) return -1;
-    if (logits) {
-        for (int r = 0; r < n; r++)
-            rmsnorm(s->xb + (size_t)r * c->dim, s->x + (size_t)r * c->dim, m->output_norm, c->dim, c->norm_eps);
-        matmul(&s->mm, logits, s->xb, n, &m->output);
-    }
+    if (logits) forward_logits(m, s, 0, n, logits);
     return 0;
+}
+
+void forward_logits(const Model *m, ForwardState *s, int r0, int n, float *logits)
+{
+    const ModelConfig *c = &m->cfg;
+    float *normed = s->xb + (size_t)r0 * c->dim;
+    for (int r = r0; r < r0 + n; r++)
+        rmsnorm(s->xb + (size_t)r * c->dim, s->x + (size_t)r * c->dim, m->output_norm, c->dim, c->norm_eps);
+    matmul(&s->mm, logits, normed, n, &m->output);
 }

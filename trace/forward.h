@@ -55,6 +55,13 @@ void forward_state_free(ForwardState *s);
 int forward_block(const Model *m, ForwardState *s, const int *tokens, int n, int pos0, float *logits,
                   const ForwardObserver *obs, const uint8_t *keep, KvError *err);
 
+/* Logits of rows r0..r0+n-1 of the block forward_block just ran (which was
+ * given logits = NULL), into logits[n][vocab].  A caller that needs every
+ * row's logits but not all at once (the recorder's NLL) takes them a few
+ * rows at a time: a block's logits are [block][vocab] floats (16 MB for
+ * 128 rows of a 32000-token vocabulary). */
+void forward_logits(const Model *m, ForwardState *s, int r0, int n, float *logits);
+
 /* Offset of (layer, kv_head) in the cache arrays and the keep mask, in rows. */
 static inline long forward_unit_row(const ForwardState *s, int layer, int kv_head)
 {

@@ -37,6 +37,11 @@ void trace_meta_from_model(TraceMeta *meta, const Model *m, const char *command_
     snprintf(meta->command, sizeof meta->command, "%s", command_line ? command_line : "");
 }
 
+/* Rows of logits held at once: the NLL needs every row's, but one at a time;
+ * holding a whole block's would cost [block][vocab] floats (16 MB at 128 rows
+ * of 32000), the largest buffer of a prefill after the weights and KV cache. */
+#define LOGIT_ROWS 16
+
 /* Everything one recording run needs; lives for the whole run. */
 typedef struct {
     const Model *model;
@@ -44,7 +49,7 @@ typedef struct {
     TraceWriter *writer;
     ForwardState state;
     Sampler sampler;
-    float *logits;    /* [max_block][vocab] */
+    float *logits;    /* [LOGIT_ROWS][vocab]: a block's logits, a few rows at a time */
     Progress progress;
     long tokens_done, tokens_total;
     RecordSummary *sum;
@@ -85,8 +90,25 @@ static void echo_token(const Model *m, FILE *out, int prev, int id)
     fflush(out);
 }
 
-/* Runs n tokens at pos through the model, staging their rows first. */
-static int run_block(Recording *rec, const int *tokens, int n, int pos, int prompt, KvError *err)
+/* Logits of the block's rows, LOGIT_ROWS at a time: sets the NLL of the first
+ * nll_rows rows (their next token is tokens[r + 1]) and leaves the last row's
+ * logits at rec->logits[0..vocab). */
+static void block_logits(Recording *rec, const int *tokens, int n, int pos, int nll_rows)
+{
+    int V = rec->model->cfg.vocab_size;
+    for (int r0 = 0; r0 < n; r0 += LOGIT_ROWS) {
+        int rows = n - r0 < LOGIT_ROWS ? n - r0 : LOGIT_ROWS;
+        forward_logits(rec->model, &rec->state, r0, rows, rec->logits);
+        for (int r = r0; r < r0 + rows && r < nll_rows; r++)
+            trace_writer_set_nll(rec->writer, pos + r, (float)token_nll(rec->logits + (size_t)(r - r0) * V, V, tokens[r + 1]));
+        if (r0 + rows == n && rows > 1)
+            memmove(rec->logits, rec->logits + (size_t)(rows - 1) * V, (size_t)V * sizeof(float));
+    }
+}
+
+/* Runs n tokens at pos through the model, staging their rows first; see
+ * block_logits for nll_rows and where the last row's logits are left. */
+static int run_block(Recording *rec, const int *tokens, int n, int pos, int nll_rows, int prompt, KvError *err)
 {
     TraceWriter *w = rec->writer;
     if (trace_writer_pending(w) + n > trace_writer_stage_rows(w) && trace_writer_flush(w, err)) return -1;
@@ -95,7 +117,8 @@ static int run_block(Recording *rec, const int *tokens, int n, int pos, int prom
             return kv_fail(err, "staging token %d failed", pos + r);
     ForwardObserver obs = {rec, observe_qkv, rec->opt->trace.store_attention ? observe_attention : NULL};
     double t0 = kv_now_seconds();
-    if (forward_block(rec->model, &rec->state, tokens, n, pos, rec->logits, &obs, NULL, err)) return -1;
+    if (forward_block(rec->model, &rec->state, tokens, n, pos, NULL, &obs, NULL, err)) return -1;
+    block_logits(rec, tokens, n, pos, nll_rows);
     double dt = kv_now_seconds() - t0;
     if (prompt) {
         rec->sum->prompt_tokens += n;
@@ -130,17 +153,15 @@ static int record_sequence(Recording *rec, int *tokens, int n_prompt, int n_give
     while (pos < n_prompt) {
         if (interrupted(rec)) return 1;
         int n = n_prompt - pos < block ? n_prompt - pos : block;
-        if (run_block(rec, tokens + pos, n, pos, 1, err)) return -1;
-        for (int r = 0; r < n && pos + r + 1 < n_prompt; r++)
-            trace_writer_set_nll(rec->writer, pos + r, (float)token_nll(rec->logits + (size_t)r * V, V, tokens[pos + r + 1]));
+        int known = n_prompt - pos - 1 < n ? n_prompt - pos - 1 : n; /* rows whose next token is given */
+        if (run_block(rec, tokens + pos, n, pos, known, 1, err)) return -1;
         pos += n;
-        if (pos == n_prompt) memmove(rec->logits, rec->logits + (size_t)(n - 1) * V, (size_t)V * sizeof(float));
     }
     for (; pos < n_given; pos++) { /* given continuation, one token at a time */
         if (interrupted(rec)) return 1;
         trace_writer_set_nll(rec->writer, pos - 1, (float)token_nll(rec->logits, V, tokens[pos]));
         echo_token(m, opt->echo, tokens[pos - 1], tokens[pos]);
-        if (run_block(rec, tokens + pos, 1, pos, 0, err)) return -1;
+        if (run_block(rec, tokens + pos, 1, pos, 0, 0, err)) return -1;
     }
     for (int step = 0; step < opt->generate; step++) {
         if (interrupted(rec)) return 1;
@@ -149,7 +170,7 @@ static int record_sequence(Recording *rec, int *tokens, int n_prompt, int n_give
         trace_writer_set_nll(rec->writer, pos - 1, (float)token_nll(rec->logits, V, next));
         echo_token(m, opt->echo, tokens[pos - 1], next);
         tokens[pos] = next;
-        if (run_block(rec, tokens + pos, 1, pos, 0, err)) return -1;
+        if (run_block(rec, tokens + pos, 1, pos, 0, 0, err)) return -1;
         pos++;
     }
     if (opt->echo) fputc('\n', opt->echo);
@@ -316,7 +337,7 @@ int record_traces(const Model *m, const RecordOptions *opt, const char *path, Re
         return -1;
     }
     sum->kv_cache_bytes = 2.0 * m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * (double)capacity * sizeof(float);
-    rec.logits = malloc((size_t)block * m->cfg.vocab_size * sizeof(float));
+    rec.logits = malloc((size_t)LOGIT_ROWS * m->cfg.vocab_size * sizeof(float));
     if (!rec.logits || sampler_init(&rec.sampler, m->cfg.vocab_size, opt->temperature, opt->top_p, opt->seed)) {
         free(rec.logits);
         forward_state_free(&rec.state);
@@ -326,7 +347,10 @@ int record_traces(const Model *m, const RecordOptions *opt, const char *path, Re
     TracePlace place;
     int rc = place_begin(&place, opt, path, err);
     if (rc == 0) {
-        rec.writer = trace_writer_create(place.out.tmp, path, &meta, &opt->trace, plans.plan, plans.n, err);
+        TraceOptions trace_opt = opt->trace;
+        trace_opt.block_rows = block;
+        rec.writer = trace_writer_create(place.out.tmp, path, &meta, &trace_opt, plans.plan, plans.n, err);
+        if (rec.writer) trace_writer_kv_source(rec.writer, rec.state.key_cache, rec.state.value_cache, capacity);
         rc = rec.writer ? place_early(&place, err) : -1;
     }
     if (rec.writer) {

@@ -14,6 +14,7 @@
 #define CHUNK_ROWS 64
 #define DEFLATE_LEVEL 1            /* fast: recording must keep pace with the model */
 #define ATTENTION_STAGE_BYTES (64u << 20)
+#define STAGE_BYTES (4u << 20) /* q/k/v staging beyond one block of rows */
 
 enum { D_Q, D_K, D_V, D_KNORM, D_VL1, D_VL2, D_ATTN, D_PER_LAYER };
 static const char *LAYER_DATASETS[D_PER_LAYER] = {"q", "k", "v", "k_norm", "v_norm_l1", "v_norm_l2", "attention"};
@@ -33,10 +34,17 @@ struct TraceWriter {
     int flushed, staged; /* rows written / rows staged (absolute) */
     int *tokens;
     char **pieces;
-    float *q, *k, *v, *k_norm, *v_l1, *v_l2; /* [layer][stage row][...] */
+    /* q, k, v staged as the file stores them (float16 or float32: qkv_size
+     * bytes each), so a block of rows costs half the memory in float16 */
+    unsigned char *q, *k, *v;                /* [layer][stage row][...]; k, v NULL with a KV source */
+    size_t qkv_size;
+    /* the KV source (trace_writer_kv_source) and one layer's rows gathered from it */
+    const float *kv_keys, *kv_values;
+    int kv_capacity;
+    unsigned char *kv_rows;                  /* [stage row][n_kv_heads * head_dim] */
+    float *k_norm, *v_l1, *v_l2;             /* [layer][stage row][...] */
     float *attention;                        /* [layer][head][stage row][capacity] */
     float *nll;                              /* [capacity]; row t is known once token t+1 is */
-    uint16_t *half;
 };
 
 /* ------------------------------------------------------------ writing */
@@ -67,8 +75,8 @@ static void free_staging(TraceWriter *w)
 {
     if (w->pieces)
         for (int i = 0; i < w->stage_cap; i++) free(w->pieces[i]);
-    free(w->tokens); free(w->pieces); free(w->q); free(w->k); free(w->v); free(w->k_norm);
-    free(w->v_l1); free(w->v_l2); free(w->attention); free(w->nll); free(w->half); free(w->d_layer);
+    free(w->tokens); free(w->pieces); free(w->q); free(w->k); free(w->v); free(w->kv_rows); free(w->k_norm);
+    free(w->v_l1); free(w->v_l2); free(w->attention); free(w->nll); free(w->d_layer);
 }
 
 static int alloc_staging(TraceWriter *w)
@@ -78,19 +86,19 @@ static int alloc_staging(TraceWriter *w)
     size_t qd = (size_t)m->n_heads * m->head_dim, kvd = (size_t)m->n_kv_heads * m->head_dim;
     w->tokens = calloc(S, sizeof *w->tokens);
     w->pieces = calloc(S, sizeof *w->pieces);
-    w->q = malloc(L * S * qd * sizeof(float));
-    w->k = malloc(L * S * kvd * sizeof(float));
-    w->v = malloc(L * S * kvd * sizeof(float));
+    w->qkv_size = w->opt.half ? sizeof(uint16_t) : sizeof(float);
+    w->q = malloc(L * S * qd * w->qkv_size);
+    w->k = malloc(L * S * kvd * w->qkv_size);
+    w->v = malloc(L * S * kvd * w->qkv_size);
     w->k_norm = malloc(L * S * m->n_kv_heads * sizeof(float));
     w->v_l1 = malloc(L * S * m->n_kv_heads * sizeof(float));
     w->v_l2 = malloc(L * S * m->n_kv_heads * sizeof(float));
     w->nll = malloc((size_t)w->capacity * sizeof(float));
-    w->half = malloc(S * qd * sizeof(uint16_t));
     w->d_layer = malloc(L * D_PER_LAYER * sizeof(hid_t));
     if (w->opt.store_attention)
         w->attention = calloc(L * m->n_heads * S * (size_t)w->capacity, sizeof(float));
     return (!w->tokens || !w->pieces || !w->q || !w->k || !w->v || !w->k_norm || !w->v_l1 || !w->v_l2 || !w->nll ||
-            !w->half || !w->d_layer || (w->opt.store_attention && !w->attention))
+            !w->d_layer || (w->opt.store_attention && !w->attention))
                ? -1 : 0;
 }
 
@@ -190,6 +198,20 @@ static void writer_free(TraceWriter *w)
     free(w);
 }
 
+/* Rows staged between flushes.  A block of rows is staged whole (all layers'
+ * q/k/v are known only when the block has run), so the stage holds at least
+ * the recorder's block, in whole chunks.  Beyond that, two chunks' rows make
+ * flushes rarer for small models; for wide ones (TinyLlama: 225 KB per row)
+ * one chunk, so that staging stays small beside the model. */
+static int stage_rows(const TraceMeta *m, const TraceOptions *opt)
+{
+    size_t row_bytes = (size_t)m->n_layers * (size_t)(m->n_heads + 2 * m->n_kv_heads) * m->head_dim *
+                       (opt->half ? sizeof(uint16_t) : sizeof(float));
+    int rows = row_bytes * 2 * CHUNK_ROWS <= STAGE_BYTES ? 2 * CHUNK_ROWS : CHUNK_ROWS;
+    int block = (opt->block_rows + CHUNK_ROWS - 1) / CHUNK_ROWS * CHUNK_ROWS;
+    return block > rows ? block : rows;
+}
+
 TraceWriter *trace_writer_create(const char *path, const char *display, const TraceMeta *meta,
                                  const TraceOptions *opt, const TraceSequencePlan *plan, int n_sequences,
                                  KvError *err)
@@ -207,7 +229,7 @@ TraceWriter *trace_writer_create(const char *path, const char *display, const Tr
     w->capacity = 1;
     for (int i = 0; i < n_sequences; i++)
         if (plan[i].capacity > w->capacity) w->capacity = plan[i].capacity;
-    w->stage_cap = 2 * CHUNK_ROWS;
+    w->stage_cap = stage_rows(meta, opt);
     if (opt->store_attention) { /* bound the staged attention rows by memory */
         size_t row_bytes = (size_t)meta->n_layers * meta->n_heads * (size_t)w->capacity * sizeof(float);
         size_t rows = ATTENTION_STAGE_BYTES / row_bytes;
@@ -245,16 +267,24 @@ static int open_sequence_datasets(TraceWriter *w)
     w->d_tokens = H5Dopen2(w->seq, "tokens", H5P_DEFAULT);
     w->d_pieces = H5Dopen2(w->seq, "pieces", H5P_DEFAULT);
     w->d_nll = H5Dopen2(w->seq, "nll", H5P_DEFAULT);
-    int bad = w->d_tokens < 0 || w->d_pieces < 0 || w->d_nll < 0;
+    /* q/k/v and the norms are written a whole staged block at a time, and never
+     * read back: HDF5's chunk cache (1 MiB per open dataset, kept until close)
+     * would only hold copies of chunks already on disk, up to 6 MiB per layer.
+     * Without it each chunk is filtered and written straight through.  The
+     * attention rows fill their 64×64 chunks over several flushes: cached. */
+    hid_t uncached = H5Pcreate(H5P_DATASET_ACCESS);
+    int bad = w->d_tokens < 0 || w->d_pieces < 0 || w->d_nll < 0 || uncached < 0 ||
+              H5Pset_chunk_cache(uncached, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT) < 0;
     for (int l = 0; l < w->meta.n_layers && !bad; l++)
         for (int i = 0; i < D_PER_LAYER && !bad; i++) {
             if (i == D_ATTN && !w->opt.store_attention) continue;
             char name[64];
             snprintf(name, sizeof name, "layers/%03d/%s", l, LAYER_DATASETS[i]);
-            hid_t d = H5Dopen2(w->seq, name, H5P_DEFAULT);
+            hid_t d = H5Dopen2(w->seq, name, i == D_ATTN ? H5P_DEFAULT : uncached);
             w->d_layer[(size_t)l * D_PER_LAYER + i] = d;
             bad = d < 0;
         }
+    if (uncached >= 0) H5Pclose(uncached);
     return bad ? -1 : 0;
 }
 
@@ -297,6 +327,17 @@ static void vector_norms(const float *x, int d, float *l1, float *l2)
     *l2 = (float)sqrt(s2);
 }
 
+/* Copies n values into the stage in the file's type. */
+static void stage_values(const TraceWriter *w, unsigned char *dst, const float *src, size_t n)
+{
+    if (!w->opt.half) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    uint16_t *half = (uint16_t *)(void *)dst;
+    for (size_t i = 0; i < n; i++) half[i] = float_to_fp16(src[i]);
+}
+
 int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const float *q, const float *k,
                            const float *v)
 {
@@ -305,9 +346,11 @@ int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const flo
     if (slot0 < 0 || slot0 + n > w->stage_cap) return -1;
     size_t qd = (size_t)m->n_heads * d, kvd = (size_t)KV * d, S = (size_t)w->stage_cap;
     size_t row = (size_t)layer * S + (size_t)slot0;
-    memcpy(w->q + row * qd, q, (size_t)n * qd * sizeof(float));
-    memcpy(w->k + row * kvd, k, (size_t)n * kvd * sizeof(float));
-    memcpy(w->v + row * kvd, v, (size_t)n * kvd * sizeof(float));
+    stage_values(w, w->q + row * qd * w->qkv_size, q, (size_t)n * qd);
+    if (!w->kv_keys) {
+        stage_values(w, w->k + row * kvd * w->qkv_size, k, (size_t)n * kvd);
+        stage_values(w, w->v + row * kvd * w->qkv_size, v, (size_t)n * kvd);
+    }
     for (int r = 0; r < n; r++)
         for (int g = 0; g < KV; g++) {
             size_t at = (row + (size_t)r) * KV + (size_t)g, src = ((size_t)r * KV + g) * d;
@@ -337,12 +380,39 @@ void trace_writer_set_nll(TraceWriter *w, int pos, float nll)
     if (pos >= 0 && pos < w->capacity) w->nll[pos] = nll;
 }
 
-/* Appends rows of a q/k/v array, converting to float16 when asked. */
-static int append_qkv(TraceWriter *w, hid_t d, const float *rows, size_t n_rows, size_t width)
+void trace_writer_kv_source(TraceWriter *w, const float *keys, const float *values, int capacity)
 {
-    if (!w->opt.half) return h5_append_rows(d, H5T_NATIVE_FLOAT, (hsize_t)w->flushed, n_rows, rows);
-    for (size_t i = 0; i < n_rows * width; i++) w->half[i] = float_to_fp16(rows[i]);
-    return h5_append_rows(d, w->f16, (hsize_t)w->flushed, n_rows, w->half);
+    size_t kvd = (size_t)w->meta.n_kv_heads * w->meta.head_dim;
+    unsigned char *rows = malloc((size_t)w->stage_cap * kvd * w->qkv_size);
+    if (!rows || capacity < w->capacity) { /* keep staging copies */
+        free(rows);
+        return;
+    }
+    free(w->k); free(w->v);
+    w->k = w->v = NULL;
+    w->kv_rows = rows;
+    w->kv_keys = keys;
+    w->kv_values = values;
+    w->kv_capacity = capacity;
+}
+
+/* Rows [flushed, flushed + n) of one layer's keys or values from the KV
+ * source, as the trace stores them ([row][kv head][d], the file's type). */
+static const unsigned char *kv_source_rows(TraceWriter *w, const float *cache, int layer, int n)
+{
+    int KV = w->meta.n_kv_heads, d = w->meta.head_dim;
+    for (int r = 0; r < n; r++)
+        for (int g = 0; g < KV; g++) {
+            const float *src = cache + (((size_t)layer * KV + g) * w->kv_capacity + (size_t)(w->flushed + r)) * d;
+            stage_values(w, w->kv_rows + ((size_t)r * KV + g) * d * w->qkv_size, src, (size_t)d);
+        }
+    return w->kv_rows;
+}
+
+/* Appends staged rows of a q/k/v array (already in the file's type). */
+static int append_qkv(TraceWriter *w, hid_t d, const unsigned char *rows, size_t n_rows)
+{
+    return h5_append_rows(d, w->opt.half ? w->f16 : H5T_NATIVE_FLOAT, (hsize_t)w->flushed, n_rows, rows);
 }
 
 static int write_attention(TraceWriter *w, int layer, int rows)
@@ -375,9 +445,12 @@ static int flush_layer(TraceWriter *w, int l, int rows)
     size_t KV = (size_t)m->n_kv_heads, base = (size_t)l * S;
     hid_t *d = w->d_layer + (size_t)l * D_PER_LAYER;
     hsize_t at = (hsize_t)w->flushed;
-    if (append_qkv(w, d[D_Q], w->q + base * qd, (size_t)rows, qd) ||
-        append_qkv(w, d[D_K], w->k + base * kvd, (size_t)rows, kvd) ||
-        append_qkv(w, d[D_V], w->v + base * kvd, (size_t)rows, kvd) ||
+    size_t bytes = w->qkv_size;
+    if (append_qkv(w, d[D_Q], w->q + base * qd * bytes, (size_t)rows) ||
+        append_qkv(w, d[D_K], w->kv_keys ? kv_source_rows(w, w->kv_keys, l, rows) : w->k + base * kvd * bytes,
+                   (size_t)rows) ||
+        append_qkv(w, d[D_V], w->kv_values ? kv_source_rows(w, w->kv_values, l, rows) : w->v + base * kvd * bytes,
+                   (size_t)rows) ||
         h5_append_rows(d[D_KNORM], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->k_norm + base * KV) ||
         h5_append_rows(d[D_VL1], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->v_l1 + base * KV) ||
         h5_append_rows(d[D_VL2], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->v_l2 + base * KV))

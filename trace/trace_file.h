@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
     int store_attention; /* also store attention probabilities [heads][T][T] */
     int half;            /* q, k, v as float16 */
+    int block_rows;      /* most rows the recorder runs at once (0: a few) */
 } TraceOptions;
 
 /* What is known of a sequence before its recording starts. */
@@ -72,6 +73,10 @@ int trace_writer_stage_rows(const TraceWriter *w);
 int trace_writer_stage_token(TraceWriter *w, int pos, int token, const char *piece);
 int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const float *q, const float *k,
                            const float *v);
+/* The recorder's KV cache, [n_layers][n_kv_heads][capacity][head_dim] keys and
+ * values, which hold every staged row's k and v until the flush: given it,
+ * the writer reads k and v from there instead of staging copies of them. */
+void trace_writer_kv_source(TraceWriter *w, const float *keys, const float *values, int capacity);
 int trace_writer_stage_attention(TraceWriter *w, int layer, int head, int pos0, int n, const float *probs, int ld);
 void trace_writer_set_nll(TraceWriter *w, int pos, float nll);
 /* Rows staged and not yet written. */
