@@ -77,6 +77,7 @@ typedef struct {
     int *ideal_tokens;    /* [T] scratch: the ideal (or a selector's) set as a token list */
     const float **q_row; /* [n_heads] q_t of each head, for selectors */
     double attention_seconds; /* thread CPU time computing or reading attention */
+    double stretch_cpu, stretch_ticks, softmax_ticks; /* the stretch of rows being timed (stretch_begin) */
     int *positions;       /* [T] 0, 1, 2, ...: the held list of a cache holding everything */
     double *whole_sum;    /* [n_heads] Σ of the whole row ... */
     int *whole_row;       /* [n_heads] ... of this row (-1: none yet) */
@@ -103,18 +104,47 @@ static int fill_block(Replay *x, int t0, int n, KvError *err)
     return rc;
 }
 
+/* A cheap clock for the rows' attention share: the time-stamp counter
+ * (a few cycles) where there is one, else the monotonic clock. */
+static double ticks(void)
+{
+#ifdef KV_X86_KERNELS
+    return (double)__rdtsc();
+#else
+    return kv_now_seconds();
+#endif
+}
+
+/* The rows' normalisation runs between their replays, too briefly to read
+ * the thread CPU clock (a system call) around each.  So a stretch of rows
+ * reads it once at each end and counts as attention the share of the
+ * stretch's CPU time that the normalisation took on the cheap clock:
+ * a busy machine's preemptions fall on both parts alike. */
+static void stretch_begin(Replay *x)
+{
+    x->stretch_cpu = replay_thread_seconds();
+    x->stretch_ticks = ticks();
+    x->softmax_ticks = 0;
+}
+
+static void stretch_end(Replay *x)
+{
+    double cpu = replay_thread_seconds() - x->stretch_cpu, total = ticks() - x->stretch_ticks;
+    if (total > 0) x->attention_seconds += cpu * (x->softmax_ticks < total ? x->softmax_ticks / total : 1.0);
+}
+
 /* Row r (= step t) of the block, normalised for every head. */
 static int ready_row(Replay *x, int t, int r, KvError *err)
 {
     const UnitData *u = x->u;
     if (u->read_attention) return 0;
-    double start = kv_now_seconds(); /* per row: the monotonic clock is the cheap one */
+    double start = ticks();
     int rc = 0;
     for (int h = 0; h < u->n_heads && rc == 0; h++)
         if (attention_softmax_row(x->block + ((size_t)h * x->rb + r) * u->T, t))
             rc = kv_fail(err, "kv head %d, query %d of the unit, row %d: the attention logits q·k/√d are not "
                          "finite (q or k too large for float)", u->unit, h, t);
-    x->attention_seconds += kv_now_seconds() - start;
+    x->softmax_ticks += ticks() - start;
     return rc;
 }
 
@@ -421,10 +451,12 @@ static int hindsight_rows(void *ctx, int t0, int n, float *out, long ld, KvError
     for (int done = 0; done < n;) {
         int m = n - done < x->rb ? n - done : x->rb;
         if (fill_block(x, t0 + done, m, err)) return -1;
+        stretch_begin(x);
         for (int r = 0; r < m; r++) {
             if (ready_row(x, t0 + done + r, r, err)) return -1;
             group_sum(x, r, t0 + done + r, out + (size_t)(done + r) * ld);
         }
+        stretch_end(x);
         done += m;
     }
     return 0;
@@ -499,8 +531,10 @@ int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const Rep
     for (int t0 = 0; t0 < u->T && rc == 0; t0 += x.rb) {
         int n = u->T - t0 < x.rb ? u->T - t0 : x.rb;
         rc = fill_block(&x, t0, n, err);
+        stretch_begin(&x);
         for (int r = 0; r < n && rc == 0; r++)
             if ((rc = ready_row(&x, t0 + r, r, err)) == 0) step_row(&x, t0 + r, r);
+        stretch_end(&x);
     }
     teardown(&x);
     if (attention_seconds) *attention_seconds = x.attention_seconds;
