@@ -155,17 +155,33 @@ static const float *row_of(const Replay *x, int h, int r) { return x->block + ((
 /* Σ a[held[j]] over j < n in double, in four chains by j mod 4 (the order
  * every replay since the first has used, so sums are reproducible); g
  * (optional) receives the gathered values.  With AVX2 the four chains are
- * the lanes of one register and every four held tokens that are neighbours
- * (a recent window, a run of heavy hitters) load as one vector; else a
+ * the lanes of one register; sixteen held tokens that are neighbours (a
+ * recent window, a run of heavy hitters) load as four vectors, others one
+ * by one without a branch: a test per four tokens would be mispredicted
+ * wherever short runs and gaps alternate (tova, a2sf).  Without AVX2 a
  * contiguous held list (full, window) is summed without the indirection. */
+__attribute__((target("avx2")))
+static inline __m128 gather4(const float *a, const int *held)
+{
+    return _mm_setr_ps(a[held[0]], a[held[1]], a[held[2]], a[held[3]]);
+}
+
 __attribute__((target("avx2")))
 static double held_sum_avx2(const float *a, const int *held, int n, float *g)
 {
     __m256d chains = _mm256_setzero_pd();
     int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const float *run = a + held[j];
+        int contiguous = held[j + 15] - held[j] == 15;
+        for (int k = 0; k < 16; k += 4) {
+            __m128 v = contiguous ? _mm_loadu_ps(run + k) : gather4(a, held + j + k);
+            if (g) _mm_storeu_ps(g + j + k, v);
+            chains = _mm256_add_pd(chains, _mm256_cvtps_pd(v));
+        }
+    }
     for (; j + 4 <= n; j += 4) {
-        __m128 v = held[j + 3] - held[j] == 3 ? _mm_loadu_ps(a + held[j])
-                                              : _mm_setr_ps(a[held[j]], a[held[j + 1]], a[held[j + 2]], a[held[j + 3]]);
+        __m128 v = gather4(a, held + j);
         if (g) _mm_storeu_ps(g + j, v);
         chains = _mm256_add_pd(chains, _mm256_cvtps_pd(v));
     }
