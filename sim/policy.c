@@ -373,44 +373,60 @@ static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
     if (first_recent < *lo) *hi = *lo; /* the windows overlap: nothing is free */
 }
 
-/* The lowest score in [lo, hi), the oldest slot on ties: one pass keeping,
- * per lane, the least score and its first slot; the lanes are merged at the
- * end.  AVX2 when the CPU has it (16 slots per step), else scalar. */
+/* The lowest score in [lo, hi), the oldest slot on ties: one pass for the
+ * least score, a second for its first slot (which stops there, on average
+ * halfway).  Both are branch-free vector loops: AVX-512 or AVX2 when the CPU
+ * has them, else scalar.  Scores are never NaN (attention rows are checked
+ * finite); -0 and +0 tie, as under <. */
+__attribute__((target("avx512f")))
+static int lowest_score_avx512(const float *s, int lo, int hi)
+{
+    __m512 m0 = _mm512_set1_ps(INFINITY), m1 = m0;
+    int j = lo;
+    for (; j + 32 <= hi; j += 32) {
+        m0 = _mm512_min_ps(_mm512_loadu_ps(s + j), m0);
+        m1 = _mm512_min_ps(_mm512_loadu_ps(s + j + 16), m1);
+    }
+    float least = _mm512_reduce_min_ps(_mm512_min_ps(m0, m1));
+    for (; j < hi; j++) least = s[j] < least ? s[j] : least;
+    __m512 target = _mm512_set1_ps(least);
+    for (j = lo; j + 16 <= hi; j += 16) {
+        __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), target, _CMP_EQ_OQ);
+        if (eq) return j + __builtin_ctz(eq);
+    }
+    for (; j < hi; j++)
+        if (s[j] == least) return j;
+    return lo;
+}
+
 __attribute__((target("avx2")))
 static int lowest_score_avx2(const float *s, int lo, int hi)
 {
-    __m256 m0 = _mm256_loadu_ps(s + lo), m1 = _mm256_loadu_ps(s + lo + 8);
-    __m256i step = _mm256_set1_epi32(16);
-    __m256i i0 = _mm256_add_epi32(_mm256_set1_epi32(lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i i1 = _mm256_add_epi32(i0, _mm256_set1_epi32(8)), a0 = i0, a1 = i1;
-    int j = lo + 16;
+    __m256 m0 = _mm256_set1_ps(INFINITY), m1 = m0;
+    int j = lo;
     for (; j + 16 <= hi; j += 16) {
-        i0 = _mm256_add_epi32(i0, step);
-        i1 = _mm256_add_epi32(i1, step);
-        __m256 v0 = _mm256_loadu_ps(s + j), v1 = _mm256_loadu_ps(s + j + 8);
-        __m256 l0 = _mm256_cmp_ps(v0, m0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(v1, m1, _CMP_LT_OQ);
-        m0 = _mm256_blendv_ps(m0, v0, l0);
-        m1 = _mm256_blendv_ps(m1, v1, l1);
-        a0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a0), _mm256_castsi256_ps(i0), l0));
-        a1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a1), _mm256_castsi256_ps(i1), l1));
+        m0 = _mm256_min_ps(_mm256_loadu_ps(s + j), m0);
+        m1 = _mm256_min_ps(_mm256_loadu_ps(s + j + 8), m1);
     }
-    float lane[16];
-    int at[16];
-    _mm256_storeu_ps(lane, m0);
-    _mm256_storeu_ps(lane + 8, m1);
-    _mm256_storeu_si256((__m256i *)(void *)at, a0);
-    _mm256_storeu_si256((__m256i *)(void *)(at + 8), a1);
-    int best = at[0];
-    for (int k = 1; k < 16; k++)
-        if (lane[k] < s[best] || (lane[k] == s[best] && at[k] < best)) best = at[k];
+    float lane[8], least;
+    _mm256_storeu_ps(lane, _mm256_min_ps(m0, m1));
+    least = lane[0];
+    for (int k = 1; k < 8; k++) least = lane[k] < least ? lane[k] : least;
+    for (; j < hi; j++) least = s[j] < least ? s[j] : least;
+    __m256 target = _mm256_set1_ps(least);
+    for (j = lo; j + 8 <= hi; j += 8) {
+        int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j), target, _CMP_EQ_OQ));
+        if (eq) return j + __builtin_ctz((unsigned)eq);
+    }
     for (; j < hi; j++)
-        if (s[j] < s[best]) best = j;
-    return best;
+        if (s[j] == least) return j;
+    return lo;
 }
 
 static int lowest_score(const Policy *p, int lo, int hi)
 {
     const float *s = p->score;
+    if (hi - lo >= 32 && __builtin_cpu_supports("avx512f")) return lowest_score_avx512(s, lo, hi);
     if (hi - lo >= 32 && __builtin_cpu_supports("avx2")) return lowest_score_avx2(s, lo, hi);
     int best = lo;
     for (int j = lo + 1; j < hi; j++)
