@@ -473,5 +473,18 @@ int policy_evict(Policy *p, int t)
 
 void policy_observe(Policy *p, const float *r, int t)
 {
-    if (p->ops->observe) p->ops->observe(p, r, t);
+    if (p->ops->observe_scaled) p->ops->observe_scaled(p, r, 1.0f, t); /* x * 1 == x */
+    else if (p->ops->observe) p->ops->observe(p, r, t);
+}
+
+void policy_observe_scaled(Policy *p, const float *g, float factor, float *scratch, int t)
+{
+    if (p->ops->observe_scaled) {
+        p->ops->observe_scaled(p, g, factor, t);
+        return;
+    }
+    if (!p->ops->observe) return;
+    if (g != scratch || factor != 1.0f) /* x * 1 == x: a row already scaled is observed as it is */
+        for (int j = 0; j < p->n; j++) scratch[j] = g[j] * factor;
+    p->ops->observe(p, scratch, t);
 }

@@ -291,21 +291,34 @@ static void full_outputs(Replay *x, int t, int r)
                     x->full_out + (size_t)h * u->d, 1);
 }
 
-/* Mass, KL, error of the held set for every head; builds the observed row. */
-static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, int reported, int error_row,
-                        float *observed)
+/* The observed row r of a policy: r[j] = values[j] * factor (a float
+ * product), so that a one-head unit's row is scaled by the policy as it
+ * reads it rather than in a pass of its own. */
+typedef struct {
+    const float *values;
+    float factor;
+} ObservedRow;
+
+/* Mass, KL, error of the held set for every head; builds the observed row
+ * when observed (scratch) is given. */
+static ObservedRow attend_held(Replay *x, int c, int t, int r, const int *held, int n, int reported, int error_row,
+                               float *observed)
 {
     ReplayResult *res = &x->out[c];
     const UnitData *u = x->u;
+    ObservedRow row = {observed, 1.0f};
     double mean_mass = 0;
     int whole = n == t + 1; /* every token held (full, or any policy before its budget fills) */
+    int one_head = u->n_heads == 1;
     for (int h = 0; h < u->n_heads; h++) {
         const float *a = row_of(x, h, r);
         float *g = h == 0 ? observed : x->gathered; /* head 0 is scaled in place */
         double m = whole ? whole_row_sum(x, h, t, a) : held_sum(a, held, n, observed ? g : NULL);
         if (m < MIN_MASS) m = MIN_MASS;
         float inv = (float)(1.0 / m);
-        if (observed && whole) { /* contiguous from here on: these loops vectorise */
+        if (observed && one_head) /* the policy scales it */
+            row = (ObservedRow){whole ? a : observed, inv};
+        else if (observed && whole) { /* contiguous from here on: these loops vectorise */
             if (h == 0)
                 for (int j = 0; j < n; j++) observed[j] = a[j] * inv;
             else
@@ -327,6 +340,7 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
         res->rows++;
         res->sampled_rows += error_row;
     }
+    return row;
 }
 
 static void record_retention(const Replay *x, int c, int t, const int *held, int n)
@@ -372,9 +386,9 @@ static void attend_policy(Replay *x, int c, int t, int r, int error_row)
     Policy *p = &x->pol[c];
     int reported = t >= x->first_reported[c];
     if (reported && error_row) add_overlap(x, c, p->tokens, p->n);
-    attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
-                p->ops->uses_attention ? x->observed : NULL);
-    if (p->ops->uses_attention) policy_observe(p, x->observed, t);
+    ObservedRow row = attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
+                                  p->ops->uses_attention ? x->observed : NULL);
+    if (p->ops->uses_attention) policy_observe_scaled(p, row.values, row.factor, x->observed, t);
     record_retention(x, c, t, p->tokens, p->n);
 }
 
