@@ -320,9 +320,9 @@ int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, i
 void policy_destroy(Policy *p)
 {
     if (p->ops && p->ops->destroy) p->ops->destroy(p);
-    free(p->tokens);
-    free(p->score);
-    free(p->aux);
+    free(p->tokens ? p->tokens - p->shift : NULL);
+    free(p->score ? p->score - p->shift : NULL);
+    free(p->aux ? p->aux - p->shift : NULL);
     free(p->token_score);
     free(p->heap);
     memset(p, 0, sizeof *p);
@@ -352,12 +352,31 @@ int policy_find(const Policy *p, int token)
     return lo < p->n && p->tokens[lo] == token ? lo : -1;
 }
 
+/* Moves n slots of every per-slot array from index `from` to `to`. */
+static void move_slots(Policy *p, int from, int to, int n)
+{
+    memmove(p->tokens + to, p->tokens + from, (size_t)n * sizeof *p->tokens);
+    memmove(p->score + to, p->score + from, (size_t)n * sizeof *p->score);
+    if (p->aux) memmove(p->aux + to, p->aux + from, (size_t)n * sizeof *p->aux);
+}
+
+/* Closes the gap of a removed slot by moving the shorter side: the slots
+ * after it down, or those before it up, the arrays' start following them
+ * (shift).  Slots keep their order, so nothing else can tell which.  The
+ * start moves once per removal at most, so shift + n never exceeds the
+ * tokens inserted: the allocations (capacity + 1) always have room. */
 static void remove_slot(Policy *p, int slot)
 {
-    size_t tail = (size_t)(p->n - slot - 1);
-    memmove(p->tokens + slot, p->tokens + slot + 1, tail * sizeof *p->tokens);
-    memmove(p->score + slot, p->score + slot + 1, tail * sizeof *p->score);
-    if (p->aux) memmove(p->aux + slot, p->aux + slot + 1, tail * sizeof *p->aux);
+    int before = slot, after = p->n - slot - 1;
+    if (before < after) {
+        move_slots(p, 0, 1, before);
+        p->tokens++;
+        p->score++;
+        if (p->aux) p->aux++;
+        p->shift++;
+    } else {
+        move_slots(p, slot + 1, slot, after);
+    }
     p->n--;
 }
 

@@ -166,6 +166,7 @@ struct Policy {
     int *tokens;         /* [capacity] positions held, increasing */
     float *score;        /* [capacity] per slot: lowest goes first */
     float *aux;          /* [capacity] per slot ‖v‖₁, for policies that use it (else NULL) */
+    int shift;           /* slots tokens, score and aux start after their allocations (policy_remove) */
     /* KIND_SCAN with decay: true score = score * scale */
     double scale;
     /* KIND_STATIC */
