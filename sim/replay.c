@@ -79,6 +79,8 @@ typedef struct {
     double attention_seconds; /* thread CPU time computing or reading attention */
     double stretch_cpu, stretch_ticks, softmax_ticks; /* the stretch of rows being timed (stretch_begin) */
     int *positions;       /* [T] 0, 1, 2, ...: the held list of a cache holding everything */
+    int *evicted;         /* [EVICTED_MAX][2] (config, age) of evictions not yet counted */
+    int n_evicted;
     double *whole_sum;    /* [n_heads] Σ of the whole row ... */
     int *whole_row;       /* [n_heads] ... of this row (-1: none yet) */
 } Replay;
@@ -353,14 +355,27 @@ static void record_retention(const Replay *x, int c, int t, const int *held, int
 
 /* ---------------------------------------------------------------- one step */
 
+/* Evictions are counted by age into T bins, one scattered bin per row,
+ * which the attention block pushes out of cache between rows: counted a
+ * block of rows at a time their cache misses overlap instead of stalling
+ * each row. */
+enum { EVICTED_MAX = 1024 };
+
+static void count_evictions(Replay *x)
+{
+    for (int i = 0; i < x->n_evicted; i++) x->out[x->evicted[2 * i]].evict_age[x->evicted[2 * i + 1]]++;
+    x->n_evicted = 0;
+}
+
 static void evict_to_budget(Replay *x, int c, int t)
 {
     Policy *p = &x->pol[c];
-    long *age = x->out[c].evict_age;
     while (p->n > p->budget) {
         int token = policy_evict(p, t);
         if (token < 0) break; /* all protected: refused up front, so unreachable */
-        age[t - token]++;
+        if (x->n_evicted == EVICTED_MAX) count_evictions(x);
+        x->evicted[2 * x->n_evicted] = c;
+        x->evicted[2 * x->n_evicted++ + 1] = t - token;
     }
 }
 
@@ -525,10 +540,11 @@ static int setup(Replay *x, KvError *err)
     x->q_row = malloc((size_t)u->n_heads * sizeof *x->q_row);
     x->positions = malloc(T * sizeof(int));
     x->whole_sum = malloc((size_t)u->n_heads * sizeof(double));
+    x->evicted = malloc(2 * EVICTED_MAX * sizeof(int));
     x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
     if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
         !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out ||
-        !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row)
+        !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row || !x->evicted)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int i = 0; i < u->T; i++) x->positions[i] = i;
     for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
@@ -551,6 +567,7 @@ static void teardown(Replay *x)
     free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
     free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
     free(x->held_out); free(x->ideal_tokens); free(x->q_row); free(x->positions); free(x->whole_sum); free(x->whole_row);
+    free(x->evicted);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
@@ -564,6 +581,7 @@ int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const Rep
         stretch_begin(&x);
         for (int r = 0; r < n && rc == 0; r++)
             if ((rc = ready_row(&x, t0 + r, r, err)) == 0) step_row(&x, t0 + r, r);
+        count_evictions(&x);
         stretch_end(&x);
     }
     teardown(&x);
