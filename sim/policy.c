@@ -394,9 +394,10 @@ static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
 
 /* The lowest score in [lo, hi), the oldest slot on ties: one pass for the
  * least score, a second for its first slot (which stops there, on average
- * halfway).  Both are branch-free vector loops: AVX-512 or AVX2 when the CPU
- * has them, else scalar.  Scores are never NaN (attention rows are checked
- * finite); -0 and +0 tie, as under <. */
+ * halfway), both on vectors: AVX-512 or AVX2 when the CPU has them, else
+ * one scalar pass.  -0 and +0 tie, as under <; the vector passes skip NaN
+ * scores (only NaNs in stored attention rows make them) while a number is
+ * left. */
 __attribute__((target("avx512f")))
 static int lowest_score_avx512(const float *s, int lo, int hi)
 {
