@@ -3,8 +3,8 @@ traces, against NumPy peers of the same replay (a benchmark, not a test).
 
 usage: bench_simulate.py KVTRACE TRACE WORKDIR [SECTION...]
 
-SECTIONs (default: all, in this order): stories, replay, peers, error, stored,
-optimal, threads, analyze, e2e.  Environment: SIM_LAYERS (layers of the
+SECTIONs (default: all, in this order): stories, replay, taskclock, long, peers,
+error, stored, optimal, threads, analyze, e2e.  Environment: SIM_LAYERS (layers of the
 4096-token trace, default 2), E2E_T (tokens of the end-to-end trace, default
 32768), E2E_LAYERS (its layers, measured; default 2, extrapolated to 32),
 ANALYZE_T (default 32768).
@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 from synthetic import write_layer  # noqa: E402
 
 KVTRACE, TRACE, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
-SECTIONS = sys.argv[4:] or ["stories", "replay", "peers", "error", "stored", "optimal", "threads", "analyze", "e2e"]
+SECTIONS = sys.argv[4:] or ["stories", "replay", "taskclock", "long", "peers", "error", "stored", "optimal", "threads",
+                            "analyze", "e2e"]
 LAYERS = int(os.environ.get("SIM_LAYERS", "2"))
 E2E_T, E2E_LAYERS = int(os.environ.get("E2E_T", "32768")), int(os.environ.get("E2E_LAYERS", "2"))
 ANALYZE_T = int(os.environ.get("ANALYZE_T", "32768"))
@@ -277,6 +278,49 @@ def syn():
 
 def section_replay():
     table(f"synthetic 7B-shaped trace, {LAYERS} layers", syn(), FOUR, "20%")
+
+
+def task_clock(trace, *args):
+    """(task-clock ms of `kvtrace simulate` by perf stat, its results' attributes)."""
+    out = os.path.join(WORK, "bench-results.h5")
+    for f in (out, out[:-3] + ".csv"):
+        if os.path.exists(f):
+            os.remove(f)
+    p = subprocess.run(["perf", "stat", "-x,", "-e", "task-clock", KVTRACE, "simulate", trace, "--error-stride", "0",
+                        *args, "-o", out], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ms = float(next(line for line in p.stderr.splitlines() if "task-clock" in line).split(",")[0])
+    with h5py.File(out) as f:
+        return ms, dict(f.attrs)
+
+
+def section_taskclock():
+    """The replay's speed without kvtrace's own split of its CPU time: a run with 9 budgets (819..827 tokens)
+    does the attention, loading and writing of a run with 1, so their task-clocks differ by 8 replays."""
+    if subprocess.run(["perf", "stat", "true"], capture_output=True).returncode != 0:
+        print("\n  taskclock: skipped (perf stat does not run here)")
+        return
+    trace, nine = syn(), ",".join(str(b) for b in range(819, 828))
+    print(f"\nsynthetic 7B-shaped trace, {LAYERS} layers: replay by perf stat task-clock, 9 budgets less 1, one thread "
+          f"({load()})")
+    for p in FOUR:
+        ms1, a1 = task_clock(trace, "--policy", p, "--budget", "819", "--threads", "1")
+        ms9, a9 = task_clock(trace, "--policy", p, "--budget", nine, "--threads", "1")
+        rate = (a9["entries"] - a1["entries"]) / ((ms9 - ms1) / 1e3) / 1e9
+        print(f"  {p:<8} {rate:.2f} G entries/s per core   ({load()})")
+
+
+def section_long():
+    """The replay at E2E_T tokens: one unit (kv head 0 of one layer), 8 budgets."""
+    path = os.path.join(WORK, f"long-{E2E_T}.h5")
+    long_trace(path, 1, E2E_T)
+    print(f"\n{E2E_T} tokens, one unit (layer 0, kv head 0), budgets {EIGHT_BUDGETS}, one thread, output error off "
+          f"({load()})")
+    print(f"  {'policy':<8} {'entries':>14} {'replay G/s/core':>16} {'with attention':>15}")
+    for p in FOUR:
+        a = simulate(path, "--policy", p, "--budget", EIGHT_BUDGETS, "--heads", "0", "--threads", "1")
+        replay, with_attention = per_core(a)
+        print(f"  {p:<8} {a['entries']:>14,d} {replay:>16.2f} {with_attention:>15.3f}   ({load()})")
+    os.remove(path)
 
 
 def section_peers():

@@ -320,9 +320,9 @@ int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, i
 void policy_destroy(Policy *p)
 {
     if (p->ops && p->ops->destroy) p->ops->destroy(p);
-    free(p->tokens);
-    free(p->score);
-    free(p->aux);
+    free(p->tokens ? p->tokens - p->shift : NULL);
+    free(p->score ? p->score - p->shift : NULL);
+    free(p->aux ? p->aux - p->shift : NULL);
     free(p->token_score);
     free(p->heap);
     memset(p, 0, sizeof *p);
@@ -352,12 +352,31 @@ int policy_find(const Policy *p, int token)
     return lo < p->n && p->tokens[lo] == token ? lo : -1;
 }
 
+/* Moves n slots of every per-slot array from index `from` to `to`. */
+static void move_slots(Policy *p, int from, int to, int n)
+{
+    memmove(p->tokens + to, p->tokens + from, (size_t)n * sizeof *p->tokens);
+    memmove(p->score + to, p->score + from, (size_t)n * sizeof *p->score);
+    if (p->aux) memmove(p->aux + to, p->aux + from, (size_t)n * sizeof *p->aux);
+}
+
+/* Closes the gap of a removed slot by moving the shorter side: the slots
+ * after it down, or those before it up, the arrays' start following them
+ * (shift).  Slots keep their order, so nothing else can tell which.  The
+ * start moves once per removal at most, so shift + n never exceeds the
+ * tokens inserted: the allocations (capacity + 1) always have room. */
 static void remove_slot(Policy *p, int slot)
 {
-    size_t tail = (size_t)(p->n - slot - 1);
-    memmove(p->tokens + slot, p->tokens + slot + 1, tail * sizeof *p->tokens);
-    memmove(p->score + slot, p->score + slot + 1, tail * sizeof *p->score);
-    if (p->aux) memmove(p->aux + slot, p->aux + slot + 1, tail * sizeof *p->aux);
+    int before = slot, after = p->n - slot - 1;
+    if (before < after) {
+        move_slots(p, 0, 1, before);
+        p->tokens++;
+        p->score++;
+        if (p->aux) p->aux++;
+        p->shift++;
+    } else {
+        move_slots(p, slot + 1, slot, after);
+    }
     p->n--;
 }
 
@@ -373,44 +392,61 @@ static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
     if (first_recent < *lo) *hi = *lo; /* the windows overlap: nothing is free */
 }
 
-/* The lowest score in [lo, hi), the oldest slot on ties: one pass keeping,
- * per lane, the least score and its first slot; the lanes are merged at the
- * end.  AVX2 when the CPU has it (16 slots per step), else scalar. */
+/* The lowest score in [lo, hi), the oldest slot on ties: one pass for the
+ * least score, a second for its first slot (which stops there, on average
+ * halfway), both on vectors: AVX-512 or AVX2 when the CPU has them, else
+ * one scalar pass.  -0 and +0 tie, as under <; the vector passes skip NaN
+ * scores (only NaNs in stored attention rows make them) while a number is
+ * left. */
+__attribute__((target("avx512f")))
+static int lowest_score_avx512(const float *s, int lo, int hi)
+{
+    __m512 m0 = _mm512_set1_ps(INFINITY), m1 = m0;
+    int j = lo;
+    for (; j + 32 <= hi; j += 32) {
+        m0 = _mm512_min_ps(_mm512_loadu_ps(s + j), m0);
+        m1 = _mm512_min_ps(_mm512_loadu_ps(s + j + 16), m1);
+    }
+    float least = _mm512_reduce_min_ps(_mm512_min_ps(m0, m1));
+    for (; j < hi; j++) least = s[j] < least ? s[j] : least;
+    __m512 target = _mm512_set1_ps(least);
+    for (j = lo; j + 16 <= hi; j += 16) {
+        __mmask16 eq = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + j), target, _CMP_EQ_OQ);
+        if (eq) return j + __builtin_ctz(eq);
+    }
+    for (; j < hi; j++)
+        if (s[j] == least) return j;
+    return lo;
+}
+
 __attribute__((target("avx2")))
 static int lowest_score_avx2(const float *s, int lo, int hi)
 {
-    __m256 m0 = _mm256_loadu_ps(s + lo), m1 = _mm256_loadu_ps(s + lo + 8);
-    __m256i step = _mm256_set1_epi32(16);
-    __m256i i0 = _mm256_add_epi32(_mm256_set1_epi32(lo), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i i1 = _mm256_add_epi32(i0, _mm256_set1_epi32(8)), a0 = i0, a1 = i1;
-    int j = lo + 16;
+    __m256 m0 = _mm256_set1_ps(INFINITY), m1 = m0;
+    int j = lo;
     for (; j + 16 <= hi; j += 16) {
-        i0 = _mm256_add_epi32(i0, step);
-        i1 = _mm256_add_epi32(i1, step);
-        __m256 v0 = _mm256_loadu_ps(s + j), v1 = _mm256_loadu_ps(s + j + 8);
-        __m256 l0 = _mm256_cmp_ps(v0, m0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(v1, m1, _CMP_LT_OQ);
-        m0 = _mm256_blendv_ps(m0, v0, l0);
-        m1 = _mm256_blendv_ps(m1, v1, l1);
-        a0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a0), _mm256_castsi256_ps(i0), l0));
-        a1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(a1), _mm256_castsi256_ps(i1), l1));
+        m0 = _mm256_min_ps(_mm256_loadu_ps(s + j), m0);
+        m1 = _mm256_min_ps(_mm256_loadu_ps(s + j + 8), m1);
     }
-    float lane[16];
-    int at[16];
-    _mm256_storeu_ps(lane, m0);
-    _mm256_storeu_ps(lane + 8, m1);
-    _mm256_storeu_si256((__m256i *)(void *)at, a0);
-    _mm256_storeu_si256((__m256i *)(void *)(at + 8), a1);
-    int best = at[0];
-    for (int k = 1; k < 16; k++)
-        if (lane[k] < s[best] || (lane[k] == s[best] && at[k] < best)) best = at[k];
+    float lane[8], least;
+    _mm256_storeu_ps(lane, _mm256_min_ps(m0, m1));
+    least = lane[0];
+    for (int k = 1; k < 8; k++) least = lane[k] < least ? lane[k] : least;
+    for (; j < hi; j++) least = s[j] < least ? s[j] : least;
+    __m256 target = _mm256_set1_ps(least);
+    for (j = lo; j + 8 <= hi; j += 8) {
+        int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j), target, _CMP_EQ_OQ));
+        if (eq) return j + __builtin_ctz((unsigned)eq);
+    }
     for (; j < hi; j++)
-        if (s[j] < s[best]) best = j;
-    return best;
+        if (s[j] == least) return j;
+    return lo;
 }
 
 static int lowest_score(const Policy *p, int lo, int hi)
 {
     const float *s = p->score;
+    if (hi - lo >= 32 && __builtin_cpu_supports("avx512f")) return lowest_score_avx512(s, lo, hi);
     if (hi - lo >= 32 && __builtin_cpu_supports("avx2")) return lowest_score_avx2(s, lo, hi);
     int best = lo;
     for (int j = lo + 1; j < hi; j++)
@@ -457,5 +493,18 @@ int policy_evict(Policy *p, int t)
 
 void policy_observe(Policy *p, const float *r, int t)
 {
-    if (p->ops->observe) p->ops->observe(p, r, t);
+    if (p->ops->observe_scaled) p->ops->observe_scaled(p, r, 1.0f, t); /* x * 1 == x */
+    else if (p->ops->observe) p->ops->observe(p, r, t);
+}
+
+void policy_observe_scaled(Policy *p, const float *g, float factor, float *scratch, int t)
+{
+    if (p->ops->observe_scaled) {
+        p->ops->observe_scaled(p, g, factor, t);
+        return;
+    }
+    if (!p->ops->observe) return;
+    if (g != scratch || factor != 1.0f) /* x * 1 == x: a row already scaled is observed as it is */
+        for (int j = 0; j < p->n; j++) scratch[j] = g[j] * factor;
+    p->ops->observe(p, scratch, t);
 }

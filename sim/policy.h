@@ -137,6 +137,10 @@ typedef struct {
     /* KIND_SCAN: initial score of a new token; KIND_STATIC: its fixed score */
     float (*enter_score)(Policy *p, int token, const TokenFeatures *f);
     void (*observe)(Policy *p, const float *r, int t);
+    /* instead of observe: r[j] = g[j] * factor (a float product), read in the
+     * same pass that updates the scores (a one-head unit's row is never
+     * scaled on its own) */
+    void (*observe_scaled)(Policy *p, const float *g, float factor, int t);
     /* returns the slot in [lo, hi) to evict; NULL = lowest score, oldest on ties */
     int (*victim)(Policy *p, int lo, int hi, int t);
     /* the score victim() ranked slot by, just after it ran; NULL = score[slot] * scale */
@@ -162,6 +166,7 @@ struct Policy {
     int *tokens;         /* [capacity] positions held, increasing */
     float *score;        /* [capacity] per slot: lowest goes first */
     float *aux;          /* [capacity] per slot ‖v‖₁, for policies that use it (else NULL) */
+    int shift;           /* slots tokens, score and aux start after their allocations (policy_remove) */
     /* KIND_SCAN with decay: true score = score * scale */
     double scale;
     /* KIND_STATIC */
@@ -204,11 +209,15 @@ int policy_candidate(Policy *p, int t, float *score);
 int policy_remove(Policy *p, int slot);
 /* r[j] is the observed attention (group sum) of tokens[j], j < n. */
 void policy_observe(Policy *p, const float *r, int t);
+/* The same with r[j] = g[j] * factor: policies with observe_scaled read g
+ * directly; for the others r is written into scratch (which may be g). */
+void policy_observe_scaled(Policy *p, const float *g, float factor, float *scratch, int t);
 /* Slot of a held token, or -1. */
 int policy_find(const Policy *p, int token);
 
 /* Helpers shared by policies. */
-void a2sf_decayed_add(Policy *p, double alpha, const float *r, const float *weight);
+/* a2sf's update with r[j] = g[j] * factor, weighted by weight[j] (or not, NULL). */
+void a2sf_decayed_add(Policy *p, double alpha, const float *g, float factor, const float *weight);
 
 /* Recent-window tokens for a budget: floor(recent * B + 0.5). */
 int policy_recent_tokens(double recent, int budget);

@@ -22,11 +22,31 @@ static int a2sf_init(Policy *p, KvError *err)
     return 0;
 }
 
+/* score[j] += r[j] * weight[j] * inv (weight NULL: 1), r[j] = g[j] * factor;
+ * each product its own statement, never fused into the add. */
+__attribute__((target_clones("avx2", "default")))
+static void scaled_add(float *restrict score, const float *g, float factor, const float *weight, float inv, int n)
+{
+    if (weight)
+        for (int j = 0; j < n; j++) {
+            float r = g[j] * factor, term = r * weight[j] * inv;
+            score[j] += term;
+        }
+    else
+        for (int j = 0; j < n; j++) {
+            float r = g[j] * factor, term = r * inv;
+            score[j] += term;
+        }
+}
+
 /* Shared with vatp (base=a2sf): adds weight[j]*r[j] under the decay. */
-void a2sf_decayed_add(Policy *p, double alpha, const float *r, const float *weight)
+void a2sf_decayed_add(Policy *p, double alpha, const float *g, float factor, const float *weight)
 {
     if (alpha == 0.0) { /* no memory: the score is the latest row */
-        for (int j = 0; j < p->n; j++) p->score[j] = weight ? r[j] * weight[j] : r[j];
+        for (int j = 0; j < p->n; j++) {
+            float r = g[j] * factor;
+            p->score[j] = weight ? r * weight[j] : r;
+        }
         return;
     }
     p->scale *= alpha;
@@ -34,20 +54,16 @@ void a2sf_decayed_add(Policy *p, double alpha, const float *r, const float *weig
         for (int j = 0; j < p->n; j++) p->score[j] = (float)(p->score[j] * p->scale);
         p->scale = 1.0;
     }
-    float inv = (float)(1.0 / p->scale);
-    if (weight)
-        for (int j = 0; j < p->n; j++) p->score[j] += r[j] * weight[j] * inv;
-    else
-        for (int j = 0; j < p->n; j++) p->score[j] += r[j] * inv;
+    scaled_add(p->score, g, factor, weight, (float)(1.0 / p->scale), p->n);
 }
 
-static void a2sf_observe(Policy *p, const float *r, int t)
+static void a2sf_observe(Policy *p, const float *g, float factor, int t)
 {
     (void)t;
-    a2sf_decayed_add(p, policy_param(p, A2SF_ALPHA), r, NULL);
+    a2sf_decayed_add(p, policy_param(p, A2SF_ALPHA), g, factor, NULL);
 }
 
 const PolicyOps POLICY_A2SF = {
     .name = "a2sf", .params = A2SF_PARAMS, .n_params = 2, .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .comparable_scores = 1, .init = a2sf_init, .observe = a2sf_observe,
+    .uses_attention = 1, .comparable_scores = 1, .init = a2sf_init, .observe_scaled = a2sf_observe,
 };

@@ -14,13 +14,18 @@ static int h2o_init(Policy *p, KvError *err)
     return 0;
 }
 
-static void h2o_observe(Policy *p, const float *r, int t)
+__attribute__((target_clones("avx2", "default")))
+static void h2o_observe(Policy *p, const float *g, float factor, int t)
 {
     (void)t;
-    for (int j = 0; j < p->n; j++) p->score[j] += r[j];
+    float *restrict score = p->score;
+    for (int j = 0; j < p->n; j++) {
+        float r = g[j] * factor; /* its own statement: never fused into the add */
+        score[j] += r;
+    }
 }
 
 const PolicyOps POLICY_H2O = {
     .name = "h2o", .params = H2O_PARAMS, .n_params = 1, .cost = "O(B)", .kind = KIND_SCAN,
-    .uses_attention = 1, .comparable_scores = 1, .init = h2o_init, .observe = h2o_observe,
+    .uses_attention = 1, .comparable_scores = 1, .init = h2o_init, .observe_scaled = h2o_observe,
 };

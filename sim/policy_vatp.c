@@ -27,7 +27,7 @@ static void vatp_observe(Policy *p, const float *r, int t)
 {
     (void)t;
     if (policy_param(p, VATP_BASE) == BASE_A2SF) {
-        a2sf_decayed_add(p, policy_param(p, VATP_ALPHA), r, p->aux);
+        a2sf_decayed_add(p, policy_param(p, VATP_ALPHA), r, 1.0f, p->aux);
         return;
     }
     for (int j = 0; j < p->n; j++) p->score[j] += r[j] * p->aux[j]; /* aux = ‖v‖₁ */

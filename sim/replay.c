@@ -77,7 +77,10 @@ typedef struct {
     int *ideal_tokens;    /* [T] scratch: the ideal (or a selector's) set as a token list */
     const float **q_row; /* [n_heads] q_t of each head, for selectors */
     double attention_seconds; /* thread CPU time computing or reading attention */
+    double stretch_cpu, stretch_ticks, softmax_ticks; /* the stretch of rows being timed (stretch_begin) */
     int *positions;       /* [T] 0, 1, 2, ...: the held list of a cache holding everything */
+    int *evicted;         /* [EVICTED_MAX][2] (config, age) of evictions not yet counted */
+    int n_evicted;
     double *whole_sum;    /* [n_heads] Σ of the whole row ... */
     int *whole_row;       /* [n_heads] ... of this row (-1: none yet) */
 } Replay;
@@ -103,18 +106,47 @@ static int fill_block(Replay *x, int t0, int n, KvError *err)
     return rc;
 }
 
+/* A cheap clock for the rows' attention share: the time-stamp counter
+ * (a few cycles) where there is one, else the monotonic clock. */
+static double ticks(void)
+{
+#ifdef KV_X86_KERNELS
+    return (double)__rdtsc();
+#else
+    return kv_now_seconds();
+#endif
+}
+
+/* The rows' normalisation runs between their replays, too briefly to read
+ * the thread CPU clock (a system call) around each.  So a stretch of rows
+ * reads it once at each end and counts as attention the share of the
+ * stretch's CPU time that the normalisation took on the cheap clock:
+ * a busy machine's preemptions fall on both parts alike. */
+static void stretch_begin(Replay *x)
+{
+    x->stretch_cpu = replay_thread_seconds();
+    x->stretch_ticks = ticks();
+    x->softmax_ticks = 0;
+}
+
+static void stretch_end(Replay *x)
+{
+    double cpu = replay_thread_seconds() - x->stretch_cpu, total = ticks() - x->stretch_ticks;
+    if (total > 0) x->attention_seconds += cpu * (x->softmax_ticks < total ? x->softmax_ticks / total : 1.0);
+}
+
 /* Row r (= step t) of the block, normalised for every head. */
 static int ready_row(Replay *x, int t, int r, KvError *err)
 {
     const UnitData *u = x->u;
     if (u->read_attention) return 0;
-    double start = kv_now_seconds(); /* per row: the monotonic clock is the cheap one */
+    double start = ticks();
     int rc = 0;
     for (int h = 0; h < u->n_heads && rc == 0; h++)
         if (attention_softmax_row(x->block + ((size_t)h * x->rb + r) * u->T, t))
             rc = kv_fail(err, "kv head %d, query %d of the unit, row %d: the attention logits q·k/√d are not "
                          "finite (q or k too large for float)", u->unit, h, t);
-    x->attention_seconds += kv_now_seconds() - start;
+    x->softmax_ticks += ticks() - start;
     return rc;
 }
 
@@ -125,17 +157,33 @@ static const float *row_of(const Replay *x, int h, int r) { return x->block + ((
 /* Σ a[held[j]] over j < n in double, in four chains by j mod 4 (the order
  * every replay since the first has used, so sums are reproducible); g
  * (optional) receives the gathered values.  With AVX2 the four chains are
- * the lanes of one register and every four held tokens that are neighbours
- * (a recent window, a run of heavy hitters) load as one vector; else a
+ * the lanes of one register; sixteen held tokens that are neighbours (a
+ * recent window, a run of heavy hitters) load as four vectors, others one
+ * by one without a branch: a test per four tokens would be mispredicted
+ * wherever short runs and gaps alternate (tova, a2sf).  Without AVX2 a
  * contiguous held list (full, window) is summed without the indirection. */
+__attribute__((target("avx2")))
+static inline __m128 gather4(const float *a, const int *held)
+{
+    return _mm_setr_ps(a[held[0]], a[held[1]], a[held[2]], a[held[3]]);
+}
+
 __attribute__((target("avx2")))
 static double held_sum_avx2(const float *a, const int *held, int n, float *g)
 {
     __m256d chains = _mm256_setzero_pd();
     int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const float *run = a + held[j];
+        int contiguous = held[j + 15] - held[j] == 15;
+        for (int k = 0; k < 16; k += 4) {
+            __m128 v = contiguous ? _mm_loadu_ps(run + k) : gather4(a, held + j + k);
+            if (g) _mm_storeu_ps(g + j + k, v);
+            chains = _mm256_add_pd(chains, _mm256_cvtps_pd(v));
+        }
+    }
     for (; j + 4 <= n; j += 4) {
-        __m128 v = held[j + 3] - held[j] == 3 ? _mm_loadu_ps(a + held[j])
-                                              : _mm_setr_ps(a[held[j]], a[held[j + 1]], a[held[j + 2]], a[held[j + 3]]);
+        __m128 v = gather4(a, held + j);
         if (g) _mm_storeu_ps(g + j, v);
         chains = _mm256_add_pd(chains, _mm256_cvtps_pd(v));
     }
@@ -245,21 +293,34 @@ static void full_outputs(Replay *x, int t, int r)
                     x->full_out + (size_t)h * u->d, 1);
 }
 
-/* Mass, KL, error of the held set for every head; builds the observed row. */
-static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, int reported, int error_row,
-                        float *observed)
+/* The observed row r of a policy: r[j] = values[j] * factor (a float
+ * product), so that a one-head unit's row is scaled by the policy as it
+ * reads it rather than in a pass of its own. */
+typedef struct {
+    const float *values;
+    float factor;
+} ObservedRow;
+
+/* Mass, KL, error of the held set for every head; builds the observed row
+ * when observed (scratch) is given. */
+static ObservedRow attend_held(Replay *x, int c, int t, int r, const int *held, int n, int reported, int error_row,
+                               float *observed)
 {
     ReplayResult *res = &x->out[c];
     const UnitData *u = x->u;
+    ObservedRow row = {observed, 1.0f};
     double mean_mass = 0;
     int whole = n == t + 1; /* every token held (full, or any policy before its budget fills) */
+    int one_head = u->n_heads == 1;
     for (int h = 0; h < u->n_heads; h++) {
         const float *a = row_of(x, h, r);
         float *g = h == 0 ? observed : x->gathered; /* head 0 is scaled in place */
         double m = whole ? whole_row_sum(x, h, t, a) : held_sum(a, held, n, observed ? g : NULL);
         if (m < MIN_MASS) m = MIN_MASS;
         float inv = (float)(1.0 / m);
-        if (observed && whole) { /* contiguous from here on: these loops vectorise */
+        if (observed && one_head) /* the policy scales it */
+            row = (ObservedRow){whole ? a : observed, inv};
+        else if (observed && whole) { /* contiguous from here on: these loops vectorise */
             if (h == 0)
                 for (int j = 0; j < n; j++) observed[j] = a[j] * inv;
             else
@@ -281,6 +342,7 @@ static void attend_held(Replay *x, int c, int t, int r, const int *held, int n, 
         res->rows++;
         res->sampled_rows += error_row;
     }
+    return row;
 }
 
 static void record_retention(const Replay *x, int c, int t, const int *held, int n)
@@ -293,14 +355,27 @@ static void record_retention(const Replay *x, int c, int t, const int *held, int
 
 /* ---------------------------------------------------------------- one step */
 
+/* Evictions are counted by age into T bins, one scattered bin per row,
+ * which the attention block pushes out of cache between rows: counted a
+ * block of rows at a time their cache misses overlap instead of stalling
+ * each row. */
+enum { EVICTED_MAX = 1024 };
+
+static void count_evictions(Replay *x)
+{
+    for (int i = 0; i < x->n_evicted; i++) x->out[x->evicted[2 * i]].evict_age[x->evicted[2 * i + 1]]++;
+    x->n_evicted = 0;
+}
+
 static void evict_to_budget(Replay *x, int c, int t)
 {
     Policy *p = &x->pol[c];
-    long *age = x->out[c].evict_age;
     while (p->n > p->budget) {
         int token = policy_evict(p, t);
         if (token < 0) break; /* all protected: refused up front, so unreachable */
-        age[t - token]++;
+        if (x->n_evicted == EVICTED_MAX) count_evictions(x);
+        x->evicted[2 * x->n_evicted] = c;
+        x->evicted[2 * x->n_evicted++ + 1] = t - token;
     }
 }
 
@@ -326,9 +401,9 @@ static void attend_policy(Replay *x, int c, int t, int r, int error_row)
     Policy *p = &x->pol[c];
     int reported = t >= x->first_reported[c];
     if (reported && error_row) add_overlap(x, c, p->tokens, p->n);
-    attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
-                p->ops->uses_attention ? x->observed : NULL);
-    if (p->ops->uses_attention) policy_observe(p, x->observed, t);
+    ObservedRow row = attend_held(x, c, t, r, p->tokens, p->n, reported, error_row && reported,
+                                  p->ops->uses_attention ? x->observed : NULL);
+    if (p->ops->uses_attention) policy_observe_scaled(p, row.values, row.factor, x->observed, t);
     record_retention(x, c, t, p->tokens, p->n);
 }
 
@@ -421,10 +496,12 @@ static int hindsight_rows(void *ctx, int t0, int n, float *out, long ld, KvError
     for (int done = 0; done < n;) {
         int m = n - done < x->rb ? n - done : x->rb;
         if (fill_block(x, t0 + done, m, err)) return -1;
+        stretch_begin(x);
         for (int r = 0; r < m; r++) {
             if (ready_row(x, t0 + done + r, r, err)) return -1;
             group_sum(x, r, t0 + done + r, out + (size_t)(done + r) * ld);
         }
+        stretch_end(x);
         done += m;
     }
     return 0;
@@ -463,10 +540,11 @@ static int setup(Replay *x, KvError *err)
     x->q_row = malloc((size_t)u->n_heads * sizeof *x->q_row);
     x->positions = malloc(T * sizeof(int));
     x->whole_sum = malloc((size_t)u->n_heads * sizeof(double));
+    x->evicted = malloc(2 * EVICTED_MAX * sizeof(int));
     x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
     if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
         !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out ||
-        !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row)
+        !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row || !x->evicted)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int i = 0; i < u->T; i++) x->positions[i] = i;
     for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
@@ -489,6 +567,7 @@ static void teardown(Replay *x)
     free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
     free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
     free(x->held_out); free(x->ideal_tokens); free(x->q_row); free(x->positions); free(x->whole_sum); free(x->whole_row);
+    free(x->evicted);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
@@ -499,8 +578,11 @@ int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const Rep
     for (int t0 = 0; t0 < u->T && rc == 0; t0 += x.rb) {
         int n = u->T - t0 < x.rb ? u->T - t0 : x.rb;
         rc = fill_block(&x, t0, n, err);
+        stretch_begin(&x);
         for (int r = 0; r < n && rc == 0; r++)
             if ((rc = ready_row(&x, t0 + r, r, err)) == 0) step_row(&x, t0 + r, r);
+        count_evictions(&x);
+        stretch_end(&x);
     }
     teardown(&x);
     if (attention_seconds) *attention_seconds = x.attention_seconds;

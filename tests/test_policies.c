@@ -326,6 +326,52 @@ static void prefill(void)
     replay_result_free(&r);
 }
 
+/* Long caches, where the victim scan runs on vectors and eviction moves
+ * either side of the gap: h2o and tova against a model kept here (held
+ * tokens in order, scores summed or replaced; the victim the lowest score
+ * outside the recent window, the oldest on ties).  Scores come from a few
+ * levels, so ties are everywhere, also between the vectors' lanes. */
+static void scan_matches_model(void)
+{
+    enum { T = 700, B = 120 };
+    const char *specs[] = {"h2o:recent=0.25", "tova", "h2o:recent=0"};
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        Policy p;
+        PolicySpec spec;
+        KvError err;
+        CHECK(policy_parse(specs[s], &spec, &err) == 0, "%s", err.msg);
+        CHECK(policy_create(&p, &spec, B, T, 0, 0, &err) == 0, "%s", err.msg);
+        int tokens[T + 1], n = 0, is_h2o = !strncmp(specs[s], "h2o", 3), mismatches = 0;
+        float score[T + 1], row[T + 1];
+        unsigned seed = 12345u + (unsigned)s;
+        for (int t = 0; t < T; t++) {
+            policy_insert(&p, t, NULL);
+            tokens[n] = t;
+            score[n++] = 0.0f;
+            while (p.n > p.budget) {
+                int hi = n - (p.recent > 1 ? p.recent : 1), victim = 0;
+                for (int j = 1; j < hi; j++)
+                    if (score[j] < score[victim]) victim = j;
+                int got = policy_evict(&p, t);
+                mismatches += got != tokens[victim];
+                memmove(tokens + victim, tokens + victim + 1, (size_t)(n - victim - 1) * sizeof *tokens);
+                memmove(score + victim, score + victim + 1, (size_t)(n - victim - 1) * sizeof *score);
+                n--;
+            }
+            for (int j = 0; j < n; j++) {
+                seed = seed * 1103515245u + 12345u;
+                row[j] = (float)((seed >> 16) % 4) * 0.125f; /* 0, 1/8, 1/4, 3/8 */
+                score[j] = is_h2o ? score[j] + row[j] : row[j];
+            }
+            policy_observe(&p, row, t);
+            CHECK(p.n == n, "%s, step %d: %d held, the model %d", specs[s], t, p.n, n);
+            for (int j = 0; j < n && j < p.n; j++) mismatches += p.tokens[j] != tokens[j] || p.score[j] != score[j];
+        }
+        CHECK(mismatches == 0, "%s: %d differences from the model", specs[s], mismatches);
+        policy_destroy(&p);
+    }
+}
+
 /* ---------------------------------------------------------------- optimal */
 
 /* Best total retained mass by trying every victim sequence (always evicting
@@ -839,7 +885,7 @@ int main(int argc, char **argv)
         {"optimal_long_unit", optimal_long_unit},
         {"refusals", refusals}, {"scissorhands", scissorhands}, {"quest", quest}, {"quest_bound", quest_bound},
         {"quest_replay", quest_replay}, {"pyramid", pyramid}, {"adaptive", adaptive},
-        {"adaptive_one_unit", adaptive_one_unit},
+        {"adaptive_one_unit", adaptive_one_unit}, {"scan_matches_model", scan_matches_model},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
