@@ -546,18 +546,49 @@ static float dot_x16_q6_K(const uint8_t *src, const X16 *x, int n)
     v16f lanes[4] = {(v16f)acc[0], (v16f)acc[1], (v16f)acc[2], (v16f)acc[3]};
     return reduce(lanes);
 }
+
+/* Q8_0 against X16: a block's 32 signed bytes widened to 16 bits and
+ * multiplied pairwise with x's ints (a pair sums to at most 2 * 128 * 32767 <
+ * 2^24 in magnitude, so even its float conversion is exact), the block's 16
+ * lane sums scaled by d * x's scale.  Block b goes to accumulator b mod 4. */
+static inline __m512 x16_block_q8_0(const uint8_t *b, const int16_t *xq, float dx, __m512 acc)
+{
+    __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(b + 2)));
+    __m512i sum = _mm512_madd_epi16(w, _mm512_loadu_si512(xq));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(half(b) * dx), acc);
+}
+
+/* The loop around a 32-element block's integer product: four blocks at a time, one per accumulator. */
+#define BLOCK32_X16(name, bytes)                                                                      \
+    static float dot_x16_##name(const uint8_t *src, const X16 *x, int n)                              \
+    {                                                                                                 \
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()}; \
+        int blocks = n / 32, b = 0;                                                                   \
+        for (; b + 4 <= blocks; b += 4)                                                               \
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)                                       \
+                acc[c] = x16_block_##name(src + (size_t)(b + c) * (bytes), x->q + 32 * (b + c), x->scale[b + c], acc[c]); \
+        for (; b < blocks; b++)                                                                       \
+            acc[b & 3] = x16_block_##name(src + (size_t)b * (bytes), x->q + 32 * b, x->scale[b], acc[b & 3]); \
+        v16f lanes[4] = {(v16f)acc[0], (v16f)acc[1], (v16f)acc[2], (v16f)acc[3]};                     \
+        return reduce(lanes);                                                                         \
+    }
+
+BLOCK32_X16(q8_0, 34)
+
 #define X16_Q4_K dot_x16_q4_K
 #define X16_Q6_K dot_x16_q6_K
+#define X16_Q8_0 dot_x16_q8_0
 #else
 #define X16_Q4_K NULL
 #define X16_Q6_K NULL
+#define X16_Q8_0 NULL
 #endif
 
 #define ENTRY(id, name) [id] = {dequant_##name, dot_##name, NULL}
 
 const QKernels QK_CAT(qkernels, QK_ISA) = {
     .isa = QK_STR(QK_ISA),
-    .type = {ENTRY(GGML_F32, f32), ENTRY(GGML_F16, f16), ENTRY(GGML_BF16, bf16), ENTRY(GGML_Q8_0, q8_0),
+    .type = {ENTRY(GGML_F32, f32), ENTRY(GGML_F16, f16), ENTRY(GGML_BF16, bf16), [GGML_Q8_0] = {dequant_q8_0, dot_q8_0, X16_Q8_0},
              ENTRY(GGML_Q4_0, q4_0), ENTRY(GGML_Q4_1, q4_1), ENTRY(GGML_Q5_0, q5_0), ENTRY(GGML_Q5_1, q5_1),
              ENTRY(GGML_Q2_K, q2_K), ENTRY(GGML_Q3_K, q3_K), [GGML_Q4_K] = {dequant_q4_K, dot_q4_K, X16_Q4_K}, ENTRY(GGML_Q5_K, q5_K),
              [GGML_Q6_K] = {dequant_q6_K, dot_q6_K, X16_Q6_K}},
