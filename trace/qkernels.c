@@ -106,15 +106,26 @@ static inline v16f fma16(v16f a, v16f b, v16f c)
 #endif
 }
 
-/* The fixed reduction: (acc0 + acc2) + (acc1 + acc3), then lanes halved. */
+/* The fixed reduction: (acc0 + acc2) + (acc1 + acc3), then lanes halved:
+ * lane i += lane i + w for w = 8, 4, 2, 1.  With AVX-512 the same additions
+ * in registers (the array below goes through memory, a fifth of a Q8_0 row's
+ * integer dot product). */
 static inline float reduce(const v16f *acc)
 {
     v16f s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+#if defined(__AVX512F__)
+    __m512 z = (__m512)s;
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+#else
     float t[16];
     memcpy(t, &s, sizeof t);
     for (int w = 8; w >= 1; w /= 2)
         for (int i = 0; i < w; i++) t[i] += t[i + w];
     return t[0];
+#endif
 }
 
 /* ------------------------------------------------------------ float types (16-element "blocks") */
