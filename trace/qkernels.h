@@ -9,7 +9,7 @@
  * sums in one fixed order (element j into lane j mod 64, lanes reduced in a
  * fixed tree), whatever the type: a row of F32 weights and a quantized row
  * that decodes to the same values give the same bits.  The AVX-512 table
- * adds integer dot products for Q4_K, Q6_K and Q8_0 (dot_x16). */
+ * adds integer dot products for Q4_K, Q6_K, Q8_0 and Q5_0 (dot_x16). */
 #ifndef KV_QKERNELS_H
 #define KV_QKERNELS_H
 
