@@ -145,7 +145,11 @@ static int kernels(void)
     for (int i = 0; i < cols; i++) x[i] = 1e-3f * (float)i;
     const QKernels *k = qkernels();
     printf("%s kernels, one core (CPU time), %d x %d matrices:\n", k->isa, rows, cols);
-    printf("  type   dot G values/s  dot GB/s  decode G values/s\n");
+    printf("  type   dot G values/s  dot GB/s  decode G values/s  int dot G values/s  int dot GB/s\n");
+    int16_t xq16[4096];
+    float xscale[4096 / 32];
+    int32_t xsum[4096 / 32];
+    X16 xq = {xq16, xscale, xsum};
     for (int type = 0; type < GGML_TYPE_LIMIT; type++) {
         if (!k->type[type].dot) continue;
         size_t rb = ggml_row_bytes((uint32_t)type, (uint64_t)cols);
@@ -155,15 +159,26 @@ static int kernels(void)
         double t0 = cpu_now();
         for (int it = 0; it < 10; it++)
             for (int r = 0; r < rows; r++) sink += k->type[type].dot(q + r * rb, x, cols);
-        double dot = cpu_now() - t0;
+        double dot = cpu_now() - t0, dot_x16 = 0;
+        if (k->type[type].dot_x16) { /* the single-token integer path (qkernels.h), input rounded once */
+            t0 = cpu_now();
+            for (int it = 0; it < 10; it++) {
+                x16_quantize(x, cols, &xq);
+                for (int r = 0; r < rows; r++) sink += k->type[type].dot_x16(q + r * rb, &xq, cols);
+            }
+            dot_x16 = cpu_now() - t0;
+        }
         float *out = malloc((size_t)cols * 4);
         t0 = cpu_now();
         for (int it = 0; it < 10; it++)
             for (int r = 0; r < rows; r++) k->type[type].dequant(q + r * rb, out, cols);
         double dq = cpu_now() - t0;
         double values = 10.0 * rows * cols;
-        printf("  %-5s  %14.2f  %8.2f  %17.2f%s\n", ggml_type_info((uint32_t)type)->name, values / dot / 1e9,
-               10.0 * rows * rb / dot / 1e9, values / dq / 1e9, sink == 12345 ? " " : "");
+        printf("  %-5s  %14.2f  %8.2f  %17.2f  ", ggml_type_info((uint32_t)type)->name, values / dot / 1e9,
+               10.0 * rows * rb / dot / 1e9, values / dq / 1e9);
+        if (dot_x16 > 0)
+            printf("%18.2f  %12.2f", values / dot_x16 / 1e9, 10.0 * rows * rb / dot_x16 / 1e9);
+        printf("%s\n", sink == 12345 ? " " : "");
         free(q);
         free(out);
     }

@@ -6,8 +6,9 @@
  *   forward runs TOKENS (comma-separated ids) through the model with the
  *   weights encoded, as one block and token by token, on 1 and 3 threads,
  *   and again with every matrix dequantized to float32 at load.  It checks
- *   that the thread counts and the two weight paths give identical bits
- *   (token by token with integer products: within 1e-4), and
+ *   that the thread counts (token by token also 2) and the two weight paths
+ *   give identical bits (token by token with integer products: within 1e-4,
+ *   and not identical, so the integer path is known to run), and
  *   writes q, k, v ([layer][t][heads*head_dim]) and logits ([t][vocab]) of
  *   the block run and of the token-by-token run (step-*.f32) to OUTDIR. */
 #include <math.h>
@@ -77,13 +78,19 @@ static double outputs_error(const Outputs *a, const Outputs *b)
     return worst;
 }
 
-/* Whether single tokens take integer products for some type (qkernels.h's
- * dot_x16): then encoded weights round the input, dequantized ones do not. */
-static int integer_products(void)
+/* Whether single tokens take integer products for some matrix of the model
+ * (its type has qkernels.h's dot_x16 on this processor): then encoded
+ * weights round the input, dequantized ones do not. */
+static int integer_products(const Model *m)
 {
-    for (int t = 0; t < GGML_TYPE_LIMIT; t++)
-        if (qkernels()->type[t].dot_x16) return 1;
-    return 0;
+    const QMatrix *any = &m->output;
+    int found = qkernels()->type[any->type].dot_x16 != NULL;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const LayerWeights *w = &m->layers[l];
+        const QMatrix *ws[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (int i = 0; i < 7; i++) found |= qkernels()->type[ws[i]->type].dot_x16 != NULL;
+    }
+    return found;
 }
 
 /* One run: all tokens as one block, or one at a time. */
@@ -127,23 +134,28 @@ static void forward_all_ways(const char *model_path, const char *dir, const char
     int rc = model_load(&m, model_path, NULL, &err);
     CHECK(rc == 0, "%s", err.msg);
     if (rc) return;
-    Outputs block1, block3, step1, step3, deq_block, deq_step;
+    Outputs block1, block3, step1, step2, step3, deq_block, deq_step;
     run(&m, tokens, T, 0, 1, &block1);
     run(&m, tokens, T, 0, 3, &block3);
     run(&m, tokens, T, 1, 1, &step1);
+    run(&m, tokens, T, 1, 2, &step2);
     run(&m, tokens, T, 1, 3, &step3);
     CHECK(outputs_equal(&block1, &block3), "a block on 3 threads differs from 1 thread");
+    CHECK(outputs_equal(&step1, &step2), "token by token on 2 threads differs from 1 thread");
     CHECK(outputs_equal(&step1, &step3), "token by token on 3 threads differs from 1 thread");
     char type[16];
     snprintf(type, sizeof type, "%s", m.weight_type);
+    int integer = integer_products(&m);
     CHECK(model_dequantize_all(&m, &err) == 0, "%s", err.msg);
     run(&m, tokens, T, 0, 2, &deq_block);
     run(&m, tokens, T, 1, 2, &deq_step);
     int same_block = outputs_equal(&block1, &deq_block), same_step = outputs_equal(&step1, &deq_step);
     CHECK(same_block, "%s: a block with weights dequantized at load differs from the encoded weights", type);
     printf("%s: encoded weights = dequantized at load, bit for bit (block: %s, token by token: %s); "
-           "1 and 3 threads identical\n", type, same_block ? "yes" : "NO", same_step ? "yes" : "NO");
-    if (!same_step && integer_products()) {
+           "1, 2 and 3 threads identical\n", type, same_block ? "yes" : "NO", same_step ? "yes" : "NO");
+    if (integer) {
+        /* the rounded input must show: otherwise the integer kernels were not used */
+        CHECK(!same_step, "%s: token by token gives the float path's bits: integer products not taken", type);
         /* 16-bit input rounding: ~1e-5 per product (test_quant), well inside float32-vs-float64's 1e-4 */
         double e = outputs_error(&step1, &deq_step);
         printf("%s: token by token with integer products: relative difference %.2g from dequantized weights "
@@ -154,7 +166,7 @@ static void forward_all_ways(const char *model_path, const char *dir, const char
     }
     dump(dir, "", &block1);
     dump(dir, "step-", &step1);
-    outputs_free(&block1); outputs_free(&block3); outputs_free(&step1); outputs_free(&step3);
+    outputs_free(&block1); outputs_free(&block3); outputs_free(&step1); outputs_free(&step2); outputs_free(&step3);
     outputs_free(&deq_block); outputs_free(&deq_step);
     model_free(&m);
 }

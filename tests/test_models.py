@@ -40,10 +40,11 @@ TOKENS = [3, 17, 250, 9, 77, 140, 5, 300, 61, 18, 222, 7, 99, 45, 310, 2, 180, 3
 # Every type gets the F32 tolerance: kvtrace and NumPy multiply exactly the same weight values
 # (ggml's dequantization, bit for bit), so the only difference is float32 against float64
 # arithmetic, whatever the encoding (measured <= 1e-6).  One exception stays inside it: token by
-# token, Q4_K and Q6_K on AVX-512 take integer products against the input rounded to 16 bits per
-# 32 values (trace/qkernels.h), measured 7.0e-5 on ggml's Q4_K and Q6_K files and 5.7e-5 on
-# llama.cpp's Q4_K_S logits, where llama.cpp's own 8-bit rounding gives 1.9e-2.  Measured
-# errors are printed.
+# token, Q4_K, Q6_K, Q8_0 and Q5_0 on AVX-512 take integer products against the input rounded to 16
+# bits per 32 values (trace/qkernels.h), measured 7.0e-5 on ggml's Q4_K and Q6_K files, 6.3e-5 and
+# 5.4e-5 on its Q8_0 and Q5_0 files, 6.5e-5 and 6.6e-5 on the synthetic Q8_0 and Q5_0 models, 5.7e-5 and 5.4e-5 on llama.cpp's Q4_K_S and
+# Q8_0 logits, where llama.cpp's own 8-bit rounding gives 1.9e-2 and 1.2e-2.  Measured errors
+# are printed.
 TOLERANCE = 1e-4
 
 

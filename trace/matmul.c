@@ -38,7 +38,7 @@ int matmul_init(MatmulContext *c, int n_threads, int max_cols, int blocks, KvErr
     memset(c, 0, sizeof *c);
     if (n_threads > 1 && !(c->pool = pool_create(n_threads, err))) return -1;
     c->n_workers = pool_threads(c->pool);
-    c->x16_cols = max_cols / 256 * 256;
+    c->x16_cols = max_cols / 32 * 32;
     for (int k = 0; k < MATMUL_MIN_BLOCK - 1; k++) {
         X16 *x = &c->x16[k];
         x->q = malloc((size_t)c->x16_cols * sizeof *x->q + 1);
@@ -139,7 +139,7 @@ void matmul_multi(MatmulContext *c, int count, float *const *outs, const float *
     }
     int cols = ws[0]->cols;
     for (int i = 0; !blocks && n < MATMUL_MIN_BLOCK && i < count; i++)
-        job.use_x16 |= qkernels()->type[ws[i]->type].dot_x16 != NULL && cols % 256 == 0 && cols <= c->x16_cols;
+        job.use_x16 |= qkernels()->type[ws[i]->type].dot_x16 != NULL && cols % 32 == 0 && cols <= c->x16_cols;
     for (int k = 0; job.use_x16 && k < n; k++) x16_quantize(in + (size_t)k * cols, cols, &c->x16[k]);
     pool_run(c->pool, job.first_task[count], blocks ? tile_task : dot_task, &job);
 }

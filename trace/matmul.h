@@ -7,8 +7,8 @@
  * from the encoded bytes (qkernels.h).  Rows (tiles) are shared among the
  * worker threads; each output value is computed by one thread in one fixed
  * order, so results are the same for any number of threads.  Where the
- * processor has an integer kernel for the type (qkernels.h: Q4_K and Q6_K with
- * AVX-512), a single token's input is rounded to 16-bit integers once per
+ * processor has an integer kernel for the type (qkernels.h: Q4_K, Q6_K, Q8_0
+ * and Q5_0 with AVX-512), a single token's input is rounded to 16-bit integers once per
  * product (X16) and the rows take integer dot products; otherwise the
  * result is the same as for an F32 matrix of the dequantized values. */
 #ifndef KV_MATMUL_H

@@ -106,15 +106,26 @@ static inline v16f fma16(v16f a, v16f b, v16f c)
 #endif
 }
 
-/* The fixed reduction: (acc0 + acc2) + (acc1 + acc3), then lanes halved. */
+/* The fixed reduction: (acc0 + acc2) + (acc1 + acc3), then lanes halved:
+ * lane i += lane i + w for w = 8, 4, 2, 1.  With AVX-512 the same additions
+ * in registers (the array below goes through memory, a fifth of a Q8_0 row's
+ * integer dot product). */
 static inline float reduce(const v16f *acc)
 {
     v16f s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+#if defined(__AVX512F__)
+    __m512 z = (__m512)s;
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(z), _mm512_extractf32x8_ps(z, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+#else
     float t[16];
     memcpy(t, &s, sizeof t);
     for (int w = 8; w >= 1; w /= 2)
         for (int i = 0; i < w; i++) t[i] += t[i + w];
     return t[0];
+#endif
 }
 
 /* ------------------------------------------------------------ float types (16-element "blocks") */
@@ -546,19 +557,78 @@ static float dot_x16_q6_K(const uint8_t *src, const X16 *x, int n)
     v16f lanes[4] = {(v16f)acc[0], (v16f)acc[1], (v16f)acc[2], (v16f)acc[3]};
     return reduce(lanes);
 }
+
+/* The 32-element types with one scale d (Q8_0, Q5_0) against X16: a block's
+ * values as 32 16-bit ints, multiplied pairwise with x's ints (a pair sums to
+ * at most 2 * 128 * 32767 < 2^24 in magnitude, so even its float conversion
+ * is exact), the 16 lane sums scaled by d * x's scale.  Block b goes to
+ * accumulator b mod 4.  In cache, one core, rows of 2048: Q8_0 42 against
+ * 32 G values/s of the float dot, Q5_0 29 against 17.  Q4_0 stays with the
+ * float dot: its nibble table made that faster (37) than the integer one
+ * (35). */
+static inline __m512i x16_weights_q8_0(const uint8_t *b)
+{
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(b + 2)));
+}
+
+/* Sixteen bytes of nibbles: elements 0-15 the low ones, 16-31 the high ones. */
+static inline __m512i nibbles16(const uint8_t *p)
+{
+    __m256i q = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    __m256i lo = _mm256_and_si256(q, _mm256_set1_epi16(0xf)), hi = _mm256_srli_epi16(q, 4);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* Q5_0: the fifth bit of element j is bit j of the 32-bit word at byte 2. */
+static inline __m512i x16_weights_q5_0(const uint8_t *b)
+{
+    uint32_t qh;
+    memcpy(&qh, b + 2, 4);
+    __m512i q = nibbles16(b + 6), sixteen = _mm512_set1_epi16(16);
+    return _mm512_sub_epi16(_mm512_mask_add_epi16(q, _cvtu32_mask32(qh), q, sixteen), sixteen);
+}
+
+/* A block's product into its accumulator, and the loop around it: four blocks at a time. */
+#define BLOCK32_X16(name, bytes)                                                                      \
+    static inline __m512 x16_block_##name(const uint8_t *b, const int16_t *xq, float dx, __m512 acc) \
+    {                                                                                                 \
+        __m512i sum = _mm512_madd_epi16(x16_weights_##name(b), _mm512_loadu_si512(xq));              \
+        return _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(half(b) * dx), acc);          \
+    }                                                                                                 \
+    static float dot_x16_##name(const uint8_t *src, const X16 *x, int n)                              \
+    {                                                                                                 \
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()}; \
+        int blocks = n / 32, b = 0;                                                                   \
+        for (; b + 4 <= blocks; b += 4)                                                               \
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)                                       \
+                acc[c] = x16_block_##name(src + (size_t)(b + c) * (bytes), x->q + 32 * (b + c), x->scale[b + c], acc[c]); \
+        for (; b < blocks; b++)                                                                       \
+            acc[b & 3] = x16_block_##name(src + (size_t)b * (bytes), x->q + 32 * b, x->scale[b], acc[b & 3]); \
+        v16f lanes[4] = {(v16f)acc[0], (v16f)acc[1], (v16f)acc[2], (v16f)acc[3]};                     \
+        return reduce(lanes);                                                                         \
+    }
+
+BLOCK32_X16(q8_0, 34)
+BLOCK32_X16(q5_0, 22)
+
 #define X16_Q4_K dot_x16_q4_K
 #define X16_Q6_K dot_x16_q6_K
+#define X16_Q8_0 dot_x16_q8_0
+#define X16_Q5_0 dot_x16_q5_0
 #else
 #define X16_Q4_K NULL
 #define X16_Q6_K NULL
+#define X16_Q8_0 NULL
+#define X16_Q5_0 NULL
 #endif
 
 #define ENTRY(id, name) [id] = {dequant_##name, dot_##name, NULL}
 
 const QKernels QK_CAT(qkernels, QK_ISA) = {
     .isa = QK_STR(QK_ISA),
-    .type = {ENTRY(GGML_F32, f32), ENTRY(GGML_F16, f16), ENTRY(GGML_BF16, bf16), ENTRY(GGML_Q8_0, q8_0),
-             ENTRY(GGML_Q4_0, q4_0), ENTRY(GGML_Q4_1, q4_1), ENTRY(GGML_Q5_0, q5_0), ENTRY(GGML_Q5_1, q5_1),
+    .type = {ENTRY(GGML_F32, f32), ENTRY(GGML_F16, f16), ENTRY(GGML_BF16, bf16), [GGML_Q8_0] = {dequant_q8_0, dot_q8_0, X16_Q8_0},
+             ENTRY(GGML_Q4_0, q4_0), ENTRY(GGML_Q4_1, q4_1),
+             [GGML_Q5_0] = {dequant_q5_0, dot_q5_0, X16_Q5_0}, ENTRY(GGML_Q5_1, q5_1),
              ENTRY(GGML_Q2_K, q2_K), ENTRY(GGML_Q3_K, q3_K), [GGML_Q4_K] = {dequant_q4_K, dot_q4_K, X16_Q4_K}, ENTRY(GGML_Q5_K, q5_K),
              [GGML_Q6_K] = {dequant_q6_K, dot_q6_K, X16_Q6_K}},
 };

@@ -9,7 +9,7 @@
  * sums in one fixed order (element j into lane j mod 64, lanes reduced in a
  * fixed tree), whatever the type: a row of F32 weights and a quantized row
  * that decodes to the same values give the same bits.  The AVX-512 table
- * adds integer dot products for Q4_K and Q6_K (dot_x16). */
+ * adds integer dot products for Q4_K, Q6_K, Q8_0 and Q5_0 (dot_x16). */
 #ifndef KV_QKERNELS_H
 #define KV_QKERNELS_H
 
@@ -39,8 +39,8 @@ typedef struct {
     void (*dequant)(const uint8_t *src, float *out, int n);
     /* the sum over j < n of value[j] * x[j], in the fixed order */
     float (*dot)(const uint8_t *src, const float *x, int n);
-    /* the same sum against x rounded to 16-bit integers (X16, below), n a
-     * multiple of 256; NULL where the table has none (then `dot` serves) */
+    /* the same sum against x rounded to 16-bit integers (X16, above), n a
+     * multiple of the block size; NULL where the table has none (then `dot` serves) */
     float (*dot_x16)(const uint8_t *src, const struct X16 *x, int n);
 } QTypeKernels;
 
