@@ -199,9 +199,8 @@ static double held_sum_avx2(const float *a, const int *held, int n, float *g)
 
 static double held_sum(const float *a, const int *held, int n, float *g)
 {
-    static int avx2 = -1;
-    if (avx2 < 0) avx2 = __builtin_cpu_supports("avx2") != 0;
-    if (avx2) return held_sum_avx2(a, held, n, g);
+    /* a read of the CPU model's flags (set once at startup by libgcc): no state of ours */
+    if (__builtin_cpu_supports("avx2")) return held_sum_avx2(a, held, n, g);
     double part[4] = {0, 0, 0, 0};
     int j = 0;
     if (n > 0 && held[n - 1] - held[0] == n - 1) { /* positions increase: one run */
