@@ -407,8 +407,9 @@ def section_threads():
           f" {walls[1] / walls[2]:.2f}x   ({load()})")
     for threads in (1, 2):
         out = os.path.join(WORK, "threads-analysis.h5")
-        if os.path.exists(out):
-            os.remove(out)
+        for f in (out, out[:-3] + ".csv"):
+            if os.path.exists(f):
+                os.remove(f)
         walls[threads] = timed([KVTRACE, "analyze", first_sequence(trace), "--threads", threads, "-o", out],
                                )[0]
     print(f"    analyze ({LAYERS} layers x 32 heads, 1000 bootstrap replicates): 1 thread {walls[1]:.1f} s, "
