@@ -350,8 +350,9 @@ int record_traces(const Model *m, const RecordOptions *opt, const char *path, Re
         TraceOptions trace_opt = opt->trace;
         trace_opt.block_rows = block;
         rec.writer = trace_writer_create(place.out.tmp, path, &meta, &trace_opt, plans.plan, plans.n, err);
-        if (rec.writer) trace_writer_kv_source(rec.writer, rec.state.key_cache, rec.state.value_cache, capacity);
-        rc = rec.writer ? place_early(&place, err) : -1;
+        rc = rec.writer && trace_writer_kv_source(rec.writer, rec.state.key_cache, rec.state.value_cache, capacity,
+                                                  err) == 0
+                 ? place_early(&place, err) : -1;
     }
     if (rec.writer) {
         if (rc == 0) {

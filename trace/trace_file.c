@@ -36,9 +36,10 @@ struct TraceWriter {
     char **pieces;
     /* q, k, v staged as the file stores them (float16 or float32: qkv_size
      * bytes each), so a block of rows costs half the memory in float16 */
-    unsigned char *q, *k, *v;                /* [layer][stage row][...]; k, v NULL with a KV source */
+    unsigned char *q;                        /* [layer][stage row][...] */
     size_t qkv_size;
-    /* the KV source (trace_writer_kv_source) and one layer's rows gathered from it */
+    /* k and v are not staged: the KV source (trace_writer_kv_source) holds
+     * them; kv_rows is one layer's rows gathered from it for a flush */
     const float *kv_keys, *kv_values;
     int kv_capacity;
     unsigned char *kv_rows;                  /* [stage row][n_kv_heads * head_dim] */
@@ -75,7 +76,7 @@ static void free_staging(TraceWriter *w)
 {
     if (w->pieces)
         for (int i = 0; i < w->stage_cap; i++) free(w->pieces[i]);
-    free(w->tokens); free(w->pieces); free(w->q); free(w->k); free(w->v); free(w->kv_rows); free(w->k_norm);
+    free(w->tokens); free(w->pieces); free(w->q); free(w->kv_rows); free(w->k_norm);
     free(w->v_l1); free(w->v_l2); free(w->attention); free(w->nll); free(w->d_layer);
 }
 
@@ -83,13 +84,11 @@ static int alloc_staging(TraceWriter *w)
 {
     const TraceMeta *m = &w->meta;
     size_t L = (size_t)m->n_layers, S = (size_t)w->stage_cap;
-    size_t qd = (size_t)m->n_heads * m->head_dim, kvd = (size_t)m->n_kv_heads * m->head_dim;
+    size_t qd = (size_t)m->n_heads * m->head_dim;
     w->tokens = calloc(S, sizeof *w->tokens);
     w->pieces = calloc(S, sizeof *w->pieces);
     w->qkv_size = w->opt.half ? sizeof(uint16_t) : sizeof(float);
     w->q = malloc(L * S * qd * w->qkv_size);
-    w->k = malloc(L * S * kvd * w->qkv_size);
-    w->v = malloc(L * S * kvd * w->qkv_size);
     w->k_norm = malloc(L * S * m->n_kv_heads * sizeof(float));
     w->v_l1 = malloc(L * S * m->n_kv_heads * sizeof(float));
     w->v_l2 = malloc(L * S * m->n_kv_heads * sizeof(float));
@@ -97,7 +96,7 @@ static int alloc_staging(TraceWriter *w)
     w->d_layer = malloc(L * D_PER_LAYER * sizeof(hid_t));
     if (w->opt.store_attention)
         w->attention = calloc(L * m->n_heads * S * (size_t)w->capacity, sizeof(float));
-    return (!w->tokens || !w->pieces || !w->q || !w->k || !w->v || !w->k_norm || !w->v_l1 || !w->v_l2 || !w->nll ||
+    return (!w->tokens || !w->pieces || !w->q || !w->k_norm || !w->v_l1 || !w->v_l2 || !w->nll ||
             !w->d_layer || (w->opt.store_attention && !w->attention))
                ? -1 : 0;
 }
@@ -291,6 +290,7 @@ static int open_sequence_datasets(TraceWriter *w)
 int trace_writer_begin_sequence(TraceWriter *w, KvError *err)
 {
     if (w->n_sequences >= w->n_planned) return kv_fail(err, "%s: no more planned sequences", w->display);
+    if (!w->kv_keys) return kv_fail(err, "%s: no KV source to read k and v from", w->display);
     char name[64];
     snprintf(name, sizeof name, "sequences/%04d", w->n_sequences);
     for (size_t i = 0; i < (size_t)w->meta.n_layers * D_PER_LAYER; i++) w->d_layer[i] = -1;
@@ -344,13 +344,9 @@ int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const flo
     const TraceMeta *m = &w->meta;
     int slot0 = pos0 - w->flushed, KV = m->n_kv_heads, d = m->head_dim;
     if (slot0 < 0 || slot0 + n > w->stage_cap) return -1;
-    size_t qd = (size_t)m->n_heads * d, kvd = (size_t)KV * d, S = (size_t)w->stage_cap;
+    size_t qd = (size_t)m->n_heads * d, S = (size_t)w->stage_cap;
     size_t row = (size_t)layer * S + (size_t)slot0;
     stage_values(w, w->q + row * qd * w->qkv_size, q, (size_t)n * qd);
-    if (!w->kv_keys) {
-        stage_values(w, w->k + row * kvd * w->qkv_size, k, (size_t)n * kvd);
-        stage_values(w, w->v + row * kvd * w->qkv_size, v, (size_t)n * kvd);
-    }
     for (int r = 0; r < n; r++)
         for (int g = 0; g < KV; g++) {
             size_t at = (row + (size_t)r) * KV + (size_t)g, src = ((size_t)r * KV + g) * d;
@@ -380,20 +376,18 @@ void trace_writer_set_nll(TraceWriter *w, int pos, float nll)
     if (pos >= 0 && pos < w->capacity) w->nll[pos] = nll;
 }
 
-void trace_writer_kv_source(TraceWriter *w, const float *keys, const float *values, int capacity)
+int trace_writer_kv_source(TraceWriter *w, const float *keys, const float *values, int capacity, KvError *err)
 {
+    if (capacity < w->capacity)
+        return kv_fail(err, "%s: a KV cache of %d rows cannot hold a %d-row sequence", w->display, capacity, w->capacity);
     size_t kvd = (size_t)w->meta.n_kv_heads * w->meta.head_dim;
-    unsigned char *rows = malloc((size_t)w->stage_cap * kvd * w->qkv_size);
-    if (!rows || capacity < w->capacity) { /* keep staging copies */
-        free(rows);
-        return;
-    }
-    free(w->k); free(w->v);
-    w->k = w->v = NULL;
-    w->kv_rows = rows;
+    free(w->kv_rows);
+    w->kv_rows = malloc((size_t)w->stage_cap * kvd * w->qkv_size);
+    if (!w->kv_rows) return kv_fail(err, "%s: out of memory", w->display);
     w->kv_keys = keys;
     w->kv_values = values;
     w->kv_capacity = capacity;
+    return 0;
 }
 
 /* Rows [flushed, flushed + n) of one layer's keys or values from the KV
@@ -441,16 +435,13 @@ static int write_attention(TraceWriter *w, int layer, int rows)
 static int flush_layer(TraceWriter *w, int l, int rows)
 {
     const TraceMeta *m = &w->meta;
-    size_t S = (size_t)w->stage_cap, qd = (size_t)m->n_heads * m->head_dim, kvd = (size_t)m->n_kv_heads * m->head_dim;
+    size_t S = (size_t)w->stage_cap, qd = (size_t)m->n_heads * m->head_dim;
     size_t KV = (size_t)m->n_kv_heads, base = (size_t)l * S;
     hid_t *d = w->d_layer + (size_t)l * D_PER_LAYER;
     hsize_t at = (hsize_t)w->flushed;
-    size_t bytes = w->qkv_size;
-    if (append_qkv(w, d[D_Q], w->q + base * qd * bytes, (size_t)rows) ||
-        append_qkv(w, d[D_K], w->kv_keys ? kv_source_rows(w, w->kv_keys, l, rows) : w->k + base * kvd * bytes,
-                   (size_t)rows) ||
-        append_qkv(w, d[D_V], w->kv_values ? kv_source_rows(w, w->kv_values, l, rows) : w->v + base * kvd * bytes,
-                   (size_t)rows) ||
+    if (append_qkv(w, d[D_Q], w->q + base * qd * w->qkv_size, (size_t)rows) ||
+        append_qkv(w, d[D_K], kv_source_rows(w, w->kv_keys, l, rows), (size_t)rows) ||
+        append_qkv(w, d[D_V], kv_source_rows(w, w->kv_values, l, rows), (size_t)rows) ||
         h5_append_rows(d[D_KNORM], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->k_norm + base * KV) ||
         h5_append_rows(d[D_VL1], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->v_l1 + base * KV) ||
         h5_append_rows(d[D_VL2], H5T_NATIVE_FLOAT, at, (hsize_t)rows, w->v_l2 + base * KV))

@@ -74,9 +74,10 @@ int trace_writer_stage_token(TraceWriter *w, int pos, int token, const char *pie
 int trace_writer_stage_qkv(TraceWriter *w, int layer, int pos0, int n, const float *q, const float *k,
                            const float *v);
 /* The recorder's KV cache, [n_layers][n_kv_heads][capacity][head_dim] keys and
- * values, which hold every staged row's k and v until the flush: given it,
- * the writer reads k and v from there instead of staging copies of them. */
-void trace_writer_kv_source(TraceWriter *w, const float *keys, const float *values, int capacity);
+ * values, which hold every staged row's k and v until the flush: the writer
+ * reads k and v from there (stage_qkv takes them only for their norms), so
+ * it stages no copies of them.  Required before the first sequence begins. */
+int trace_writer_kv_source(TraceWriter *w, const float *keys, const float *values, int capacity, KvError *err);
 int trace_writer_stage_attention(TraceWriter *w, int layer, int head, int pos0, int n, const float *probs, int ld);
 void trace_writer_set_nll(TraceWriter *w, int pos, float nll);
 /* Rows staged and not yet written. */
