@@ -302,11 +302,13 @@ int policy_create(Policy *p, const PolicySpec *spec, int budget, int capacity, i
     p->tokens = malloc(cap * sizeof *p->tokens);
     p->score = calloc(cap, sizeof *p->score);
     if (p->ops->uses_value_norm) p->aux = calloc(cap, sizeof *p->aux);
+    if (p->ops->uses_slot_sums) p->sums = calloc(cap, sizeof *p->sums);
     if (p->ops->kind == KIND_STATIC) {
         p->token_score = calloc(cap, sizeof *p->token_score);
         p->heap = malloc(cap * sizeof *p->heap);
     }
-    if (!p->tokens || !p->score || (p->ops->uses_value_norm && !p->aux) || (p->ops->kind == KIND_STATIC && (!p->token_score || !p->heap))) {
+    if (!p->tokens || !p->score || (p->ops->uses_value_norm && !p->aux) ||
+        (p->ops->uses_slot_sums && !p->sums) || (p->ops->kind == KIND_STATIC && (!p->token_score || !p->heap))) {
         policy_destroy(p);
         return kv_fail(err, "out of memory for a %d-token cache", capacity);
     }
@@ -323,6 +325,7 @@ void policy_destroy(Policy *p)
     free(p->tokens ? p->tokens - p->shift : NULL);
     free(p->score ? p->score - p->shift : NULL);
     free(p->aux ? p->aux - p->shift : NULL);
+    free(p->sums ? p->sums - p->shift : NULL);
     free(p->token_score);
     free(p->heap);
     memset(p, 0, sizeof *p);
@@ -334,6 +337,7 @@ void policy_insert(Policy *p, int token, const TokenFeatures *f)
     p->tokens[slot] = token;
     p->score[slot] = 0.0f;
     if (p->aux) p->aux[slot] = f ? f->v_l1 : 0.0f;
+    if (p->sums) p->sums[slot] = 0.0;
     if (p->ops->enter_score) {
         float s = p->ops->enter_score(p, token, f);
         if (p->ops->kind == KIND_STATIC) p->token_score[token] = s;
@@ -358,6 +362,7 @@ static void move_slots(Policy *p, int from, int to, int n)
     memmove(p->tokens + to, p->tokens + from, (size_t)n * sizeof *p->tokens);
     memmove(p->score + to, p->score + from, (size_t)n * sizeof *p->score);
     if (p->aux) memmove(p->aux + to, p->aux + from, (size_t)n * sizeof *p->aux);
+    if (p->sums) memmove(p->sums + to, p->sums + from, (size_t)n * sizeof *p->sums);
 }
 
 /* Closes the gap of a removed slot by moving the shorter side: the slots
@@ -373,6 +378,7 @@ static void remove_slot(Policy *p, int slot)
         p->tokens++;
         p->score++;
         if (p->aux) p->aux++;
+        if (p->sums) p->sums++;
         p->shift++;
     } else {
         move_slots(p, slot + 1, slot, after);

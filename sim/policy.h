@@ -128,6 +128,7 @@ typedef struct {
     int uses_attention;     /* needs observed rows (else observe is skipped) */
     int needs_hindsight;    /* oracle that needs the whole trace (optimal) */
     int uses_value_norm;    /* keeps ‖v‖₁ per held token in aux (vatp) */
+    int uses_slot_sums;     /* keeps a double per held token in sums, 0 when it enters (snapkv) */
     int comparable_scores;  /* scores are attention mass, comparable across units (adaptive allocation) */
     /* checks a parsed spec beyond each parameter's bounds (NULL: nothing more) */
     int (*check)(const PolicySpec *spec, KvError *err);
@@ -166,7 +167,8 @@ struct Policy {
     int *tokens;         /* [capacity] positions held, increasing */
     float *score;        /* [capacity] per slot: lowest goes first */
     float *aux;          /* [capacity] per slot ‖v‖₁, for policies that use it (else NULL) */
-    int shift;           /* slots tokens, score and aux start after their allocations (policy_remove) */
+    double *sums;        /* [capacity] per slot, for policies with uses_slot_sums (else NULL) */
+    int shift;           /* slots tokens, score, aux and sums start after their allocations (policy_remove) */
     /* KIND_SCAN with decay: true score = score * scale */
     double scale;
     /* KIND_STATIC */

@@ -331,16 +331,22 @@ static void prefill(void)
  * tokens in order, scores summed or replaced; the victim the lowest score
  * outside the recent window, the oldest on ties).  Scores come from a few
  * levels, so ties are everywhere, also between the vectors' lanes. */
+/* A policy for a model test (parsed and created, or the test fails). */
+static void model_policy(Policy *p, const char *text, int B, int T)
+{
+    PolicySpec spec;
+    KvError err;
+    CHECK(policy_parse(text, &spec, &err) == 0, "%s", err.msg);
+    CHECK(policy_create(p, &spec, B, T, 0, 0, &err) == 0, "%s", err.msg);
+}
+
 static void scan_matches_model(void)
 {
     enum { T = 700, B = 120 };
     const char *specs[] = {"h2o:recent=0.25", "tova", "h2o:recent=0"};
     for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
         Policy p;
-        PolicySpec spec;
-        KvError err;
-        CHECK(policy_parse(specs[s], &spec, &err) == 0, "%s", err.msg);
-        CHECK(policy_create(&p, &spec, B, T, 0, 0, &err) == 0, "%s", err.msg);
+        model_policy(&p, specs[s], B, T);
         int tokens[T + 1], n = 0, is_h2o = !strncmp(specs[s], "h2o", 3), mismatches = 0;
         float score[T + 1], row[T + 1];
         unsigned seed = 12345u + (unsigned)s;
@@ -366,6 +372,63 @@ static void scan_matches_model(void)
             policy_observe(&p, row, t);
             CHECK(p.n == n, "%s, step %d: %d held, the model %d", specs[s], t, p.n, n);
             for (int j = 0; j < n && j < p.n; j++) mismatches += p.tokens[j] != tokens[j] || p.score[j] != score[j];
+        }
+        CHECK(mismatches == 0, "%s: %d differences from the model", specs[s], mismatches);
+        policy_destroy(&p);
+    }
+}
+
+/* snapkv's slot-ordered window sums and vector pooling against a model
+ * that keeps its sums by position and pools slot by slot, on rows of a few
+ * values (ties everywhere) over 700 steps: the same victims, the same
+ * victim scores, for kernels narrower and wider than the 16-slot vectors. */
+static void snapkv_matches_model(void)
+{
+    enum { T = 700, B = 120 };
+    const char *specs[] = {"snapkv:window=8,kernel=5", "snapkv:window=16,kernel=1", "snapkv:window=3,kernel=9"};
+    static float rows[T][T];  /* rows[s][i]: what row s gave token i */
+    static uint8_t held_at[T][T];
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        Policy p;
+        model_policy(&p, specs[s], B, T);
+        int w = (int)policy_param(&p, 0), half = (int)policy_param(&p, 1) / 2;
+        int tokens[T + 1], n = 0, mismatches = 0;
+        double sum[T] = {0};
+        float row[T + 1];
+        unsigned seed = 777u + (unsigned)s;
+        memset(held_at, 0, sizeof held_at);
+        for (int t = 0; t < T; t++) {
+            policy_insert(&p, t, NULL);
+            tokens[n++] = t;
+            while (p.n > p.budget) {
+                int victim = 0;
+                double least = INFINITY;
+                for (int j = 0; j < n - w; j++) { /* the window's tokens are protected */
+                    double pooled = -INFINITY;
+                    for (int k = j - half; k <= j + half; k++)
+                        if (k >= 0 && k < n && sum[tokens[k]] > pooled) pooled = sum[tokens[k]];
+                    if (pooled < least) least = pooled, victim = j;
+                }
+                float score;
+                int slot = policy_candidate(&p, t, &score);
+                mismatches += slot != victim || score != (float)least;
+                CHECK(policy_remove(&p, slot) == tokens[slot], "snapkv removed another slot");
+                memmove(tokens + victim, tokens + victim + 1, (size_t)(n - victim - 1) * sizeof *tokens);
+                n--;
+            }
+            if (t >= w)
+                for (int i = 0; i < T; i++)
+                    if (held_at[t - w][i]) sum[i] -= rows[t - w][i];
+            for (int j = 0; j < n; j++) {
+                seed = seed * 1103515245u + 12345u;
+                row[j] = (float)((seed >> 16) % 4) * 0.125f; /* 0, 1/8, 1/4, 3/8 */
+                rows[t][tokens[j]] = row[j];
+                held_at[t][tokens[j]] = 1;
+                sum[tokens[j]] += row[j];
+            }
+            policy_observe(&p, row, t);
+            CHECK(p.n == n, "%s, step %d: %d held, the model %d", specs[s], t, p.n, n);
+            for (int j = 0; j < n && j < p.n; j++) mismatches += p.tokens[j] != tokens[j];
         }
         CHECK(mismatches == 0, "%s: %d differences from the model", specs[s], mismatches);
         policy_destroy(&p);
@@ -886,6 +949,7 @@ int main(int argc, char **argv)
         {"refusals", refusals}, {"scissorhands", scissorhands}, {"quest", quest}, {"quest_bound", quest_bound},
         {"quest_replay", quest_replay}, {"pyramid", pyramid}, {"adaptive", adaptive},
         {"adaptive_one_unit", adaptive_one_unit}, {"scan_matches_model", scan_matches_model},
+        {"snapkv_matches_model", snapkv_matches_model},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
