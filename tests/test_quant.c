@@ -7,7 +7,9 @@
  *                                      fused dot product equals the float32 dot
  *                                      product of its decoded values, bit for bit
  *        test_quant quantize TYPE      the quantizer's blocks decode close to the
- *                                      input (a layout error would not) */
+ *                                      input (a layout error would not)
+ *        test_quant halves             every non-NaN half widens to the same float
+ *                                      on vectors as one by one, also in place */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -177,14 +179,42 @@ static void quantize_roundtrip(const char *type_name)
     free(q);
 }
 
+/* fp16_to_float_array (F16C where the CPU has it) against fp16_to_float on
+ * all 65536 halves (NaNs compared as NaNs), from a separate buffer and in
+ * place, as h5_read_floats widens them: the halves in the last 2n bytes. */
+static void halves(void)
+{
+    enum { N = 65536 + 7 }; /* a tail past the vectors */
+    uint16_t *in = malloc(N * sizeof *in);
+    float *out = malloc(N * sizeof *out), *in_place = malloc(N * sizeof *in_place);
+    for (size_t i = 0; i < N; i++) in[i] = (uint16_t)(i * 40503u); /* every half, scrambled */
+    memcpy((uint16_t *)(in_place + N) - N, in, N * sizeof *in);
+    fp16_to_float_array(in, out, N);
+    fp16_to_float_array((uint16_t *)(in_place + N) - N, in_place, N);
+    int differ = 0;
+    for (size_t i = 0; i < N; i++) {
+        float want = fp16_to_float(in[i]);
+        differ += isnan(want) ? !isnan(out[i]) || !isnan(in_place[i])
+                              : memcmp(&want, &out[i], 4) != 0 || memcmp(&want, &in_place[i], 4) != 0;
+    }
+    CHECK(differ == 0, "%d halves widen differently on vectors", differ);
+    free(in);
+    free(out);
+    free(in_place);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "halves")) {
+        halves();
+        return check_status();
+    }
     if (argc >= 4 && !strcmp(argv[1], "ggml"))
         ggml_reference(argv[2], argv[3]);
     else if (argc >= 3 && !strcmp(argv[1], "quantize"))
         quantize_roundtrip(argv[2]);
     else {
-        fprintf(stderr, "usage: test_quant ggml TYPE REFDIR | quantize TYPE\n");
+        fprintf(stderr, "usage: test_quant ggml TYPE REFDIR | quantize TYPE | halves\n");
         return 2;
     }
     return check_status();

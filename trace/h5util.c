@@ -522,7 +522,7 @@ int h5_read_floats(hid_t loc, const char *name, float *out, size_t n)
     int rc = f16 >= 0 ? h5_read_prefix(loc, name, f16, raw, n) : -1;
     if (f16 >= 0) H5Tclose(f16);
     if (rc) return -1;
-    for (size_t i = 0; i < n; i++) out[i] = fp16_to_float(raw[i]);
+    fp16_to_float_array(raw, out, n);
     return 0;
 }
 

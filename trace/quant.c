@@ -7,9 +7,7 @@
 
 #include "qkernels.h"
 
-#ifdef __SSE__
-#include <xmmintrin.h>
-#endif
+#include <immintrin.h>
 
 /* Sizes from ggml's type traits.  Types named but with block_bytes 0 exist in
  * GGUF files kvtrace cannot read; naming them makes the refusal clear. */
@@ -76,6 +74,27 @@ float fp16_to_float(uint16_t h)
     float f;
     memcpy(&f, &bits, 4);
     return f;
+}
+
+/* Sixteen halves are loaded before their floats are stored; with in the
+ * last 2n bytes of out, those stores end before the halves not yet read. */
+__attribute__((target("avx,f16c")))
+static size_t fp16_to_float_f16c(const uint16_t *in, float *out, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m128i low = _mm_loadu_si128((const __m128i *)(in + i)), high = _mm_loadu_si128((const __m128i *)(in + i + 8));
+        __m256 a = _mm256_cvtph_ps(low), b = _mm256_cvtph_ps(high);
+        _mm256_storeu_ps(out + i, a);
+        _mm256_storeu_ps(out + i + 8, b);
+    }
+    return i;
+}
+
+void fp16_to_float_array(const uint16_t *in, float *out, size_t n)
+{
+    size_t i = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? fp16_to_float_f16c(in, out, n) : 0;
+    for (; i < n; i++) out[i] = fp16_to_float(in[i]);
 }
 
 uint16_t float_to_fp16(float f)

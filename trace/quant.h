@@ -38,6 +38,10 @@ const char *ggml_readable_types(void);
 size_t ggml_row_bytes(uint32_t type, uint64_t n);
 
 float fp16_to_float(uint16_t h);
+/* out[i] = fp16_to_float(in[i]) for i < n, on F16C vectors where the CPU has
+ * them (the same numbers; a signalling NaN comes out quiet).  in may be the
+ * last 2n bytes of out: it is widened in place from the front. */
+void fp16_to_float_array(const uint16_t *in, float *out, size_t n);
 uint16_t float_to_fp16(float f);
 float bf16_to_float(uint16_t b);
 uint16_t float_to_bf16(float f);
