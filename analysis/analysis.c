@@ -14,6 +14,7 @@
 #include "../trace/trace_layer.h"
 #include "../util/attention.h"
 #include "../util/dist.h"
+#include "../util/sha256.h"
 #include "../util/progress.h"
 #include "../util/select.h"
 #include "stats.h"
@@ -343,7 +344,7 @@ void analysis_free(Analysis *a)
     free(a->loss_least); free(a->loss_random); free(a->sink_value_ratio); free(a->attention_sinks);
     free(a->example_scores); free(a->mean_scores); free(a->example_k_norm); free(a->example_v_l1);
     free(a->example_attention); free(a->value_by_position); free(a->sink_share); free(a->age_layer_head);
-    free(a->age_layer); free(a->key_layer_head); free(a->alr_layer_head);
+    free(a->age_layer); free(a->key_layer_head); free(a->alr_layer_head); free(a->trace_sha256);
     memset(a, 0, sizeof *a);
 }
 
@@ -810,17 +811,23 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     memset(a, 0, sizeof *a);
     a->opt = *opt;
     double start = kv_now_seconds();
+    FileDigests digests; /* on a core of its own while the first layer loads */
+    if (dist_rank() == 0) file_digests_start(&digests, &opt->trace, 1, opt->threads > 1);
     /* the parallelism is across heads; OpenBLAS's own threads would also make
      * the attention sums depend on how many cores the machine (or an MPI
      * rank bound to one core) has */
     openblas_set_num_threads(1);
     TraceReader r;
-    if (trace_open(&r, opt->trace, err)) return dist_agree(-1, "planning", err); /* every rank plans */
+    if (trace_open(&r, opt->trace, err)) {
+        if (dist_rank() == 0) file_digests_free(&digests);
+        return dist_agree(-1, "planning", err); /* every rank plans */
+    }
     a->meta = r.meta;
     a->S = r.n_sequences;
     if (a->S < 1) {
         kv_fail(err, "%s: the trace holds no sequences", opt->trace);
         trace_close(&r);
+        if (dist_rank() == 0) file_digests_free(&digests);
         return dist_agree(-1, "planning", err);
     }
     a->L = r.meta.n_layers;
@@ -855,6 +862,11 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     rc = pool(a, rng, err);
     a->seconds = kv_now_seconds() - start;
 done:
+    if (dist_rank() == 0) {
+        const char *lines = file_digests_finish(&digests);
+        if (rc == 0 && !(lines && (a->trace_sha256 = strdup(lines)))) rc = kv_fail(err, "out of memory");
+        file_digests_free(&digests);
+    }
     if (pool_ready) layer_pool_free(&pool_of_heads);
     if (rng) gsl_rng_free(rng);
     trace_close(&r);

@@ -92,6 +92,7 @@ typedef struct {
     double *alr_layer_head;  /* [L][H] Σ loss by norm / Σ loss of the least attended */
     double alr_pooled, loss_norm_pooled, loss_least_pooled, loss_random_pooled;
     double seconds;
+    char *trace_sha256;      /* the trace's digest (rank 0 only; else NULL) */
 } Analysis;
 
 int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err);

@@ -13,6 +13,7 @@
 #include "../trace/trace_file.h"
 #include "../trace/h5util.h"
 #include "../trace/trace_layer.h"
+#include "../util/sha256.h"
 #include "../util/attention.h"
 #include "../util/dist.h"
 #include "../util/progress.h"
@@ -908,6 +909,8 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
     Accumulators acc = {0};
     double t0 = kv_now_seconds();
     int values = needs_values(opt);
+    FileDigests digests; /* on a core of its own while the first layer loads */
+    if (dist_rank() == 0) file_digests_start(&digests, opt->traces, opt->n_traces, opt->threads > 1);
     int rc = open_traces(opt, &plan, err) || collect_sequences(opt, &plan, values, err);
     if (rc == 0) {
         const TraceMeta *m = &plan.readers[0].meta;
@@ -945,6 +948,11 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
         for (size_t i = 0; i < n; i++)
             res->curve[i] = acc.curve_count[i] ? (float)(acc.curve_sum[i] / acc.curve_count[i]) : NAN;
     }
+    if (dist_rank() == 0) {
+        const char *lines = file_digests_finish(&digests);
+        if (rc == 0 && !(lines && (res->trace_sha256 = strdup(lines)))) rc = kv_fail(err, "out of memory");
+        file_digests_free(&digests);
+    }
     free(acc.curve_sum);
     free(acc.curve_count);
     plan_free(&plan);
@@ -961,6 +969,7 @@ void sim_results_free(SimResults *res)
     free(res->budget_tokens); free(res->seq_length); free(res->seq_prompt); free(res->seq_source);
     free(res->mass); free(res->kl); free(res->error); free(res->overlap); free(res->evict_age); free(res->curve);
     free(res->retention);
+    free(res->trace_sha256);
     memset(res, 0, sizeof *res);
 }
 

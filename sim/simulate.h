@@ -81,6 +81,7 @@ typedef struct {
     int retention_T;
     char model[128];              /* model label of the (first) trace, for titles */
     char model_sha256[65];        /* the traces' model file digest */
+    char *trace_sha256;           /* the input traces' digests, a line each (rank 0 only; else NULL) */
     double seconds;               /* wall clock */
     double cpu_attention;         /* thread-seconds computing or reading attention */
     double cpu_replay;            /* thread-seconds in the replay proper (policies and metrics) */

@@ -419,16 +419,11 @@ int h5_exists(hid_t loc, const char *path)
 
 int h5_attr_write_file_digests(hid_t obj, const char *name, const char *const *paths, int n)
 {
-    char *all = calloc((size_t)n * 66 + 1, 1);
-    if (!all) return -1;
-    for (int i = 0; i < n; i++) {
-        char hex[65];
-        if (sha256_file_hex(paths[i], hex)) snprintf(hex, sizeof hex, "unreadable");
-        strcat(all, i ? "\n" : "");
-        strcat(all, hex);
-    }
-    int rc = h5_attr_write_str(obj, name, all);
-    free(all);
+    FileDigests digests;
+    file_digests_start(&digests, paths, n, 0);
+    const char *lines = file_digests_finish(&digests);
+    int rc = lines ? h5_attr_write_str(obj, name, lines) : -1;
+    file_digests_free(&digests);
     return rc;
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -136,4 +137,38 @@ int sha256_file_hex(const char *path, char hex[65])
     }
     close(fd);
     return rc;
+}
+
+static void *digest_files(void *arg)
+{
+    FileDigests *d = arg;
+    d->lines = calloc((size_t)d->n * 66 + 1, 1);
+    for (int i = 0; d->lines && i < d->n; i++) {
+        char hex[65];
+        if (sha256_file_hex(d->paths[i], hex)) snprintf(hex, sizeof hex, "unreadable");
+        strcat(d->lines, i ? "\n" : "");
+        strcat(d->lines, hex);
+    }
+    return NULL;
+}
+
+void file_digests_start(FileDigests *d, const char *const *paths, int n, int background)
+{
+    *d = (FileDigests){.paths = paths, .n = n};
+    d->on_thread = background && pthread_create(&d->thread, NULL, digest_files, d) == 0;
+}
+
+const char *file_digests_finish(FileDigests *d)
+{
+    if (d->on_thread) pthread_join(d->thread, NULL);
+    else if (!d->lines) digest_files(d);
+    d->on_thread = 0;
+    return d->lines;
+}
+
+void file_digests_free(FileDigests *d)
+{
+    if (d->on_thread) pthread_join(d->thread, NULL);
+    free(d->lines);
+    *d = (FileDigests){0};
 }
