@@ -68,12 +68,26 @@ typedef struct {
     int *budgets;         /* distinct budgets */
     int *ideal_every_row; /* [n_budgets] an `ideal` config needs this budget's set on every row */
     int n_budgets;
-    uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set */
+    uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set (ties: oldest) */
+    int *ideal_k;         /* [n_budgets] scratch: the budgets whose sets a row selects, largest first */
+    uint8_t **ideal_flags; /* [n_budgets] scratch: their sets */
     float *observed;      /* [T] r_t over held tokens */
     float *gathered;      /* [T] one head's attention on the held tokens */
     float *scratch;       /* behind observed and gathered */
     float *full_out;      /* [n_heads][d] o_t with the full cache */
     float *held_out;      /* [d] õ_t */
+    /* an error row's held sets, whose outputs are summed after the row for
+     * every configuration at once (flush_outputs) */
+    int n_pending, pending_cap, pending_used;
+    int *pending_config;  /* [n_cfg] */
+    int *pending_start;   /* [n_cfg] its held list in pending_tokens */
+    int *pending_n;       /* [n_cfg] */
+    int *pending_cursor;  /* [n_cfg] */
+    int *pending_same;    /* [n_cfg] the set whose output it is: itself, or an earlier one alike */
+    int pending_whole;    /* the row's first set holding the whole row, or -1 */
+    float *pending_inv;   /* [n_cfg][n_heads] 1 / retained mass */
+    float *pending_out;   /* [n_cfg][n_heads][d] õ_t */
+    int *pending_tokens;  /* [pending_cap], grown as needed */
     int *ideal_tokens;    /* [T] scratch: the ideal (or a selector's) set as a token list */
     const float **q_row; /* [n_heads] q_t of each head, for selectors */
     double attention_seconds; /* thread CPU time computing or reading attention */
@@ -234,12 +248,6 @@ static double whole_row_sum(Replay *x, int h, int t, const float *a)
 
 /* ---------------------------------------------------------------- ideal sets */
 
-/* Marks the B tokens of highest group attention in row t (ties: oldest). */
-static void ideal_set(Replay *x, int t, int budget, uint8_t *flags)
-{
-    top_k_flags(x->group_row, t + 1, budget, x->select, flags);
-}
-
 static int budget_index(const Replay *x, int budget)
 {
     for (int b = 0; b < x->n_budgets; b++)
@@ -249,12 +257,12 @@ static int budget_index(const Replay *x, int budget)
 
 /* ---------------------------------------------------------------- metrics */
 
-/* out = Σ_j (a[held[j]] * inv) v_{held[j]}, each out[c] summed token by
+/* out += Σ_j (a[held[j]] * inv) v_{held[j]}, each out[c] summed token by
  * token in order (four tokens per sweep over out: the same arithmetic). */
-__attribute__((target_clones("avx2", "default")))
-static void held_output(const float *a, const int *held, int n, float inv, const float *v, int d, float *restrict out)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void held_output_add(const float *a, const int *held, int n, float inv, const float *v, int d,
+                            float *restrict out)
 {
-    memset(out, 0, (size_t)d * sizeof(float));
     int j = 0;
     for (; j + 4 <= n; j += 4) {
         float w0 = a[held[j]] * inv, w1 = a[held[j + 1]] * inv, w2 = a[held[j + 2]] * inv, w3 = a[held[j + 3]] * inv;
@@ -269,18 +277,102 @@ static void held_output(const float *a, const int *held, int n, float inv, const
     }
 }
 
-static float output_error(Replay *x, int h, int r, const int *held, int n, float inv_mass)
+/* ‖o_t − õ_t‖ / ‖o_t‖ */
+static float relative_error(const float *full, const float *held, int d)
 {
-    const UnitData *u = x->u;
-    int d = u->d;
-    const float *full = x->full_out + (size_t)h * d;
-    held_output(row_of(x, h, r), held, n, inv_mass, u->v[h], d, x->held_out);
     double diff = 0, norm = 0;
     for (int c = 0; c < d; c++) {
-        diff += (double)(full[c] - x->held_out[c]) * (full[c] - x->held_out[c]);
+        diff += (double)(full[c] - held[c]) * (full[c] - held[c]);
         norm += (double)full[c] * full[c];
     }
     return norm > 0 ? (float)sqrt(diff / norm) : 0.0f;
+}
+
+/* The output error of one held set at once (when it cannot wait for the row's end). */
+static float output_error(Replay *x, int h, int r, const int *held, int n, float inv_mass)
+{
+    const UnitData *u = x->u;
+    memset(x->held_out, 0, (size_t)u->d * sizeof(float));
+    held_output_add(row_of(x, h, r), held, n, inv_mass, u->v[h], u->d, x->held_out);
+    return relative_error(x->full_out + (size_t)h * u->d, x->held_out, u->d);
+}
+
+/* Keeps configuration c's held set of an error row (its masses' inverses
+ * follow in pending_inv) for flush_outputs; returns its index, or -1 when
+ * the list cannot grow: then the caller computes the error at once.  A set
+ * holding the whole row (full, at every budget) has the same tokens and
+ * masses as the row's first such set, so it repeats that set's output. */
+static int defer_output(Replay *x, int c, const int *held, int n, int whole)
+{
+    int k = x->n_pending;
+    if (whole && x->pending_whole >= 0) {
+        x->pending_same[k] = x->pending_whole;
+    } else {
+        if (x->pending_used + n > x->pending_cap) {
+            int cap = x->pending_cap * 2 > x->pending_used + n ? x->pending_cap * 2 : x->pending_used + n;
+            int *grown = realloc(x->pending_tokens, (size_t)cap * sizeof *grown);
+            if (!grown) return -1;
+            x->pending_tokens = grown;
+            x->pending_cap = cap;
+        }
+        memcpy(x->pending_tokens + x->pending_used, held, (size_t)n * sizeof *held);
+        x->pending_start[k] = x->pending_used;
+        x->pending_used += n;
+        x->pending_same[k] = k;
+        if (whole) x->pending_whole = k;
+    }
+    x->pending_config[k] = c;
+    x->pending_n[k] = n;
+    x->n_pending++;
+    return k;
+}
+
+/* The outputs õ_t of every held set kept on error row r, summed a block of
+ * positions at a time across the sets: each value row v_i is read from
+ * memory once for all configurations, not once per configuration (which
+ * made output error the cost of an error row), while each õ_t still adds
+ * its tokens in increasing order, so the numbers are those of one set at a
+ * time. */
+enum { OUTPUT_BLOCK = 64 };
+
+/* The first index in [lo, n) of increasing held whose token is >= limit:
+ * at most OUTPUT_BLOCK tokens of a block lie before it, so a binary search
+ * of that window. */
+static int first_from(const int *held, int lo, int n, int limit)
+{
+    int hi = n - lo > OUTPUT_BLOCK ? lo + OUTPUT_BLOCK : n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (held[mid] < limit) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static void flush_outputs(Replay *x, int t, int r)
+{
+    const UnitData *u = x->u;
+    int d = u->d, H = u->n_heads;
+    if (x->n_pending == 0) return;
+    memset(x->pending_out, 0, (size_t)x->n_pending * H * d * sizeof(float));
+    memset(x->pending_cursor, 0, (size_t)x->n_pending * sizeof(int));
+    for (int p0 = 0; p0 <= t; p0 += OUTPUT_BLOCK)
+        for (int k = 0; k < x->n_pending; k++) {
+            if (x->pending_same[k] != k) continue;
+            const int *held = x->pending_tokens + x->pending_start[k];
+            int begin = x->pending_cursor[k], end = first_from(held, begin, x->pending_n[k], p0 + OUTPUT_BLOCK);
+            for (int h = 0; h < H && end > begin; h++)
+                held_output_add(row_of(x, h, r), held + begin, end - begin, x->pending_inv[(size_t)k * H + h],
+                                u->v[h], d, x->pending_out + ((size_t)k * H + h) * d);
+            x->pending_cursor[k] = end;
+        }
+    for (int k = 0; k < x->n_pending; k++)
+        for (int h = 0; h < H; h++)
+            x->out[x->pending_config[k]].error[h] +=
+                relative_error(x->full_out + (size_t)h * d, x->pending_out + ((size_t)x->pending_same[k] * H + h) * d, d);
+    x->n_pending = 0;
+    x->pending_used = 0;
+    x->pending_whole = -1;
 }
 
 /* o_t = Σ_i a_t(i) v_i for every head: once per error row, shared by all configs. */
@@ -310,6 +402,7 @@ static ObservedRow attend_held(Replay *x, int c, int t, int r, const int *held, 
     ObservedRow row = {observed, 1.0f};
     double mean_mass = 0;
     int whole = n == t + 1; /* every token held (full, or any policy before its budget fills) */
+    int pending = error_row && u->v ? defer_output(x, c, held, n, whole) : -1;
     int one_head = u->n_heads == 1;
     for (int h = 0; h < u->n_heads; h++) {
         const float *a = row_of(x, h, r);
@@ -334,7 +427,8 @@ static ObservedRow attend_held(Replay *x, int c, int t, int r, const int *held, 
         res->mass[h] += m;
         res->kl[h] += m < 1.0 ? -log(m) : 0.0; /* a full cache may sum to 1 + rounding */
         mean_mass += m;
-        if (error_row && u->v) res->error[h] += output_error(x, h, r, held, n, inv);
+        if (pending >= 0) x->pending_inv[(size_t)pending * u->n_heads + h] = inv;
+        else if (error_row && u->v) res->error[h] += output_error(x, h, r, held, n, inv);
     }
     if (reported) {
         res->curve[t] = (float)(mean_mass / u->n_heads);
@@ -468,9 +562,15 @@ static int row_prelude(Replay *x, int t, int r)
     int stride = x->opt->error_stride, error_row = stride > 0 && t % stride == 0, need_ideal = error_row;
     for (int b = 0; b < x->n_budgets; b++) need_ideal |= x->ideal_every_row[b];
     if (error_row && u->v) full_outputs(x, t, r);
-    if (need_ideal) group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
-    for (int b = 0; b < x->n_budgets; b++)
-        if (error_row || x->ideal_every_row[b]) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
+    if (!need_ideal) return error_row;
+    group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
+    int n = 0;
+    for (int b = 0; b < x->n_budgets; b++) /* largest first */
+        if (error_row || x->ideal_every_row[b]) {
+            x->ideal_k[n] = x->budgets[b];
+            x->ideal_flags[n++] = x->ideal + (size_t)b * u->T;
+        }
+    top_k_flags_many(x->group_row, t + 1, x->ideal_k, n, x->select, x->ideal_flags);
     return error_row;
 }
 
@@ -483,6 +583,7 @@ static void step_row(Replay *x, int t, int r)
         else if (kind == KIND_SELECT) step_select(x, c, t, r, error_row);
         else step_policy(x, c, t, r, error_row);
     }
+    flush_outputs(x, t, r);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -528,6 +629,8 @@ static int setup(Replay *x, KvError *err)
     x->budgets = malloc((size_t)x->n_cfg * sizeof(int));
     x->ideal_every_row = calloc((size_t)x->n_cfg, sizeof(int));
     x->ideal = malloc((size_t)x->n_cfg * T);
+    x->ideal_k = malloc((size_t)x->n_cfg * sizeof *x->ideal_k);
+    x->ideal_flags = malloc((size_t)x->n_cfg * sizeof *x->ideal_flags);
     x->scratch = aligned_alloc(4096, ((2 * T + 4096) * sizeof(float) + 4095) / 4096 * 4096);
     if (x->scratch) { /* 2 KB apart modulo 4 KB: no false store-to-load dependencies between them */
         x->observed = x->scratch + 512;
@@ -535,6 +638,15 @@ static int setup(Replay *x, KvError *err)
     }
     x->full_out = malloc((size_t)u->n_heads * u->d * sizeof(float));
     x->held_out = malloc((size_t)u->d * sizeof(float));
+    size_t n_cfg = (size_t)x->n_cfg;
+    x->pending_config = malloc(n_cfg * sizeof(int));
+    x->pending_start = malloc(n_cfg * sizeof(int));
+    x->pending_n = malloc(n_cfg * sizeof(int));
+    x->pending_cursor = malloc(n_cfg * sizeof(int));
+    x->pending_same = malloc(n_cfg * sizeof(int));
+    x->pending_whole = -1;
+    x->pending_inv = malloc(n_cfg * u->n_heads * sizeof(float));
+    x->pending_out = malloc(n_cfg * u->n_heads * u->d * sizeof(float));
     x->ideal_tokens = malloc(T * sizeof(int));
     x->q_row = malloc((size_t)u->n_heads * sizeof *x->q_row);
     x->positions = malloc(T * sizeof(int));
@@ -542,13 +654,21 @@ static int setup(Replay *x, KvError *err)
     x->evicted = malloc(2 * EVICTED_MAX * sizeof(int));
     x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
     if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
-        !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out ||
+        !x->ideal_every_row || !x->ideal || !x->ideal_k || !x->ideal_flags || !x->scratch || !x->full_out || !x->held_out || !x->pending_config ||
+        !x->pending_start || !x->pending_n || !x->pending_cursor || !x->pending_same || !x->pending_inv || !x->pending_out ||
         !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row || !x->evicted)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int i = 0; i < u->T; i++) x->positions[i] = i;
     for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
-    for (int c = 0; c < x->n_cfg; c++) {
+    for (int c = 0; c < x->n_cfg; c++)
         if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
+    for (int b = 1; b < x->n_budgets; b++) /* largest first, as row_prelude's selection takes them */
+        for (int i = b; i > 0 && x->budgets[i] > x->budgets[i - 1]; i--) {
+            int larger = x->budgets[i];
+            x->budgets[i] = x->budgets[i - 1];
+            x->budgets[i - 1] = larger;
+        }
+    for (int c = 0; c < x->n_cfg; c++) {
         if (policy_lookup(x->cfg[c].spec.name)->kind == KIND_IDEAL)
             x->ideal_every_row[budget_index(x, x->cfg[c].budget)] = 1;
         int report_budget = x->cfg[c].report_budget > 0 ? x->cfg[c].report_budget : x->cfg[c].budget;
@@ -564,9 +684,11 @@ static void teardown(Replay *x)
     for (int c = 0; x->pol && c < x->n_cfg; c++)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
     free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
-    free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
+    free(x->ideal_every_row); free(x->ideal); free(x->ideal_k); free(x->ideal_flags); free(x->scratch); free(x->full_out);
     free(x->held_out); free(x->ideal_tokens); free(x->q_row); free(x->positions); free(x->whole_sum); free(x->whole_row);
     free(x->evicted);
+    free(x->pending_config); free(x->pending_start); free(x->pending_n); free(x->pending_cursor); free(x->pending_same);
+    free(x->pending_inv); free(x->pending_out); free(x->pending_tokens);
 }
 
 int replay_unit(const UnitData *u, const ReplayConfig *cfg, int n_cfg, const ReplayOptions *opt,
@@ -639,6 +761,7 @@ int replay_units_adaptive(const UnitData *u, int n_units, const ReplayConfig *cf
             for (int i = 0; i < n_units && rc == 0; i++)
                 if ((rc = ready_row(&x[i], t0 + r, r, err)) == 0) error_row = row_prelude(&x[i], t0 + r, r);
             for (int c = 0; c < n_cfg && rc == 0; c++) step_joint(x, n_units, pol, slot, score, c, t0 + r, r, error_row);
+            for (int i = 0; i < n_units && rc == 0; i++) flush_outputs(&x[i], t0 + r, r);
         }
     }
     for (int i = 0; x && i < n_units; i++) teardown(&x[i]);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "../analysis/stats.h"
+#include "../util/select.h"
 #include "check.h"
 
 /* x = 1..5, y ranks 1 2 3 5 4: d² sums to 2, rho = 1 - 6·2/(5·24) = 0.9. */
@@ -82,12 +83,42 @@ static void bootstrap_intervals(void)
     gsl_rng_free(rng);
 }
 
+/* top_k_flags_many against a model that ranks by (value desc, index asc):
+ * values of a few levels (ties everywhere), k from n down to 0, over 50
+ * random rows. */
+static void top_k_many(void)
+{
+    enum { N = 300 };
+    const int k[] = {N + 5, N, 250, 120, 64, 64, 7, 1, 0};
+    enum { NK = sizeof k / sizeof k[0] };
+    float value[N], scratch[N];
+    unsigned char flags[NK][N], *rows[NK];
+    for (int i = 0; i < NK; i++) rows[i] = flags[i];
+    unsigned seed = 5;
+    int wrong = 0;
+    for (int trial = 0; trial < 50; trial++) {
+        for (int i = 0; i < N; i++) {
+            seed = seed * 1103515245u + 12345u;
+            value[i] = (float)((seed >> 16) % (trial % 7 + 2)); /* 2..8 levels */
+        }
+        top_k_flags_many(value, N, k, NK, scratch, rows);
+        for (int q = 0; q < NK; q++)
+            for (int i = 0; i < N; i++) {
+                int rank = 0; /* entries ranked before i */
+                for (int j = 0; j < N; j++) rank += value[j] > value[i] || (value[j] == value[i] && j < i);
+                wrong += flags[q][i] != (rank < k[q]);
+            }
+    }
+    CHECK(wrong == 0, "%d flags differ from the ranking", wrong);
+}
+
 int main(int argc, char **argv)
 {
     struct { const char *name; void (*fn)(void); } cases[] = {
         {"spearman_known_ranking", spearman_known_ranking},
         {"multiset_equals_expanded", multiset_equals_expanded},
         {"bootstrap_intervals", bootstrap_intervals},
+        {"top_k_many", top_k_many},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
