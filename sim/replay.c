@@ -69,7 +69,7 @@ typedef struct {
     int *ideal_every_row; /* [n_budgets] an `ideal` config needs this budget's set on every row */
     int n_budgets;
     uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set (ties: oldest) */
-    int *ideal_k;         /* [n_budgets] scratch: the budgets whose sets a row selects, largest first */
+    int *ideal_k;         /* [n_budgets] scratch: the budgets whose sets a row selects */
     uint8_t **ideal_flags; /* [n_budgets] scratch: their sets */
     float *observed;      /* [T] r_t over held tokens */
     float *gathered;      /* [T] one head's attention on the held tokens */
@@ -565,7 +565,7 @@ static int row_prelude(Replay *x, int t, int r)
     if (!need_ideal) return error_row;
     group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
     int n = 0;
-    for (int b = 0; b < x->n_budgets; b++) /* largest first */
+    for (int b = 0; b < x->n_budgets; b++)
         if (error_row || x->ideal_every_row[b]) {
             x->ideal_k[n] = x->budgets[b];
             x->ideal_flags[n++] = x->ideal + (size_t)b * u->T;
@@ -660,15 +660,8 @@ static int setup(Replay *x, KvError *err)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
     for (int i = 0; i < u->T; i++) x->positions[i] = i;
     for (int h = 0; h < u->n_heads; h++) x->whole_row[h] = -1;
-    for (int c = 0; c < x->n_cfg; c++)
-        if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
-    for (int b = 1; b < x->n_budgets; b++) /* largest first, as row_prelude's selection takes them */
-        for (int i = b; i > 0 && x->budgets[i] > x->budgets[i - 1]; i--) {
-            int larger = x->budgets[i];
-            x->budgets[i] = x->budgets[i - 1];
-            x->budgets[i - 1] = larger;
-        }
     for (int c = 0; c < x->n_cfg; c++) {
+        if (budget_index(x, x->cfg[c].budget) < 0) x->budgets[x->n_budgets++] = x->cfg[c].budget;
         if (policy_lookup(x->cfg[c].spec.name)->kind == KIND_IDEAL)
             x->ideal_every_row[budget_index(x, x->cfg[c].budget)] = 1;
         int report_budget = x->cfg[c].report_budget > 0 ? x->cfg[c].report_budget : x->cfg[c].budget;

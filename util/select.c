@@ -1,23 +1,57 @@
 #include "select.h"
 
+#include <stdint.h>
 #include <string.h>
+
+/* A float's bits as an unsigned integer in the floats' order (negatives
+ * reversed, then above them the positives).  The two zeros get two keys
+ * (-0 first), which only matters to the order, never to a comparison of the
+ * floats themselves. */
+static inline uint32_t order_key(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+}
+
+static inline float key_float(uint32_t key)
+{
+    uint32_t bits = key & 0x80000000u ? key & 0x7fffffffu : ~key;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* The k-th largest (0-based) of v[0..n) by radix selection on order keys:
+ * the top 11 bits are counted, the bucket holding the k-th largest found
+ * from the top, its members copied into scratch, and so on for the next 11
+ * and the last 10 bits.  Each pass is a branch-free count and a copy of the
+ * survivors, where quickselect's comparisons mispredict half the time. */
+static float kth_largest_radix(const float *v, int n, int k, float *scratch)
+{
+    static const int SHIFT[3] = {21, 10, 0}, WIDTH[3] = {11, 11, 10};
+    uint32_t prefix = 0;
+    const float *cur = v;
+    int m = n;
+    for (int pass = 0; pass < 3; pass++) {
+        uint32_t count[2048] = {0}, mask = (1u << WIDTH[pass]) - 1;
+        int shift = SHIFT[pass], bucket = (int)mask;
+        for (int i = 0; i < m; i++) count[(order_key(cur[i]) >> shift) & mask]++;
+        while ((uint32_t)k >= count[bucket]) k -= (int)count[bucket--];
+        prefix |= (uint32_t)bucket << shift;
+        if (pass == 2) break;
+        int kept = 0; /* in place once cur is scratch: kept never passes i */
+        for (int i = 0; i < m; i++)
+            if (((order_key(cur[i]) >> shift) & mask) == (uint32_t)bucket) scratch[kept++] = cur[i];
+        cur = scratch;
+        m = kept;
+    }
+    return key_float(prefix);
+}
 
 float kth_largest(float *v, int n, int k)
 {
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = v[(lo + hi) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] > pivot) i++;
-            while (v[j] < pivot) j--;
-            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return v[k];
-    }
-    return v[k];
+    return kth_largest_radix(v, n, k, v);
 }
 
 /* The k entries above threshold, then those equal to it from the lowest index. */
@@ -34,20 +68,14 @@ void top_k_flags(const float *value, int n, int k, float *scratch, unsigned char
     top_k_flags_many(value, n, &k, 1, scratch, &flags);
 }
 
-/* kth_largest leaves v[0..k) >= v[k] >= v[k+1..n): the k largest first. */
 void top_k_flags_many(const float *value, int n, const int *k, int n_k, float *scratch, unsigned char *const *flags)
 {
-    int prefix = n; /* scratch[0..prefix) holds the `prefix` largest values */
     for (int i = 0; i < n_k; i++) {
         if (n <= k[i]) {
             memset(flags[i], 1, (size_t)n);
             continue;
         }
         memset(flags[i], 0, (size_t)n);
-        if (k[i] <= 0) continue;
-        if (prefix == n) memcpy(scratch, value, (size_t)n * sizeof(float));
-        float threshold = kth_largest(scratch, prefix, k[i] - 1);
-        prefix = k[i];
-        flag_top(value, n, k[i], threshold, flags[i]);
+        if (k[i] > 0) flag_top(value, n, k[i], kth_largest_radix(value, n, k[i] - 1, scratch), flags[i]);
     }
 }
