@@ -608,37 +608,49 @@ static int analyze_layer(LayerPool *p, KvError *err)
 /* Layer l of sequence s: its heads' statistics land in a's slices, sequence
  * 0's per-head curves in p->curves and its value norms by position in
  * value_row (added to: zeros in, as a single pass gives). */
-static int analyze_layer_of(LayerPool *p, const TraceReader *r, int s, int l, const TraceSeqInfo *info,
-                            float *value_row, KvError *err)
+/* Analyses a loaded layer l of sequence s (ld is freed here). */
+static int analyze_layer_of(LayerPool *p, const TraceReader *r, int s, int l, LayerData *ld, float *value_row,
+                            KvError *err)
 {
     Analysis *a = p->a;
-    LayerData ld = {0};
-    for (int w = 0; w < p->threads; w++) p->work[w].T = info->n_tokens;
-    if (trace_load_layer(r, s, l, info, p->have_values, &ld, err)) {
-        trace_layer_free(&ld);
-        return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
-    }
-    p->layer = &ld;
+    for (int w = 0; w < p->threads; w++) p->work[w].T = ld->T;
+    p->layer = ld;
     p->s = s;
     p->l = l;
     int rc = analyze_layer(p, err);
     if (rc == 0 && s == 0 && p->have_values)
         for (int g = 0; g < a->KV; g++)
-            for (int i = 0; i < a->T0; i++) value_row[i] += ld.v_l1[(size_t)g * a->T0 + i] / a->KV;
-    trace_layer_free(&ld);
+            for (int i = 0; i < a->T0; i++) value_row[i] += ld->v_l1[(size_t)g * a->T0 + i] / a->KV;
+    trace_layer_free(ld);
     return rc ? kv_wrap(err, "%s sequence %d layer %d", r->path, s, l) : 0;
 }
 
+/* The layers of sequence s in order; with more than one thread the next
+ * layer loads while the heads of this one are analysed. */
 static int analyze_sequence(Analysis *a, const TraceReader *r, int s, LayerPool *p, Progress *progress, KvError *err)
 {
     TraceSeqInfo info;
     if (trace_sequence_info(r, s, &info, err)) return -1;
-    for (int l = 0; l < a->L; l++) {
-        if (analyze_layer_of(p, r, s, l, &info, a->value_by_position + (size_t)l * a->T0, err)) return -1;
-        if (s == 0) fold_curves(a, p->curves);
-        progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
+    int background = p->threads > 1 && trace_layer_background_ok(), rc = 0;
+    LayerLoad load[2];
+    trace_layer_load_start(&load[0], r, s, 0, &info, p->have_values, 0);
+    for (int l = 0; l < a->L && rc == 0; l++) {
+        LayerLoad *cur = &load[l % 2], *next = &load[(l + 1) % 2];
+        if (trace_layer_load_finish(cur, err)) {
+            trace_layer_free(&cur->ld);
+            return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
+        }
+        if (l + 1 < a->L) trace_layer_load_start(next, r, s, l + 1, &info, p->have_values, background);
+        rc = analyze_layer_of(p, r, s, l, &cur->ld, a->value_by_position + (size_t)l * a->T0, err);
+        if (rc == 0 && s == 0) fold_curves(a, p->curves);
+        if (rc == 0) progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
+        if (rc && l + 1 < a->L) {
+            KvError ignored;
+            trace_layer_load_finish(next, &ignored);
+            trace_layer_free(&next->ld);
+        }
     }
-    return 0;
+    return rc;
 }
 
 static void layer_pool_free(LayerPool *p)
@@ -735,8 +747,13 @@ static int analyze_job_run(void *ctx, int job, DistReader *input, DistBuffer *ou
     if (input->failed) return kv_fail(err, "the job's random stream did not arrive whole");
     float *value_row = s == 0 ? calloc((size_t)a->T0, sizeof(float)) : NULL;
     if (s == 0 && !value_row) return kv_fail(err, "out of memory");
-    int rc = trace_sequence_info(aj->r, s, &info, err) ||
-             analyze_layer_of(aj->pool, aj->r, s, l, &info, value_row, err);
+    LayerData ld = {0};
+    int rc = trace_sequence_info(aj->r, s, &info, err);
+    if (rc == 0 && trace_load_layer(aj->r, s, l, &info, aj->pool->have_values, &ld, err)) {
+        trace_layer_free(&ld);
+        rc = kv_wrap(err, "%s sequence %d layer %d", aj->r->path, s, l);
+    }
+    if (rc == 0) rc = analyze_layer_of(aj->pool, aj->r, s, l, &ld, value_row, err);
     HeadSlice slices[16];
     size_t first = ((size_t)s * a->L + l) * H;
     for (int i = 0, n = head_slices(a, slices); rc == 0 && i < n; i++)
@@ -811,17 +828,14 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     memset(a, 0, sizeof *a);
     a->opt = *opt;
     double start = kv_now_seconds();
-    FileDigests digests; /* on a core of its own while the first layer loads */
-    if (dist_rank() == 0) file_digests_start(&digests, &opt->trace, 1, opt->threads > 1);
+    FileDigests digests; /* started once the trace is open (opening forks: no thread may run then) */
     /* the parallelism is across heads; OpenBLAS's own threads would also make
      * the attention sums depend on how many cores the machine (or an MPI
      * rank bound to one core) has */
     openblas_set_num_threads(1);
     TraceReader r;
-    if (trace_open(&r, opt->trace, err)) {
-        if (dist_rank() == 0) file_digests_free(&digests);
-        return dist_agree(-1, "planning", err); /* every rank plans */
-    }
+    if (trace_open(&r, opt->trace, err)) return dist_agree(-1, "planning", err); /* every rank plans */
+    if (dist_rank() == 0) file_digests_start(&digests, &opt->trace, 1, opt->threads > 1); /* on a free core */
     a->meta = r.meta;
     a->S = r.n_sequences;
     if (a->S < 1) {

@@ -591,42 +591,11 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     return 0;
 }
 
-/* One layer of one sequence, loaded (in the background while the previous
- * layer is replayed, when there are worker threads to spare). */
-typedef struct {
-    const Plan *plan;
-    int s, layer, values;
-    LayerData ld;
-    int rc;
-    KvError err;
-    pthread_t tid;
-    int in_background;
-} LayerLoad;
-
-static void *load_layer(void *arg)
-{
-    LayerLoad *l = arg;
-    const Plan *plan = l->plan;
-    h5_quiet(); /* HDF5's error stack is per thread */
-    l->rc = trace_load_layer(&plan->readers[plan->seq_reader[l->s]], plan->seq_index[l->s], l->layer,
-                             &plan->seq_info[l->s], l->values, &l->ld, &l->err);
-    return NULL;
-}
-
-/* Starts loading (s, layer): on a thread when `background`, else now. */
+/* Starts loading layer `layer` of planned sequence s. */
 static void load_start(LayerLoad *l, const Plan *plan, int s, int layer, int values, int background)
 {
-    *l = (LayerLoad){.plan = plan, .s = s, .layer = layer, .values = values};
-    l->in_background = background && pthread_create(&l->tid, NULL, load_layer, l) == 0;
-    if (!l->in_background) load_layer(l);
-}
-
-static int load_finish(LayerLoad *l, KvError *err)
-{
-    if (l->in_background) pthread_join(l->tid, NULL);
-    l->in_background = 0;
-    if (l->rc) *err = l->err;
-    return l->rc;
+    trace_layer_load_start(l, &plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, &plan->seq_info[s],
+                           values, background);
 }
 
 /* This layer's configurations: budgets per layer, split into those each
@@ -715,15 +684,13 @@ static int run_layers(const SimOptions *opt, const Plan *plan, SimResults *res, 
                       Progress *progress, long *done, long total, int values, KvError *err)
 {
     pthread_mutex_t hdf5 = PTHREAD_MUTEX_INITIALIZER;
-    hbool_t threadsafe = 0;
-    H5is_library_threadsafe(&threadsafe);
-    int background = opt->threads > 1 && threadsafe, n = plan->n_seq * plan->n_layers, rc = 0;
+    int background = opt->threads > 1 && trace_layer_background_ok(), n = plan->n_seq * plan->n_layers, rc = 0;
     LayerLoad load[2];
     load_start(&load[0], plan, 0, plan->layers[0], values, 0);
     for (int i = 0; i < n; i++) {
         LayerLoad *cur = &load[i % 2], *next = &load[(i + 1) % 2];
-        int s = cur->s, layer = cur->layer, next_started = 0;
-        rc = load_finish(cur, err);
+        int s = i / plan->n_layers, layer = plan->layers[i % plan->n_layers], next_started = 0;
+        rc = trace_layer_load_finish(cur, err);
         if (rc == 0 && i + 1 < n) {
             load_start(next, plan, (i + 1) / plan->n_layers, plan->layers[(i + 1) % plan->n_layers], values, background);
             next_started = 1;
@@ -733,7 +700,7 @@ static int run_layers(const SimOptions *opt, const Plan *plan, SimResults *res, 
         if (rc) {
             KvError ignored;
             if (next_started) {
-                load_finish(next, &ignored);
+                trace_layer_load_finish(next, &ignored);
                 trace_layer_free(&next->ld);
             }
             return kv_wrap(err, "%s sequence %d layer %d", opt->traces[plan->seq_reader[s]], plan->seq_index[s], layer);
@@ -909,9 +876,12 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
     Accumulators acc = {0};
     double t0 = kv_now_seconds();
     int values = needs_values(opt);
-    FileDigests digests; /* on a core of its own while the first layer loads */
-    if (dist_rank() == 0) file_digests_start(&digests, opt->traces, opt->n_traces, opt->threads > 1);
     int rc = open_traces(opt, &plan, err) || collect_sequences(opt, &plan, values, err);
+    /* on a core of its own while the first layer loads; started after the
+     * traces are open, as opening forks a checking child, which must not
+     * inherit a thread's locks */
+    FileDigests digests;
+    if (dist_rank() == 0) file_digests_start(&digests, opt->traces, opt->n_traces, opt->threads > 1 && rc == 0);
     if (rc == 0) {
         const TraceMeta *m = &plan.readers[0].meta;
         trace_model_label(m, res->model, sizeof res->model);

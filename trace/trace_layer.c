@@ -1,11 +1,13 @@
 #include "trace_layer.h"
 
 #include <cblas.h>
+#include <hdf5.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../util/softmax.h"
+#include "h5util.h"
 
 void trace_layer_free(LayerData *ld)
 {
@@ -56,6 +58,36 @@ done:
     free(raw);
     free(norms);
     return rc;
+}
+
+int trace_layer_background_ok(void)
+{
+    hbool_t threadsafe = 0;
+    return H5is_library_threadsafe(&threadsafe) >= 0 && threadsafe;
+}
+
+static void *load_layer(void *arg)
+{
+    LayerLoad *l = arg;
+    h5_quiet(); /* HDF5's error stack is per thread */
+    l->rc = trace_load_layer(l->reader, l->seq, l->layer, &l->info, l->values, &l->ld, &l->err);
+    return NULL;
+}
+
+void trace_layer_load_start(LayerLoad *l, const TraceReader *r, int seq, int layer, const TraceSeqInfo *info,
+                            int values, int background)
+{
+    *l = (LayerLoad){.reader = r, .seq = seq, .layer = layer, .values = values, .info = *info};
+    l->in_background = background && pthread_create(&l->thread, NULL, load_layer, l) == 0;
+    if (!l->in_background) load_layer(l);
+}
+
+int trace_layer_load_finish(LayerLoad *l, KvError *err)
+{
+    if (l->in_background) pthread_join(l->thread, NULL);
+    l->in_background = 0;
+    if (l->rc) *err = l->err;
+    return l->rc;
 }
 
 void attention_rows(const float *q, const float *k, int d, int t0, int n, float *out, long ld)

@@ -5,6 +5,8 @@
 #ifndef KV_TRACE_LAYER_H
 #define KV_TRACE_LAYER_H
 
+#include <pthread.h>
+
 #include "../util/error.h"
 #include "trace_file.h"
 
@@ -19,6 +21,27 @@ typedef struct {
 int trace_load_layer(const TraceReader *r, int seq, int layer, const TraceSeqInfo *info, int values,
                      LayerData *ld, KvError *err);
 void trace_layer_free(LayerData *ld);
+
+/* One layer being loaded, on a thread of its own when asked, so that the
+ * next layer reads while this one is worked on (simulate, analyze). */
+typedef struct {
+    const TraceReader *reader;
+    int seq, layer, values;
+    TraceSeqInfo info;
+    LayerData ld;
+    int rc;
+    KvError err;
+    pthread_t thread;
+    int in_background;
+} LayerLoad;
+
+/* Background loads need a thread-safe HDF5 library (Debian's is). */
+int trace_layer_background_ok(void);
+/* Starts loading: on a thread when background (else now). */
+void trace_layer_load_start(LayerLoad *l, const TraceReader *r, int seq, int layer, const TraceSeqInfo *info,
+                            int values, int background);
+/* Waits for the load; l->ld holds the layer when it returns 0. */
+int trace_layer_load_finish(LayerLoad *l, KvError *err);
 
 /* Rows t0..t0+n-1 of softmax(q kᵀ / sqrt(d)) under the causal mask, for one
  * head: q, k are [T][d]; out has row stride ld and columns 0..t0+n-1. */
