@@ -500,7 +500,7 @@ typedef struct {
 /* Draws what one head's bootstrap draws, so the stream moves past it. */
 static void skip_draws(gsl_rng *rng, int n_boot, int T)
 {
-    for (long b = 0; b < (long)n_boot * T; b++) gsl_rng_uniform_int(rng, (unsigned long)T);
+    rng_skip_uniform_int(rng, (long)n_boot * T, (unsigned long)T);
 }
 
 static void sequence_streams(LayerPool *p)

@@ -145,3 +145,61 @@ int mean_with_interval(const double *value, const float *rep, const size_t *unit
     free(replicate);
     return 0;
 }
+
+/* ------------------------------------------------------------ skipping draws */
+
+/* GSL's mt19937 state (rng/mt.c): the 624 words of Matsumoto and
+ * Nishimura's generator, each kept in an unsigned long, and the index of
+ * the next word to temper (624: the block is used up). */
+enum { MT_N = 624, MT_M = 397 };
+typedef struct {
+    unsigned long mt[MT_N];
+    int mti;
+} MtState;
+
+/* The next block of 624 words (the generator's twist): word k from words
+ * k, k + 1 and k + 397 (mod 624), those before k already renewed. */
+static unsigned long mt_mix(unsigned long upper, unsigned long lower, unsigned long far)
+{
+    unsigned long y = (upper & 0x80000000UL) | (lower & 0x7fffffffUL);
+    return far ^ (y >> 1) ^ (y & 1 ? 0x9908b0dfUL : 0);
+}
+
+static void mt_twist(unsigned long *mt)
+{
+    int k = 0;
+    for (; k < MT_N - MT_M; k++) mt[k] = mt_mix(mt[k], mt[k + 1], mt[k + MT_M]);
+    for (; k < MT_N - 1; k++) mt[k] = mt_mix(mt[k], mt[k + 1], mt[k + MT_M - MT_N]);
+    mt[MT_N - 1] = mt_mix(mt[MT_N - 1], mt[0], mt[MT_M - 1]);
+}
+
+static unsigned long mt_temper(unsigned long k)
+{
+    k ^= k >> 11;
+    k ^= (k << 7) & 0x9d2c5680UL;
+    k ^= (k << 15) & 0xefc60000UL;
+    return k ^ (k >> 18);
+}
+
+/* gsl_rng_uniform_int(r, n) takes words until one is below n * (range / n)
+ * (range = max - min; min is 0 for mt19937): each draw uses up one word, or
+ * more on the rare rejections. */
+void rng_skip_uniform_int(gsl_rng *rng, long draws, unsigned long n)
+{
+    if (rng->type != gsl_rng_mt19937 || gsl_rng_size(rng) != sizeof(MtState) || rng->type->min != 0 || n == 0 ||
+        n > rng->type->max) {
+        for (long d = 0; d < draws; d++) gsl_rng_uniform_int(rng, n);
+        return;
+    }
+    MtState *state = gsl_rng_state(rng);
+    unsigned long below = rng->type->max / n * n;
+    while (draws > 0) {
+        if (state->mti >= MT_N) {
+            mt_twist(state->mt);
+            state->mti = 0;
+        }
+        int i = state->mti;
+        for (; i < MT_N && draws > 0; i++) draws -= mt_temper(state->mt[i]) < below;
+        state->mti = i;
+    }
+}

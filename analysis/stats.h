@@ -41,6 +41,12 @@ void spearman_bootstrap_draw(SpearmanBootstrap *b, const double *x, const double
                              double *out);
 void spearman_bootstrap_free(SpearmanBootstrap *b);
 
+/* Moves rng past `draws` calls of gsl_rng_uniform_int(rng, n), leaving it
+ * exactly as those calls would.  GSL's mt19937 (the analysis's generator)
+ * is advanced by its own recurrence, a block of 624 words at a time, several
+ * times faster than the calls; any other generator makes the calls. */
+void rng_skip_uniform_int(gsl_rng *rng, long draws, unsigned long n);
+
 /* Mean over units with a 95% percentile interval.  value[u] is unit u's
  * estimate, rep[u * n_boot + b] its b-th bootstrap replicate (or rep NULL:
  * units are resampled, each unit taken as is).  NaN units are left out.

@@ -112,6 +112,31 @@ static void top_k_many(void)
     CHECK(wrong == 0, "%d flags differ from the ranking", wrong);
 }
 
+/* rng_skip_uniform_int leaves mt19937 in the state the calls would, across
+ * block ends and with frequent rejections (n near 2^32), and falls back to
+ * the calls for another generator. */
+static void skip_draws_exact(void)
+{
+    const long draws[] = {0, 1, 623, 624, 625, 1249, 100000};
+    const unsigned long n[] = {4096, 7, 3000000000UL};
+    const gsl_rng_type *types[] = {gsl_rng_mt19937, gsl_rng_taus2};
+    for (size_t t = 0; t < 2; t++)
+        for (size_t i = 0; i < sizeof draws / sizeof draws[0]; i++)
+            for (size_t j = 0; j < 3; j++) {
+                gsl_rng *calls = gsl_rng_alloc(types[t]), *skipped = gsl_rng_alloc(types[t]);
+                gsl_rng_set(calls, 11 + i);
+                gsl_rng_set(skipped, 11 + i);
+                for (int warm = 0; warm < (int)i * 37; warm++) { gsl_rng_get(calls); gsl_rng_get(skipped); }
+                for (long d = 0; d < draws[i]; d++) gsl_rng_uniform_int(calls, n[j]);
+                rng_skip_uniform_int(skipped, draws[i], n[j]);
+                CHECK(!memcmp(gsl_rng_state(calls), gsl_rng_state(skipped), gsl_rng_size(calls)) &&
+                          gsl_rng_get(calls) == gsl_rng_get(skipped),
+                      "%s, %ld draws below %lu: another state", gsl_rng_name(calls), draws[i], n[j]);
+                gsl_rng_free(calls);
+                gsl_rng_free(skipped);
+            }
+}
+
 int main(int argc, char **argv)
 {
     struct { const char *name; void (*fn)(void); } cases[] = {
@@ -119,6 +144,7 @@ int main(int argc, char **argv)
         {"multiset_equals_expanded", multiset_equals_expanded},
         {"bootstrap_intervals", bootstrap_intervals},
         {"top_k_many", top_k_many},
+        {"skip_draws_exact", skip_draws_exact},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
