@@ -162,7 +162,7 @@ typedef struct {
 static unsigned long mt_mix(unsigned long upper, unsigned long lower, unsigned long far)
 {
     unsigned long y = (upper & 0x80000000UL) | (lower & 0x7fffffffUL);
-    return far ^ (y >> 1) ^ (y & 1 ? 0x9908b0dfUL : 0);
+    return far ^ (y >> 1) ^ (-(y & 1) & 0x9908b0dfUL); /* no branch: y's low bit is a coin flip */
 }
 
 static void mt_twist(unsigned long *mt)
@@ -199,7 +199,13 @@ void rng_skip_uniform_int(gsl_rng *rng, long draws, unsigned long n)
             state->mti = 0;
         }
         int i = state->mti;
-        for (; i < MT_N && draws > 0; i++) draws -= mt_temper(state->mt[i]) < below;
+        if (draws >= MT_N - i) { /* at least a draw per word left: all are used, one draw per accepted word */
+            long accepted = 0;
+            for (; i < MT_N; i++) accepted += mt_temper(state->mt[i]) < below;
+            draws -= accepted;
+        } else {
+            for (; draws > 0 && i < MT_N; i++) draws -= mt_temper(state->mt[i]) < below;
+        }
         state->mti = i;
     }
 }
