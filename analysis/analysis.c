@@ -877,9 +877,8 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     a->seconds = kv_now_seconds() - start;
 done:
     if (dist_rank() == 0) {
-        const char *lines = file_digests_finish(&digests);
-        if (rc == 0 && !(lines && (a->trace_sha256 = strdup(lines)))) rc = kv_fail(err, "out of memory");
-        file_digests_free(&digests);
+        if (rc) file_digests_free(&digests); /* no results: no digests */
+        else if (!(a->trace_sha256 = file_digests_take(&digests))) rc = kv_fail(err, "out of memory");
     }
     if (pool_ready) layer_pool_free(&pool_of_heads);
     if (rng) gsl_rng_free(rng);

@@ -68,9 +68,7 @@ typedef struct {
     int *budgets;         /* distinct budgets */
     int *ideal_every_row; /* [n_budgets] an `ideal` config needs this budget's set on every row */
     int n_budgets;
-    uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set (ties: oldest) */
-    int *ideal_k;         /* [n_budgets] scratch: the budgets whose sets a row selects */
-    uint8_t **ideal_flags; /* [n_budgets] scratch: their sets */
+    uint8_t *ideal;       /* [n_budgets][T] membership of the row's top-B set */
     float *observed;      /* [T] r_t over held tokens */
     float *gathered;      /* [T] one head's attention on the held tokens */
     float *scratch;       /* behind observed and gathered */
@@ -247,6 +245,12 @@ static double whole_row_sum(Replay *x, int h, int t, const float *a)
 }
 
 /* ---------------------------------------------------------------- ideal sets */
+
+/* Marks the B tokens of highest group attention in row t (ties: oldest). */
+static void ideal_set(Replay *x, int t, int budget, uint8_t *flags)
+{
+    top_k_flags(x->group_row, t + 1, budget, x->select, flags);
+}
 
 static int budget_index(const Replay *x, int budget)
 {
@@ -562,15 +566,9 @@ static int row_prelude(Replay *x, int t, int r)
     int stride = x->opt->error_stride, error_row = stride > 0 && t % stride == 0, need_ideal = error_row;
     for (int b = 0; b < x->n_budgets; b++) need_ideal |= x->ideal_every_row[b];
     if (error_row && u->v) full_outputs(x, t, r);
-    if (!need_ideal) return error_row;
-    group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
-    int n = 0;
+    if (need_ideal) group_sum(x, r, t, x->group_row); /* the ideal sets rank the group sum of the heads' rows */
     for (int b = 0; b < x->n_budgets; b++)
-        if (error_row || x->ideal_every_row[b]) {
-            x->ideal_k[n] = x->budgets[b];
-            x->ideal_flags[n++] = x->ideal + (size_t)b * u->T;
-        }
-    top_k_flags_many(x->group_row, t + 1, x->ideal_k, n, x->select, x->ideal_flags);
+        if (error_row || x->ideal_every_row[b]) ideal_set(x, t, x->budgets[b], x->ideal + (size_t)b * u->T);
     return error_row;
 }
 
@@ -629,8 +627,6 @@ static int setup(Replay *x, KvError *err)
     x->budgets = malloc((size_t)x->n_cfg * sizeof(int));
     x->ideal_every_row = calloc((size_t)x->n_cfg, sizeof(int));
     x->ideal = malloc((size_t)x->n_cfg * T);
-    x->ideal_k = malloc((size_t)x->n_cfg * sizeof *x->ideal_k);
-    x->ideal_flags = malloc((size_t)x->n_cfg * sizeof *x->ideal_flags);
     x->scratch = aligned_alloc(4096, ((2 * T + 4096) * sizeof(float) + 4095) / 4096 * 4096);
     if (x->scratch) { /* 2 KB apart modulo 4 KB: no false store-to-load dependencies between them */
         x->observed = x->scratch + 512;
@@ -654,7 +650,7 @@ static int setup(Replay *x, KvError *err)
     x->evicted = malloc(2 * EVICTED_MAX * sizeof(int));
     x->whole_row = malloc((size_t)u->n_heads * sizeof(int));
     if (!x->pol || !x->first_reported || !x->block || !x->group_row || !x->select || !x->budgets ||
-        !x->ideal_every_row || !x->ideal || !x->ideal_k || !x->ideal_flags || !x->scratch || !x->full_out || !x->held_out || !x->pending_config ||
+        !x->ideal_every_row || !x->ideal || !x->scratch || !x->full_out || !x->held_out || !x->pending_config ||
         !x->pending_start || !x->pending_n || !x->pending_cursor || !x->pending_same || !x->pending_inv || !x->pending_out ||
         !x->ideal_tokens || !x->q_row || !x->positions || !x->whole_sum || !x->whole_row || !x->evicted)
         return kv_fail(err, "out of memory replaying a %zu-token unit", T);
@@ -677,7 +673,7 @@ static void teardown(Replay *x)
     for (int c = 0; x->pol && c < x->n_cfg; c++)
         if (x->pol[c].ops) policy_destroy(&x->pol[c]);
     free(x->pol); free(x->first_reported); free(x->block); free(x->group_row); free(x->select); free(x->budgets);
-    free(x->ideal_every_row); free(x->ideal); free(x->ideal_k); free(x->ideal_flags); free(x->scratch); free(x->full_out);
+    free(x->ideal_every_row); free(x->ideal); free(x->scratch); free(x->full_out);
     free(x->held_out); free(x->ideal_tokens); free(x->q_row); free(x->positions); free(x->whole_sum); free(x->whole_row);
     free(x->evicted);
     free(x->pending_config); free(x->pending_start); free(x->pending_n); free(x->pending_cursor); free(x->pending_same);

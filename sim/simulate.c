@@ -919,9 +919,8 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
             res->curve[i] = acc.curve_count[i] ? (float)(acc.curve_sum[i] / acc.curve_count[i]) : NAN;
     }
     if (dist_rank() == 0) {
-        const char *lines = file_digests_finish(&digests);
-        if (rc == 0 && !(lines && (res->trace_sha256 = strdup(lines)))) rc = kv_fail(err, "out of memory");
-        file_digests_free(&digests);
+        if (rc) file_digests_free(&digests); /* no results: no digests */
+        else if (!(res->trace_sha256 = file_digests_take(&digests))) rc = kv_fail(err, "out of memory");
     }
     free(acc.curve_sum);
     free(acc.curve_count);

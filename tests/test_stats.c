@@ -83,7 +83,7 @@ static void bootstrap_intervals(void)
     gsl_rng_free(rng);
 }
 
-/* top_k_flags_many against a model that ranks by (value desc, index asc):
+/* top_k_flags against a model that ranks by (value desc, index asc):
  * values of a few levels (ties everywhere), k from n down to 0, over 50
  * random rows. */
 static void top_k_many(void)
@@ -92,8 +92,7 @@ static void top_k_many(void)
     const int k[] = {N + 5, N, 250, 120, 64, 64, 7, 1, 0};
     enum { NK = sizeof k / sizeof k[0] };
     float value[N], scratch[N];
-    unsigned char flags[NK][N], *rows[NK];
-    for (int i = 0; i < NK; i++) rows[i] = flags[i];
+    unsigned char flags[NK][N];
     unsigned seed = 5;
     int wrong = 0;
     for (int trial = 0; trial < 50; trial++) {
@@ -101,7 +100,7 @@ static void top_k_many(void)
             seed = seed * 1103515245u + 12345u;
             value[i] = (float)((seed >> 16) % (trial % 7 + 2)); /* 2..8 levels */
         }
-        top_k_flags_many(value, N, k, NK, scratch, rows);
+        for (int q = 0; q < NK; q++) top_k_flags(value, N, k[q], scratch, flags[q]);
         for (int q = 0; q < NK; q++)
             for (int i = 0; i < N; i++) {
                 int rank = 0; /* entries ranked before i */

@@ -421,9 +421,9 @@ int h5_attr_write_file_digests(hid_t obj, const char *name, const char *const *p
 {
     FileDigests digests;
     file_digests_start(&digests, paths, n, 0);
-    const char *lines = file_digests_finish(&digests);
+    char *lines = file_digests_take(&digests);
     int rc = lines ? h5_attr_write_str(obj, name, lines) : -1;
-    file_digests_free(&digests);
+    free(lines);
     return rc;
 }
 

@@ -27,7 +27,7 @@ static inline float key_float(uint32_t key)
  * from the top, its members copied into scratch, and so on for the next 11
  * and the last 10 bits.  Each pass is a branch-free count and a copy of the
  * survivors, where quickselect's comparisons mispredict half the time. */
-static float kth_largest_radix(const float *v, int n, int k, float *scratch)
+static float kth_largest(const float *v, int n, int k, float *scratch)
 {
     static const int SHIFT[3] = {21, 10, 0}, WIDTH[3] = {11, 11, 10};
     uint32_t prefix = 0;
@@ -49,11 +49,6 @@ static float kth_largest_radix(const float *v, int n, int k, float *scratch)
     return key_float(prefix);
 }
 
-float kth_largest(float *v, int n, int k)
-{
-    return kth_largest_radix(v, n, k, v);
-}
-
 /* The k entries above threshold, then those equal to it from the lowest index. */
 static void flag_top(const float *value, int n, int k, float threshold, unsigned char *flags)
 {
@@ -65,17 +60,10 @@ static void flag_top(const float *value, int n, int k, float threshold, unsigned
 
 void top_k_flags(const float *value, int n, int k, float *scratch, unsigned char *flags)
 {
-    top_k_flags_many(value, n, &k, 1, scratch, &flags);
-}
-
-void top_k_flags_many(const float *value, int n, const int *k, int n_k, float *scratch, unsigned char *const *flags)
-{
-    for (int i = 0; i < n_k; i++) {
-        if (n <= k[i]) {
-            memset(flags[i], 1, (size_t)n);
-            continue;
-        }
-        memset(flags[i], 0, (size_t)n);
-        if (k[i] > 0) flag_top(value, n, k[i], kth_largest_radix(value, n, k[i] - 1, scratch), flags[i]);
+    if (n <= k) {
+        memset(flags, 1, (size_t)n);
+        return;
     }
+    memset(flags, 0, (size_t)n);
+    if (k > 0) flag_top(value, n, k, kth_largest(value, n, k - 1, scratch), flags);
 }

@@ -158,12 +158,13 @@ void file_digests_start(FileDigests *d, const char *const *paths, int n, int bac
     d->on_thread = background && pthread_create(&d->thread, NULL, digest_files, d) == 0;
 }
 
-const char *file_digests_finish(FileDigests *d)
+char *file_digests_take(FileDigests *d)
 {
     if (d->on_thread) pthread_join(d->thread, NULL);
-    else if (!d->lines) digest_files(d);
-    d->on_thread = 0;
-    return d->lines;
+    else digest_files(d);
+    char *lines = d->lines;
+    *d = (FileDigests){0};
+    return lines;
 }
 
 void file_digests_free(FileDigests *d)

@@ -21,16 +21,18 @@ int sha256_file_hex(const char *path, char hex[65]);
 typedef struct {
     const char *const *paths;
     int n;
-    char *lines;       /* malloc'd; NULL when out of memory */
+    char *lines;       /* malloc'd when done; NULL when out of memory */
     pthread_t thread;
     int on_thread;
 } FileDigests;
 
 /* Starts hashing paths[0..n) (which must outlive the job): on a thread when
- * background is set and a thread can be had, else at file_digests_finish. */
+ * background is set and a thread can be had, else at file_digests_take. */
 void file_digests_start(FileDigests *d, const char *const *paths, int n, int background);
-/* Waits for the digests; returns them (owned by d), NULL when out of memory. */
-const char *file_digests_finish(FileDigests *d);
+/* Waits for the digests and hands them over (malloc'd; NULL when out of
+ * memory); d is then done with. */
+char *file_digests_take(FileDigests *d);
+/* Abandons the job (waits for its thread). */
 void file_digests_free(FileDigests *d);
 
 #endif
