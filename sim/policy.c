@@ -345,7 +345,7 @@ void policy_insert(Policy *p, int token, const TokenFeatures *f)
     }
 }
 
-int policy_find(const Policy *p, int token)
+int policy_slots_below(const Policy *p, int token)
 {
     int lo = 0, hi = p->n;
     while (lo < hi) {
@@ -353,7 +353,13 @@ int policy_find(const Policy *p, int token)
         if (p->tokens[mid] < token) lo = mid + 1;
         else hi = mid;
     }
-    return lo < p->n && p->tokens[lo] == token ? lo : -1;
+    return lo;
+}
+
+int policy_find(const Policy *p, int token)
+{
+    int slot = policy_slots_below(p, token);
+    return slot < p->n && p->tokens[slot] == token ? slot : -1;
 }
 
 /* Moves n slots of every per-slot array from index `from` to `to`. */
@@ -372,6 +378,7 @@ static void move_slots(Policy *p, int from, int to, int n)
  * tokens inserted: the allocations (capacity + 1) always have room. */
 static void remove_slot(Policy *p, int slot)
 {
+    if (p->ops->removed) p->ops->removed(p, slot);
     int before = slot, after = p->n - slot - 1;
     if (before < after) {
         move_slots(p, 0, 1, before);

@@ -144,6 +144,8 @@ typedef struct {
     void (*observe_scaled)(Policy *p, const float *g, float factor, int t);
     /* returns the slot in [lo, hi) to evict; NULL = lowest score, oldest on ties */
     int (*victim)(Policy *p, int lo, int hi, int t);
+    /* told just before a slot leaves the cache (NULL: not told) */
+    void (*removed)(Policy *p, int slot);
     /* the score victim() ranked slot by, just after it ran; NULL = score[slot] * scale */
     float (*victim_score)(const Policy *p, int slot);
     /* KIND_SELECT: writes the tokens row t attends to (increasing) and returns how many */
@@ -216,6 +218,8 @@ void policy_observe(Policy *p, const float *r, int t);
 void policy_observe_scaled(Policy *p, const float *g, float factor, float *scratch, int t);
 /* Slot of a held token, or -1. */
 int policy_find(const Policy *p, int token);
+/* Held tokens below token: the slot it has or would have. */
+int policy_slots_below(const Policy *p, int token);
 
 /* Helpers shared by policies. */
 /* a2sf's update with r[j] = g[j] * factor, weighted by weight[j] (or not, NULL). */

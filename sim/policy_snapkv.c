@@ -8,7 +8,8 @@
  * adds the new one, as a per-position sum would (the same operations on the
  * same numbers in the same order, so the same bits).  Rows are kept in a ring
  * in the slot order of their step.
- * Cost per step: O(B) update, O(B * kernel) victim scan, both on vectors. */
+ * Cost per step: O(B) update, O(B * kernel) victim scan, both on vectors,
+ * and O(k log B) to place the k tokens removed within the window. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -25,13 +26,24 @@ static const PolicyParam SNAPKV_PARAMS[] = {
 };
 
 /* Row s of the window lives in ring row s % rows; rows = window + 1, so the
- * new row never overwrites the one leaving while it is still being read. */
+ * new row never overwrites the one leaving while it is still being read.
+ * A row keeps only its values, in the slot order of its step.  Which token
+ * each belongs to follows from the tokens held now and those removed since
+ * (a log of removals, told by policy.c), because since then tokens have
+ * only left the cache or entered after every token of the row: the row's
+ * tokens are the held ones up to its newest, with the removed ones put back
+ * in their places.  So no row's token list is copied or compared. */
 typedef struct {
     int rows;            /* ring rows: window + 1 (or capacity: then no row ever leaves) */
-    int *ring_tokens;    /* [rows][capacity+1]: the tokens a row was observed on, in slot order */
-    float *ring_values;  /* [rows][capacity+1]: their observed attention */
-    int *ring_len;       /* [rows] */
+    float *ring_values;  /* [rows][capacity+1]: a row's observed attention, in slot order */
+    int *ring_len;       /* [rows] its slots */
+    int *ring_last;      /* [rows] its newest token (-1: none) */
     int rows_seen;
+    int log_size;        /* capacity + 1: a unit removes at most the tokens it inserted */
+    int *removed_token;  /* [log_size] ring of removals, oldest first ... */
+    int *removed_after;  /* ... and the rows observed before each */
+    int log_first, log_n;
+    int *gone;           /* [log_size] scratch: the leaving row's tokens removed since, increasing */
 } SnapState;
 
 static int snapkv_check(const PolicySpec *spec, KvError *err)
@@ -51,12 +63,16 @@ static int snapkv_init(Policy *p, KvError *err)
     size_t rows = (size_t)w + 1 < cap ? (size_t)w + 1 : cap;
     if (s) {
         s->rows = (int)rows;
-        s->ring_tokens = malloc(rows * cap * sizeof *s->ring_tokens);
+        s->log_size = (int)cap;
         s->ring_values = malloc(rows * cap * sizeof *s->ring_values);
         s->ring_len = calloc(rows, sizeof *s->ring_len);
+        s->ring_last = calloc(rows, sizeof *s->ring_last);
+        s->removed_token = malloc(cap * sizeof *s->removed_token);
+        s->removed_after = malloc(cap * sizeof *s->removed_after);
+        s->gone = malloc(cap * sizeof *s->gone);
     }
     p->priv = s;
-    if (!s || !s->ring_tokens || !s->ring_values || !s->ring_len)
+    if (!s || !s->ring_values || !s->ring_len || !s->ring_last || !s->removed_token || !s->removed_after || !s->gone)
         return kv_fail(err, "out of memory for snapkv's %d-row window", w);
     return 0;
 }
@@ -65,71 +81,80 @@ static void snapkv_destroy(Policy *p)
 {
     SnapState *s = p->priv;
     if (!s) return;
-    free(s->ring_tokens);
     free(s->ring_values);
     free(s->ring_len);
+    free(s->ring_last);
+    free(s->removed_token);
+    free(s->removed_after);
+    free(s->gone);
     free(s);
     p->priv = NULL;
 }
 
-/* One step of the window, the update of every held token's sum in one pass:
- * the row that leaves (old_tokens/old_values, m slots, in the slot order of
- * its step) is subtracted, then the new row r[j] = g[j] * factor (a float
- * product) is added, which `new_values` receives.  Since the old row, tokens
- * have only left the cache (they never come back) or entered after its last
- * token, so both lists increase and merge: the leading lanes of sixteen
- * slots whose tokens match are updated together; at the first mismatch a
- * token that left is skipped in the old row, one that entered since only
- * adds.  (sums[j] - old) + r: the order a per-token sum would take. */
-typedef struct {
-    const int *tokens;
-    const float *g;
-    float factor;
-    int n;
-    const int *old_tokens;
-    const float *old_values;
-    int m;
-    float *new_values;
-} WindowStep;
-
-static void slide_scalar(double *sums, const WindowStep *w, int i, int j)
+static void snapkv_removed(Policy *p, int slot)
 {
-    for (; j < w->n; j++) {
-        while (i < w->m && w->old_tokens[i] < w->tokens[j]) i++; /* left the cache since */
-        float r = w->g[j] * w->factor;
-        w->new_values[j] = r;
-        if (i < w->m && w->old_tokens[i] == w->tokens[j]) sums[j] -= w->old_values[i++];
-        sums[j] += r;
+    SnapState *s = p->priv;
+    int at = (s->log_first + s->log_n++) % s->log_size;
+    s->removed_token[at] = p->tokens[slot];
+    s->removed_after[at] = s->rows_seen;
+}
+
+static int compare_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The tokens of the row observed as the row_seen-th (0 first), whose newest
+ * token is `last`, removed since: into s->gone in increasing order; returns
+ * how many.  Removals before that row matter to no later row either: they
+ * leave the log. */
+static int removed_since(SnapState *s, int row_seen, int last)
+{
+    while (s->log_n > 0 && s->removed_after[s->log_first] <= row_seen) {
+        s->log_first = (s->log_first + 1) % s->log_size;
+        s->log_n--;
+    }
+    int k = 0;
+    for (int i = 0, at = s->log_first; i < s->log_n; i++, at = at + 1 < s->log_size ? at + 1 : 0)
+        if (s->removed_token[at] <= last) s->gone[k++] = s->removed_token[at]; /* else it entered after the row */
+    if (k > 32) { /* a prompt compressed at once */
+        qsort(s->gone, (size_t)k, sizeof *s->gone, compare_int);
+        return k;
+    }
+    for (int i = 1; i < k; i++) { /* one removal per step: a few dozen */
+        int token = s->gone[i], at = i;
+        for (; at > 0 && s->gone[at - 1] > token; at--) s->gone[at] = s->gone[at - 1];
+        s->gone[at] = token;
+    }
+    return k;
+}
+
+/* Slots [from, to) of the window's step: the new row r[j] = g[j] * factor
+ * (a float product) goes into fresh[j] and is added to sums[j], after
+ * old[j] (the leaving row's value of the token) is subtracted:
+ * (sums[j] - old) + r, the order a per-token sum would take.  add_run: the
+ * tokens that entered after the leaving row, with nothing to subtract. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void slide_run(double *restrict sums, const float *restrict g, float factor, const float *restrict old,
+                      float *restrict fresh, int from, int to)
+{
+    for (int j = from; j < to; j++) {
+        float r = g[j] * factor;
+        fresh[j] = r;
+        sums[j] = (sums[j] - (double)old[j]) + (double)r;
     }
 }
 
-__attribute__((target("avx512f")))
-static void slide_avx512(double *sums, const WindowStep *w)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void add_run(double *restrict sums, const float *restrict g, float factor, float *restrict fresh, int from,
+                    int to)
 {
-    const __m256 factor = _mm256_set1_ps(w->factor);
-    int i = 0, j = 0;
-    while (i + 16 <= w->m && j + 16 <= w->n) {
-        unsigned same = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(w->old_tokens + i), _mm512_loadu_si512(w->tokens + j));
-        int run = same == 0xffff ? 16 : __builtin_ctz(~same);
-        unsigned take = (1u << run) - 1;
-        for (int half = 0; half < 16; half += 8) {
-            __m256 r8 = _mm256_mul_ps(_mm256_loadu_ps(w->g + j + half), factor);
-            _mm256_storeu_ps(w->new_values + j + half, r8); /* lanes past the run are rewritten later */
-            __m512d old = _mm512_cvtps_pd(_mm256_loadu_ps(w->old_values + i + half));
-            __m512d sum = _mm512_sub_pd(_mm512_loadu_pd(sums + j + half), old);
-            _mm512_mask_storeu_pd(sums + j + half, (__mmask8)(take >> half), _mm512_add_pd(sum, _mm512_cvtps_pd(r8)));
-        }
-        i += run, j += run;
-        if (run == 16) continue;
-        if (w->old_tokens[i] < w->tokens[j]) {
-            i++; /* left the cache since */
-        } else { /* entered since: not in the old row */
-            float r1 = w->g[j] * w->factor;
-            w->new_values[j] = r1;
-            sums[j++] += r1;
-        }
+    for (int j = from; j < to; j++) {
+        float r = g[j] * factor;
+        fresh[j] = r;
+        sums[j] += (double)r;
     }
-    slide_scalar(sums, w, i, j);
 }
 
 static void snapkv_observe(Policy *p, const float *g, float factor, int t)
@@ -138,18 +163,22 @@ static void snapkv_observe(Policy *p, const float *g, float factor, int t)
     SnapState *s = p->priv;
     int w = (int)policy_param(p, SNAPKV_WINDOW), now = s->rows_seen % s->rows;
     size_t cap = (size_t)p->capacity + 1;
-    WindowStep step = {.tokens = p->tokens, .g = g, .factor = factor, .n = p->n,
-                       .new_values = s->ring_values + (size_t)now * cap};
+    float *fresh = s->ring_values + (size_t)now * cap;
+    int j = 0;
     if (s->rows_seen >= w) { /* the oldest row leaves the window */
         int old = (s->rows_seen - w) % s->rows;
-        step.old_tokens = s->ring_tokens + (size_t)old * cap;
-        step.old_values = s->ring_values + (size_t)old * cap;
-        step.m = s->ring_len[old];
+        const float *old_values = s->ring_values + (size_t)old * cap;
+        int k = removed_since(s, s->rows_seen - w, s->ring_last[old]);
+        /* held slot j of the row's tokens was slot j + (its tokens removed before it) then */
+        for (int q = 0; q <= k; q++) {
+            int end = q < k ? policy_slots_below(p, s->gone[q]) : s->ring_len[old] - k;
+            slide_run(p->sums, g, factor, old_values + q, fresh, j, end);
+            j = end;
+        }
     }
-    if (__builtin_cpu_supports("avx512f")) slide_avx512(p->sums, &step);
-    else slide_scalar(p->sums, &step, 0, 0);
-    memcpy(s->ring_tokens + (size_t)now * cap, p->tokens, (size_t)p->n * sizeof *s->ring_tokens);
+    add_run(p->sums, g, factor, fresh, j, p->n); /* entered since the row: nothing to subtract */
     s->ring_len[now] = p->n;
+    s->ring_last[now] = p->n ? p->tokens[p->n - 1] : -1;
     s->rows_seen++;
 }
 
@@ -230,6 +259,7 @@ static float snapkv_victim_score(const Policy *p, int slot)
 const PolicyOps POLICY_SNAPKV = {
     .name = "snapkv", .params = SNAPKV_PARAMS, .n_params = 2, .cost = "O(B*kernel)",
     .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1, .uses_slot_sums = 1, .check = snapkv_check,
-    .init = snapkv_init, .destroy = snapkv_destroy, .observe_scaled = snapkv_observe, .victim = snapkv_victim,
+    .init = snapkv_init, .destroy = snapkv_destroy, .observe_scaled = snapkv_observe, .removed = snapkv_removed,
+    .victim = snapkv_victim,
     .victim_score = snapkv_victim_score,
 };
