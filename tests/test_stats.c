@@ -1,9 +1,13 @@
 /* The analysis statistics on numbers worked out by hand. */
 #include <gsl/gsl_rng.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../analysis/stats.h"
 #include "../util/select.h"
+#include "../util/sha256.h"
 #include "check.h"
 
 /* x = 1..5, y ranks 1 2 3 5 4: d² sums to 2, rho = 1 - 6·2/(5·24) = 0.9. */
@@ -136,9 +140,44 @@ static void skip_draws_exact(void)
             }
 }
 
+/* SHA-256: FIPS 180-4's examples, and files hashed a block at a time equal
+ * their bytes hashed at once, at every size near a padding or read-block
+ * boundary (the file reader takes 4 MiB at a time). */
+static void sha256_files(void)
+{
+    char hex[65];
+    sha256_hex("abc", 3, hex);
+    CHECK(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "abc: %s", hex);
+    sha256_hex("", 0, hex);
+    CHECK(!strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"), "empty: %s", hex);
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256_hex(two, strlen(two), hex);
+    CHECK(!strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"), "448 bits: %s", hex);
+    size_t sizes[] = {0, 1, 55, 56, 63, 64, 65, 119, 120, (4 << 20) - 1, 4 << 20, (4 << 20) + 1, (8 << 20) + 100};
+    size_t most = (8 << 20) + 100;
+    unsigned char *bytes = malloc(most);
+    CHECK(bytes != NULL, "out of memory");
+    if (!bytes) return;
+    for (size_t i = 0; i < most; i++) bytes[i] = (unsigned char)(i * 2654435761u >> 13);
+    char path[] = "/tmp/kvtrace-sha256-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "cannot create %s", path);
+    for (size_t k = 0; fd >= 0 && k < sizeof sizes / sizeof sizes[0]; k++) {
+        CHECK(ftruncate(fd, 0) == 0 && pwrite(fd, bytes, sizes[k], 0) == (ssize_t)sizes[k], "cannot write %s", path);
+        char whole[65], file[65];
+        sha256_hex(bytes, sizes[k], whole);
+        CHECK(sha256_file_hex(path, file) == 0, "cannot hash %s", path);
+        CHECK(!strcmp(whole, file), "%zu bytes: file %s, memory %s", sizes[k], file, whole);
+    }
+    if (fd >= 0) close(fd), unlink(path);
+    CHECK(sha256_file_hex("/nonexistent/kvtrace", hex) == -1, "a missing file must fail");
+    free(bytes);
+}
+
 int main(int argc, char **argv)
 {
     struct { const char *name; void (*fn)(void); } cases[] = {
+        {"sha256_files", sha256_files},
         {"spearman_known_ranking", spearman_known_ranking},
         {"multiset_equals_expanded", multiset_equals_expanded},
         {"bootstrap_intervals", bootstrap_intervals},

@@ -1,12 +1,12 @@
 /* FIPS 180-4 SHA-256, written from the standard. */
 #include "sha256.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,44 +97,82 @@ static void compress_blocks(uint32_t h[8], const uint8_t *p, size_t blocks)
     for (size_t i = 0; i < blocks; i++) compress(h, p + 64 * i);
 }
 
-void sha256_hex(const void *data, size_t len, char hex[65])
+static void sha256_init(uint32_t h[8])
 {
-    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    const uint8_t *p = data;
-    size_t full = len / 64;
-    compress_blocks(h, p, full);
+    static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(h, initial, sizeof initial);
+}
+
+/* The last rest (< 64) bytes of a message of len bytes, the padding, the digest. */
+static void sha256_finish(uint32_t h[8], const uint8_t *rest_bytes, size_t rest, uint64_t len, char hex[65])
+{
     uint8_t tail[128] = {0};
-    size_t rest = len - 64 * full;
-    memcpy(tail, p + 64 * full, rest);
+    memcpy(tail, rest_bytes, rest);
     tail[rest] = 0x80;
     size_t tail_len = rest < 56 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
+    uint64_t bits = len * 8;
     for (int i = 0; i < 8; i++) tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
     compress_blocks(h, tail, tail_len / 64);
     for (int i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", h[i]);
 }
 
+void sha256_hex(const void *data, size_t len, char hex[65])
+{
+    uint32_t h[8];
+    sha256_init(h);
+    const uint8_t *p = data;
+    size_t full = len / 64;
+    compress_blocks(h, p, full);
+    sha256_finish(h, p + 64 * full, len - 64 * full, len, hex);
+}
+
+/* Fills buf from fd up to size bytes (fewer only at the end of the file);
+ * returns the bytes read, or -1. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t size)
+{
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+/* Read a block at a time, not mapped: a mapping of a many-gigabyte trace
+ * would count in the process's resident memory as it is hashed. */
 int sha256_file_hex(const char *path, char hex[65])
 {
+    enum { BLOCK = 4 << 20 }; /* a multiple of 64 */
     int fd = open(path, O_RDONLY);
     if (fd < 0) return -1;
     struct stat st;
+    uint8_t *buf = malloc(BLOCK);
     int rc = -1;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (st.st_size == 0) {
-            sha256_hex("", 0, hex);
-            rc = 0;
-        } else {
-            void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (map != MAP_FAILED) {
-                madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL);
-                sha256_hex(map, (size_t)st.st_size, hex);
-                munmap(map, (size_t)st.st_size);
-                rc = 0;
+    if (buf && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        uint32_t h[8];
+        uint64_t len = 0;
+        sha256_init(h);
+        for (;;) {
+            ssize_t n = read_full(fd, buf, BLOCK);
+            if (n < 0) break;
+            len += (uint64_t)n;
+            if (n == BLOCK) {
+                compress_blocks(h, buf, BLOCK / 64);
+                continue;
             }
+            size_t full = (size_t)n / 64;
+            compress_blocks(h, buf, full);
+            sha256_finish(h, buf + 64 * full, (size_t)n - 64 * full, len, hex);
+            rc = 0;
+            break;
         }
     }
+    free(buf);
     close(fd);
     return rc;
 }

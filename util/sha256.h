@@ -10,7 +10,7 @@
 /* Writes 64 lowercase hex digits and a NUL into hex[65]. */
 void sha256_hex(const void *data, size_t len, char hex[65]);
 
-/* The same for a whole file (memory-mapped); -1 when it cannot be read. */
+/* The same for a whole file (read a block at a time); -1 when it cannot be read. */
 int sha256_file_hex(const char *path, char hex[65]);
 
 /* The digests of input files, one line each ("unreadable" for a file that
