@@ -633,14 +633,14 @@ static int analyze_sequence(Analysis *a, const TraceReader *r, int s, LayerPool 
     if (trace_sequence_info(r, s, &info, err)) return -1;
     int background = p->threads > 1 && trace_layer_background_ok(), rc = 0;
     LayerLoad load[2];
-    trace_layer_load_start(&load[0], r, s, 0, &info, p->have_values, 0);
+    trace_layer_load_start(&load[0], r, s, 0, &info, p->have_values, NULL, 0);
     for (int l = 0; l < a->L && rc == 0; l++) {
         LayerLoad *cur = &load[l % 2], *next = &load[(l + 1) % 2];
         if (trace_layer_load_finish(cur, err)) {
             trace_layer_free(&cur->ld);
             return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
         }
-        if (l + 1 < a->L) trace_layer_load_start(next, r, s, l + 1, &info, p->have_values, background);
+        if (l + 1 < a->L) trace_layer_load_start(next, r, s, l + 1, &info, p->have_values, NULL, background);
         rc = analyze_layer_of(p, r, s, l, &cur->ld, a->value_by_position + (size_t)l * a->T0, err);
         if (rc == 0 && s == 0) fold_curves(a, p->curves);
         if (rc == 0) progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
@@ -749,7 +749,7 @@ static int analyze_job_run(void *ctx, int job, DistReader *input, DistBuffer *ou
     if (s == 0 && !value_row) return kv_fail(err, "out of memory");
     LayerData ld = {0};
     int rc = trace_sequence_info(aj->r, s, &info, err);
-    if (rc == 0 && trace_load_layer(aj->r, s, l, &info, aj->pool->have_values, &ld, err)) {
+    if (rc == 0 && trace_load_layer(aj->r, s, l, &info, aj->pool->have_values, NULL, &ld, err)) {
         trace_layer_free(&ld);
         rc = kv_wrap(err, "%s sequence %d layer %d", aj->r->path, s, l);
     }

@@ -32,6 +32,7 @@ int figure_heatmap(FigureJob *job, KvError *err)
     TraceSeqInfo info;
     LayerData ld = {0};
     float *attention = NULL;
+    uint8_t *kv_heads = NULL;
     char rel[256];
     if (opt->sequence < 0 || opt->sequence >= r.n_sequences || layer >= r.meta.n_layers || head < 0 ||
         head >= r.meta.n_heads) {
@@ -39,10 +40,16 @@ int figure_heatmap(FigureJob *job, KvError *err)
                 opt->sequence, layer, head, r.n_sequences, r.meta.n_layers, r.meta.n_heads);
         goto done;
     }
-    if (trace_sequence_info(&r, opt->sequence, &info, err) ||
-        trace_load_layer(&r, opt->sequence, layer, &info, 0, &ld, err))
+    int g = head / (r.meta.n_heads / r.meta.n_kv_heads);
+    if (!(kv_heads = calloc((size_t)r.meta.n_kv_heads, 1))) {
+        kv_fail(err, "out of memory");
         goto done;
-    int T = ld.T, g = head / (ld.H / ld.KV);
+    }
+    kv_heads[g] = 1; /* the head's kv head alone is read */
+    if (trace_sequence_info(&r, opt->sequence, &info, err) ||
+        trace_load_layer(&r, opt->sequence, layer, &info, 0, kv_heads, &ld, err))
+        goto done;
+    int T = ld.T;
     if (!(attention = malloc((size_t)T * T * sizeof(float)))) {
         kv_fail(err, "out of memory for a %d x %d heatmap", T, T);
         goto done;
@@ -57,6 +64,7 @@ int figure_heatmap(FigureJob *job, KvError *err)
     figure_var(job, "logformat", "%s", figure_log_format(job));
     rc = 0;
 done:
+    free(kv_heads);
     free(attention);
     trace_layer_free(&ld);
     trace_close(&r);

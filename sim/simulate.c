@@ -57,6 +57,7 @@ typedef struct {
     int n_seq;
     int *layers, n_layers;       /* selected layers */
     int *units, n_units;         /* selected units */
+    uint8_t *kv_wanted;          /* [kv heads] the layers' heads to load (NULL: all of them) */
     int n_unit_heads;            /* query heads per unit */
     ReplayConfig *configs;       /* [C][S]: budgets resolve per sequence */
     int *pair_policy, *pair_alloc, n_pairs; /* the (policy, allocation) pairs that make sense */
@@ -298,11 +299,21 @@ static void announce_costly(const SimOptions *opt, const Plan *plan)
     }
 }
 
+/* --heads: only the selected kv heads (and their query heads) are loaded. */
+static int plan_kv_wanted(const SimOptions *opt, Plan *plan, int n_kv_heads, KvError *err)
+{
+    if (opt->layer_granularity || plan->n_units == n_kv_heads) return 0;
+    plan->kv_wanted = calloc((size_t)n_kv_heads, 1);
+    if (!plan->kv_wanted) return kv_fail(err, "out of memory");
+    for (int u = 0; u < plan->n_units; u++) plan->kv_wanted[plan->units[u]] = 1;
+    return 0;
+}
+
 static void plan_free(Plan *plan)
 {
     for (int i = 0; i < plan->n_readers; i++) trace_close(&plan->readers[i]);
     free(plan->readers); free(plan->seq_reader); free(plan->seq_index); free(plan->seq_info);
-    free(plan->layers); free(plan->units); free(plan->configs);
+    free(plan->layers); free(plan->units); free(plan->kv_wanted); free(plan->configs);
     free(plan->alloc); free(plan->layer_budget); free(plan->pair_policy); free(plan->pair_alloc);
 }
 
@@ -595,7 +606,7 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
 static void load_start(LayerLoad *l, const Plan *plan, int s, int layer, int values, int background)
 {
     trace_layer_load_start(l, &plan->readers[plan->seq_reader[s]], plan->seq_index[s], layer, &plan->seq_info[s],
-                           values, background);
+                           values, plan->kv_wanted, background);
 }
 
 /* This layer's configurations: budgets per layer, split into those each
@@ -787,7 +798,7 @@ static int sim_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, K
     Progress quiet = {0}; /* rank 0 shows the run's progress */
     long done = 0;
     int n_jobs = 0, rc = trace_load_layer(&plan->readers[plan->seq_reader[p.s]], plan->seq_index[p.s], p.layer,
-                                          &plan->seq_info[p.s], sj->values, &ld, err);
+                                          &plan->seq_info[p.s], sj->values, plan->kv_wanted, &ld, err);
     if (rc == 0)
         rc = replay_units(sj->opt, plan, sj->res->error_stride, &ld, p.s, p.layer, p.first, p.count, &sj->hdf5,
                           &quiet, &done, 0, &jobs, &n_jobs, err);
@@ -889,7 +900,8 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
         if (opt->layer_granularity && opt->units)
             rc = kv_fail(err, "--heads selects cache units per kv head; it does not apply at layer granularity");
         rc = rc || select_list(opt->layers, opt->n_layers, m->n_layers, "layer", &plan.layers, &plan.n_layers, err) ||
-             select_list(opt->units, opt->n_units, m->n_kv_heads, "kv head", &plan.units, &plan.n_units, err);
+             select_list(opt->units, opt->n_units, m->n_kv_heads, "kv head", &plan.units, &plan.n_units, err) ||
+             plan_kv_wanted(opt, &plan, m->n_kv_heads, err);
         if (rc == 0 && opt->retention_layer >= 0 &&
             (opt->retention_layer >= m->n_layers || opt->retention_unit < 0 ||
              opt->retention_unit >= (opt->layer_granularity ? 1 : m->n_kv_heads)))

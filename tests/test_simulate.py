@@ -8,7 +8,7 @@ import os
 import h5py
 import numpy as np
 
-from helpers import MODEL, expect_clean_failure, main, run, workdir, write_trace
+from helpers import MODEL, expect_clean_failure, main, run, synthetic_trace, workdir, write_trace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRACE = os.path.join(HERE, "..", "traces", "stories260K.h5")
@@ -82,6 +82,36 @@ def threads_identical():
                 "curve_retained_mass"):
         a, b, c = f1[key][:], f2[key][:], f3[key][:]
         assert np.array_equal(a, b, equal_nan=True) and np.array_equal(a, c, equal_nan=True), key
+
+
+def heads_subset():
+    """--heads loads only the selected kv heads of each layer (and their query
+    heads): their results equal the whole run's, bit for bit, on the recorded
+    trace (chunked, compressed) and on a float16 one, for runs of neighbouring
+    heads and for scattered ones; the heads left out are NaN."""
+    half = os.path.join(workdir(), "half.h5")
+    synthetic_trace(half, T=384, H=8, KV=4, d=16, layers=2)
+    with h5py.File(half, "a") as f:
+        for l in range(2):
+            for name in ("q", "k", "v"):
+                path = f"sequences/0000/layers/{l:03d}/{name}"
+                data = f[path][:].astype(np.float16)
+                del f[path]
+                f[path] = data
+    policies = sum([["--policy", p] for p in ("h2o", "snapkv:window=4", "vatp", "knorm", "ideal")], [])
+    for trace, subsets in ((TRACE, ("1,3", "2", "0,1")), (half, ("1,3", "3"))):
+        whole, _ = simulate("--budget", "20%", *policies, trace=trace)
+        H = whole["metrics/retained_mass"].shape[3]
+        group = H // 4
+        for heads in subsets:
+            part, _ = simulate("--budget", "20%", *policies, "--heads", heads, trace=trace)
+            kept = [h for x in map(int, heads.split(",")) for h in range(x * group, (x + 1) * group)]
+            left = [h for h in range(H) if h not in kept]
+            for key in ("retained_mass", "attention_kl", "output_error", "ideal_overlap"):
+                a, b = whole["metrics/" + key][:], part["metrics/" + key][:]  # [C][S][L][H]
+                assert np.array_equal(a[..., kept], b[..., kept]), (trace, heads, key)
+                assert np.isnan(b[..., left]).all(), (trace, heads, key)
+            print(f"{os.path.basename(trace)} --heads {heads}: query heads {kept} equal the whole run's")
 
 
 def stored_vs_recomputed():
@@ -335,6 +365,6 @@ def allocations():
     assert np.array_equal(a["metrics/retained_mass"][:], u["metrics/retained_mass"][:], equal_nan=True)
 
 
-main({f.__name__: f for f in (full_and_whole_budget, bounds_per_row, window_monotone, threads_identical,
+main({f.__name__: f for f in (full_and_whole_budget, bounds_per_row, window_monotone, threads_identical, heads_subset,
                               stored_vs_recomputed, automatic_attention_source, results_format, hand_built_trace,
                               prefill_and_layer_granularity, bad_input, defaults_fit_small_budgets, allocations)})

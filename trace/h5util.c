@@ -459,22 +459,26 @@ int h5_read_all(hid_t loc, const char *name, hid_t mem_type, void *out, size_t n
 }
 
 /* Selects the first n elements (whole rows along axis 0) of a dataset. */
-static int select_prefix(hid_t d, size_t n, hid_t *file_space, hid_t *mem_space)
+/* Selects n elements of whole rows along axis 0 from the start, and along
+ * axis 1 only [first, first + width) when width > 0, into a flat memory space. */
+static int select_rows(hid_t d, size_t n, hsize_t first, hsize_t width, hid_t *file_space, hid_t *mem_space)
 {
     hsize_t dims[8], start[8] = {0}, count[8];
     hid_t fs = H5Dget_space(d);
     int rank = fs >= 0 ? H5Sget_simple_extent_ndims(fs) : -1;
-    if (rank < 1 || rank > 8 || H5Sget_simple_extent_dims(fs, dims, NULL) < 0) {
+    if (rank < 1 || rank > 8 || H5Sget_simple_extent_dims(fs, dims, NULL) < 0 ||
+        (width > 0 && (rank < 2 || first + width > dims[1]))) {
         if (fs >= 0) H5Sclose(fs);
         return -1;
     }
+    memcpy(count, dims, sizeof dims);
+    if (width > 0) start[1] = first, count[1] = width;
     size_t row = 1;
-    for (int i = 1; i < rank; i++) row *= dims[i];
+    for (int i = 1; i < rank; i++) row *= count[i];
     if (row == 0 || n % row || n / row > dims[0]) {
         H5Sclose(fs);
         return -1;
     }
-    memcpy(count, dims, sizeof dims);
     count[0] = n / row;
     hsize_t total = n;
     *mem_space = H5Screate_simple(1, &total, NULL);
@@ -487,21 +491,27 @@ static int select_prefix(hid_t d, size_t n, hid_t *file_space, hid_t *mem_space)
     return 0;
 }
 
-int h5_read_prefix(hid_t loc, const char *name, hid_t mem_type, void *out, size_t n)
+static int read_rows(hid_t loc, const char *name, hid_t mem_type, hsize_t first, hsize_t width, void *out, size_t n)
 {
     if (n == 0) return 0;
     if (!h5_exists(loc, name)) return -1;
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
     if (d < 0) return -1;
     hid_t fs = -1, ms = -1;
-    int rc = select_prefix(d, n, &fs, &ms) == 0 && H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, out) >= 0 ? 0 : -1;
+    int rc = select_rows(d, n, first, width, &fs, &ms) == 0 && H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, out) >= 0
+                 ? 0 : -1;
     if (fs >= 0) H5Sclose(fs);
     if (ms >= 0) H5Sclose(ms);
     H5Dclose(d);
     return rc;
 }
 
-int h5_read_floats(hid_t loc, const char *name, float *out, size_t n)
+int h5_read_prefix(hid_t loc, const char *name, hid_t mem_type, void *out, size_t n)
+{
+    return read_rows(loc, name, mem_type, 0, 0, out, n);
+}
+
+int h5_read_floats_part(hid_t loc, const char *name, size_t first, size_t width, float *out, size_t n)
 {
     if (!h5_exists(loc, name)) return -1;
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
@@ -510,15 +520,20 @@ int h5_read_floats(hid_t loc, const char *name, float *out, size_t n)
     int half = t >= 0 && H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 2;
     if (t >= 0) H5Tclose(t);
     H5Dclose(d);
-    if (!half) return h5_read_prefix(loc, name, H5T_NATIVE_FLOAT, out, n);
+    if (!half) return read_rows(loc, name, H5T_NATIVE_FLOAT, first, width, out, n);
     /* read the raw halves into the second half of out, then widen in place from the front */
     uint16_t *raw = (uint16_t *)(out + n) - n;
     hid_t f16 = h5_float16_type();
-    int rc = f16 >= 0 ? h5_read_prefix(loc, name, f16, raw, n) : -1;
+    int rc = f16 >= 0 ? read_rows(loc, name, f16, first, width, raw, n) : -1;
     if (f16 >= 0) H5Tclose(f16);
     if (rc) return -1;
     fp16_to_float_array(raw, out, n);
     return 0;
+}
+
+int h5_read_floats(hid_t loc, const char *name, float *out, size_t n)
+{
+    return h5_read_floats_part(loc, name, 0, 0, out, n);
 }
 
 int h5_write_strings(hid_t loc, const char *name, const char *const *v, int n)

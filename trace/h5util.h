@@ -104,6 +104,9 @@ int h5_read_prefix(hid_t loc, const char *name, hid_t mem_type, void *out, size_
 /* h5_read_prefix for float data (float32, float64 or IEEE float16); float16
  * is converted here, not by HDF5's slow generic conversion. */
 int h5_read_floats(hid_t loc, const char *name, float *out, size_t n);
+/* The same for [first, first + width) along axis 1 of each row (width 0:
+ * all of it): n floats, [rows][width][rest...]. */
+int h5_read_floats_part(hid_t loc, const char *name, size_t first, size_t width, float *out, size_t n);
 
 /* 1 when rows 0..rows-1 of a chunked dataset are not all stored (a file
  * that declares more than it holds: truncated, or crafted), 0 when they

@@ -706,25 +706,37 @@ int trace_read_tokens(const TraceReader *r, int seq, int *tokens, int n, KvError
     return 0;
 }
 
-int trace_read_floats(const TraceReader *r, int seq, const char *name, float *out, size_t n, KvError *err)
+static int read_floats_part(const TraceReader *r, int seq, const char *name, int first, int width, float *out,
+                            size_t n, KvError *err)
 {
     char path[256];
     seq_path(path, sizeof path, seq, name);
-    if (h5_read_floats((hid_t)r->file, path, out, n))
+    if (h5_read_floats_part((hid_t)r->file, path, (size_t)first, (size_t)width, out, n))
         return kv_fail(err, "%s: cannot read %s (missing, wrong size or corrupt)", r->path, path);
+    return 0;
+}
+
+int trace_read_floats(const TraceReader *r, int seq, const char *name, float *out, size_t n, KvError *err)
+{
+    return read_floats_part(r, seq, name, 0, 0, out, n, err);
+}
+
+int trace_read_layer_heads(const TraceReader *r, int seq, int layer, const char *name, int first, int width,
+                           float *out, size_t n, KvError *err)
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, "layers/%03d/%s", layer, name);
+    if (read_floats_part(r, seq, rel, first, width, out, n, err)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(out[i]))
+            return kv_fail(err, "%s: sequence %d %s holds NaN or Inf", r->path, seq, rel);
     return 0;
 }
 
 int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name, float *out, size_t n,
                      KvError *err)
 {
-    char rel[64];
-    snprintf(rel, sizeof rel, "layers/%03d/%s", layer, name);
-    if (trace_read_floats(r, seq, rel, out, n, err)) return -1;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(out[i]))
-            return kv_fail(err, "%s: sequence %d %s holds NaN or Inf", r->path, seq, rel);
-    return 0;
+    return trace_read_layer_heads(r, seq, layer, name, 0, 0, out, n, err);
 }
 
 int trace_read_attention_rows(const TraceReader *r, int seq, int layer, int head, int t0, int n, float *out,

@@ -119,6 +119,9 @@ int trace_read_floats(const TraceReader *r, int seq, const char *name, float *ou
  * Values must be finite. */
 int trace_read_layer(const TraceReader *r, int seq, int layer, const char *name, float *out, size_t n,
                      KvError *err);
+/* The same for heads first .. first+width-1 only (axis 1): out is [T][width][...]. */
+int trace_read_layer_heads(const TraceReader *r, int seq, int layer, const char *name, int first, int width,
+                           float *out, size_t n, KvError *err);
 /* Rows t0..t0+n-1, columns 0..t0+n-1 of one head's stored attention into
  * out (row stride ld). */
 int trace_read_attention_rows(const TraceReader *r, int seq, int layer, int head, int t0, int n, float *out,

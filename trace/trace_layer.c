@@ -24,34 +24,71 @@ static void by_head(const float *src, float *dst, int T, int heads, int d)
             memcpy(dst + ((size_t)h * T + t) * d, src + ((size_t)t * heads + h) * d, (size_t)d * sizeof(float));
 }
 
+/* Heads [first, first + width) of a [T][heads][d] dataset into dst, head-major
+ * [heads][T][d] (width == heads: the whole dataset, read as one). */
+static int read_heads(const TraceReader *r, int seq, int layer, const char *name, int T, int heads, int d,
+                      int first, int width, float *raw, float *dst, KvError *err)
+{
+    size_t n = (size_t)T * width * d;
+    if (trace_read_layer_heads(r, seq, layer, name, first, width == heads ? 0 : width, raw, n, err)) return -1;
+    by_head(raw, dst + (size_t)first * T * d, T, width, d);
+    return 0;
+}
+
+/* Kv heads [x0, x1) and their query heads. */
+static int read_kv_heads(const TraceReader *r, int seq, int layer, int values, int x0, int x1, float *raw,
+                         float *norms, LayerData *ld, KvError *err)
+{
+    int T = ld->T, d = ld->d, group = ld->H / ld->KV, w = x1 - x0;
+    if (read_heads(r, seq, layer, "q", T, ld->H, d, x0 * group, w * group, raw, ld->q, err) ||
+        read_heads(r, seq, layer, "k", T, ld->KV, d, x0, w, raw, ld->k, err) ||
+        read_heads(r, seq, layer, "k_norm", T, ld->KV, 1, x0, w, norms, ld->k_norm, err))
+        return -1;
+    if (!values) return 0;
+    return read_heads(r, seq, layer, "v", T, ld->KV, d, x0, w, raw, ld->v, err) ||
+                   read_heads(r, seq, layer, "v_norm_l1", T, ld->KV, 1, x0, w, norms, ld->v_l1, err)
+               ? -1 : 0;
+}
+
+/* The end of the run of kv heads from x0 that are all wanted or all not. */
+static int run_end(const uint8_t *kv_heads, int KV, int x0)
+{
+    int x1 = x0 + 1;
+    while (x1 < KV && kv_heads && !kv_heads[x1] == !kv_heads[x0]) x1++;
+    return kv_heads ? x1 : KV;
+}
+
+static void *alloc_floats(size_t n, int zeroed) { return zeroed ? calloc(n, sizeof(float)) : malloc(n * sizeof(float)); }
+
 int trace_load_layer(const TraceReader *r, int seq, int layer, const TraceSeqInfo *info, int values,
-                     LayerData *ld, KvError *err)
+                     const uint8_t *kv_heads, LayerData *ld, KvError *err)
 {
     const TraceMeta *m = &r->meta;
     ld->T = info->n_tokens; ld->H = m->n_heads; ld->KV = m->n_kv_heads; ld->d = m->head_dim;
-    size_t T = (size_t)ld->T, qn = T * ld->H * ld->d, kn = T * ld->KV * ld->d, nn = T * ld->KV;
-    float *raw = malloc(qn * sizeof(float)), *norms = malloc(nn * sizeof(float));
-    ld->q = malloc(qn * sizeof(float));
-    ld->k = malloc(kn * sizeof(float));
-    ld->v = values ? malloc(kn * sizeof(float)) : NULL;
-    ld->k_norm = malloc(nn * sizeof(float));
-    ld->v_l1 = values ? malloc(nn * sizeof(float)) : NULL;
+    int widest = 0, subset = 0;
+    for (int x0 = 0, x1; x0 < ld->KV; x0 = x1) { /* runs of wanted kv heads */
+        x1 = run_end(kv_heads, ld->KV, x0);
+        if (!kv_heads || kv_heads[x0]) widest = x1 - x0 > widest ? x1 - x0 : widest;
+        else subset = 1;
+    }
+    size_t T = (size_t)ld->T, group = (size_t)(ld->H / ld->KV), d = (size_t)ld->d;
+    size_t qn = T * ld->H * d, kn = T * ld->KV * d, nn = T * ld->KV;
+    /* a subset leaves the other heads zero: pages never touched, never resident */
+    float *raw = malloc(T * widest * group * d * sizeof(float) + 1), *norms = malloc(T * widest * sizeof(float) + 1);
+    ld->q = alloc_floats(qn, subset);
+    ld->k = alloc_floats(kn, subset);
+    ld->v = values ? alloc_floats(kn, subset) : NULL;
+    ld->k_norm = alloc_floats(nn, subset);
+    ld->v_l1 = values ? alloc_floats(nn, subset) : NULL;
     int rc = -1;
     if (!raw || !norms || !ld->q || !ld->k || (values && (!ld->v || !ld->v_l1)) || !ld->k_norm) {
         kv_fail(err, "out of memory loading layer %d", layer);
         goto done;
     }
-    if (trace_read_layer(r, seq, layer, "q", raw, qn, err)) goto done;
-    by_head(raw, ld->q, ld->T, ld->H, ld->d);
-    if (trace_read_layer(r, seq, layer, "k", raw, kn, err)) goto done;
-    by_head(raw, ld->k, ld->T, ld->KV, ld->d);
-    if (trace_read_layer(r, seq, layer, "k_norm", norms, nn, err)) goto done;
-    by_head(norms, ld->k_norm, ld->T, ld->KV, 1);
-    if (values) {
-        if (trace_read_layer(r, seq, layer, "v", raw, kn, err)) goto done;
-        by_head(raw, ld->v, ld->T, ld->KV, ld->d);
-        if (trace_read_layer(r, seq, layer, "v_norm_l1", norms, nn, err)) goto done;
-        by_head(norms, ld->v_l1, ld->T, ld->KV, 1);
+    for (int x0 = 0, x1; x0 < ld->KV; x0 = x1) {
+        x1 = run_end(kv_heads, ld->KV, x0);
+        if ((!kv_heads || kv_heads[x0]) && read_kv_heads(r, seq, layer, values, x0, x1, raw, norms, ld, err))
+            goto done;
     }
     rc = 0;
 done:
@@ -70,14 +107,14 @@ static void *load_layer(void *arg)
 {
     LayerLoad *l = arg;
     h5_quiet(); /* HDF5's error stack is per thread */
-    l->rc = trace_load_layer(l->reader, l->seq, l->layer, &l->info, l->values, &l->ld, &l->err);
+    l->rc = trace_load_layer(l->reader, l->seq, l->layer, &l->info, l->values, l->kv_heads, &l->ld, &l->err);
     return NULL;
 }
 
 void trace_layer_load_start(LayerLoad *l, const TraceReader *r, int seq, int layer, const TraceSeqInfo *info,
-                            int values, int background)
+                            int values, const uint8_t *kv_heads, int background)
 {
-    *l = (LayerLoad){.reader = r, .seq = seq, .layer = layer, .values = values, .info = *info};
+    *l = (LayerLoad){.reader = r, .seq = seq, .layer = layer, .values = values, .kv_heads = kv_heads, .info = *info};
     l->in_background = background && pthread_create(&l->thread, NULL, load_layer, l) == 0;
     if (!l->in_background) load_layer(l);
 }

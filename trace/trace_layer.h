@@ -6,6 +6,7 @@
 #define KV_TRACE_LAYER_H
 
 #include <pthread.h>
+#include <stdint.h>
 
 #include "../util/error.h"
 #include "trace_file.h"
@@ -17,9 +18,11 @@ typedef struct {
     float *unit_k_norm, *unit_v_l1; /* [units][T] unit features, filled by the replay's caller */
 } LayerData;
 
-/* Reads q, k, k_norm (and v, v_norm_l1 when values) of one layer. */
+/* Reads q, k, k_norm (and v, v_norm_l1 when values) of one layer: of every
+ * head, or, when kv_heads is given, of the kv heads x with kv_heads[x] set
+ * and their query heads only (the others stay zero and take no memory). */
 int trace_load_layer(const TraceReader *r, int seq, int layer, const TraceSeqInfo *info, int values,
-                     LayerData *ld, KvError *err);
+                     const uint8_t *kv_heads, LayerData *ld, KvError *err);
 void trace_layer_free(LayerData *ld);
 
 /* One layer being loaded, on a thread of its own when asked, so that the
@@ -27,6 +30,7 @@ void trace_layer_free(LayerData *ld);
 typedef struct {
     const TraceReader *reader;
     int seq, layer, values;
+    const uint8_t *kv_heads;   /* as trace_load_layer's; must outlive the load */
     TraceSeqInfo info;
     LayerData ld;
     int rc;
@@ -39,7 +43,7 @@ typedef struct {
 int trace_layer_background_ok(void);
 /* Starts loading: on a thread when background (else now). */
 void trace_layer_load_start(LayerLoad *l, const TraceReader *r, int seq, int layer, const TraceSeqInfo *info,
-                            int values, int background);
+                            int values, const uint8_t *kv_heads, int background);
 /* Waits for the load; l->ld holds the layer when it returns 0. */
 int trace_layer_load_finish(LayerLoad *l, KvError *err);
 
