@@ -22,6 +22,7 @@ import os
 os.environ["OPENBLAS_NUM_THREADS"] = "1"  # NumPy peers on one core, before numpy loads OpenBLAS
 
 import re  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -321,7 +322,21 @@ def section_long():
         a = simulate(path, "--policy", p, "--budget", EIGHT_BUDGETS, "--heads", "0", "--threads", "1")
         replay, with_attention = per_core(a)
         print(f"  {p:<10} {a['entries']:>14,d} {replay:>16.2f} {with_attention:>15.3f}   ({load()})")
-    os.remove(path)
+    # one head of the long layer: only its kv head is read, the heatmap is drawn in cells
+    out = os.path.join(WORK, "one-head.h5")
+    wall, _, _, rss = timed([KVTRACE, "simulate", path, "--policy", "h2o", "--budget", "20%", "--heads", "0",
+                             "--threads", "1", "-o", out])
+    print(f"  simulate --heads 0 (h2o, 20 %): {wall:.1f} s wall, peak RSS {rss:.0f} MB "
+          f"(reads 1 of the layer's 32 kv heads)   ({load()})")
+    figures = os.path.join(WORK, "heatmap-long")
+    wall, _, _, rss = timed([KVTRACE, "plot", path, "--figure", "heatmap", "--layer", "0", "--head", "0",
+                             "-o", figures])
+    print(f"  plot --figure heatmap (head 0): {wall:.1f} s wall, peak RSS {rss:.0f} MB "
+          f"({-(-E2E_T // 1024)} x {-(-E2E_T // 1024)}-token cells; "
+          f"the T x T matrix would be {E2E_T ** 2 * 4 / 2 ** 30:.0f} GB)   ({load()})")
+    shutil.rmtree(figures)
+    for f in (path, out, out[:-3] + ".csv"):
+        os.remove(f)
 
 
 def section_peers():

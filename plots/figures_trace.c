@@ -1,5 +1,6 @@
 /* Figures from a trace (kvtrace record): the attention heatmap of one head,
- * recomputed exactly from q and k as the simulator does. */
+ * recomputed exactly from q and k as the simulator does, in cells of
+ * several tokens for a long sequence. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,18 +9,59 @@
 #include "../trace/trace_layer.h"
 #include "figure.h"
 
-static int write_heatmap(FigureJob *job, const float *attention, int T, char *rel, size_t cap, KvError *err)
+/* A sequence longer than HEATMAP_CELLS tokens is drawn in square cells of
+ * `cell` tokens, each the mean of the attention over its causal entries
+ * (i <= t); rows are recomputed HEATMAP_ROWS at a time (a whole number of
+ * cell rows), so neither the T x T matrix nor its text ever exists. */
+enum { HEATMAP_CELLS = 1024, HEATMAP_ROWS = 256 };
+
+static int heatmap_cell(int T) { return T <= HEATMAP_CELLS ? 1 : (T + HEATMAP_CELLS - 1) / HEATMAP_CELLS; }
+
+/* Causal entries (i <= t) of rows [y0, y1) and columns [x0, x1). */
+static long causal_entries(int y0, int y1, int x0, int x1)
 {
-    FILE *out = figure_data(job, "heatmap.dat", rel, cap, err);
-    if (!out) return -1;
-    for (int t = 0; t < T; t++) {
-        const float *row = attention + (size_t)t * T;
-        for (int i = 0; i < T; i++) {
-            if (i > t) fputs("0 ", out);
-            else fprintf(out, "%.4g ", row[i] > 1e-6f ? row[i] : 1e-6f); /* below the colour range: black */
+    long count = 0;
+    for (int t = y0; t < y1; t++) count += t + 1 < x1 ? (t + 1 > x0 ? t + 1 - x0 : 0) : x1 - x0;
+    return count;
+}
+
+/* One row of cells: rows [0, rows) of block are tokens y0.. of the sequence. */
+static void heatmap_line(FILE *out, const float *block, int rows, int y0, int T, int cell)
+{
+    for (int x0 = 0; x0 < T; x0 += cell) {
+        int x1 = x0 + cell < T ? x0 + cell : T;
+        long count = causal_entries(y0, y0 + rows, x0, x1);
+        if (count == 0) { /* above the diagonal: keys not yet produced */
+            fputs("0 ", out);
+            continue;
         }
-        fputc('\n', out);
+        double sum = 0;
+        for (int r = 0; r < rows; r++)
+            for (int i = x0; i < x1 && i <= y0 + r; i++) sum += block[(size_t)r * T + i];
+        double mean = sum / (double)count;
+        fprintf(out, "%.4g ", mean > 1e-30 ? mean : 1e-30); /* not 0 (blank): below the colour range, black */
     }
+    fputc('\n', out);
+}
+
+static int write_heatmap(FigureJob *job, const float *q, const float *k, int d, int T, char *rel, size_t cap,
+                         KvError *err)
+{
+    int cell = heatmap_cell(T), rows = HEATMAP_ROWS / cell > 1 ? HEATMAP_ROWS / cell * cell : cell;
+    float *block = malloc((size_t)rows * T * sizeof(float));
+    if (!block) return kv_fail(err, "out of memory for %d rows of %d tokens", rows, T);
+    FILE *out = figure_data(job, "heatmap.dat", rel, cap, err);
+    if (!out) {
+        free(block);
+        return -1;
+    }
+    for (int t0 = 0; t0 < T; t0 += rows) {
+        int n = T - t0 < rows ? T - t0 : rows;
+        attention_rows(q, k, d, t0, n, block, T);
+        for (int r = 0; r < n; r += cell)
+            heatmap_line(out, block + (size_t)r * T, n - r < cell ? n - r : cell, t0 + r, T, cell);
+    }
+    free(block);
     return figure_data_close(job, out, "heatmap.dat", err);
 }
 
@@ -31,7 +73,6 @@ int figure_heatmap(FigureJob *job, KvError *err)
     int layer = opt->layer >= 0 ? opt->layer : r.meta.n_layers / 2, head = opt->head, rc = -1;
     TraceSeqInfo info;
     LayerData ld = {0};
-    float *attention = NULL;
     uint8_t *kv_heads = NULL;
     char rel[256];
     if (opt->sequence < 0 || opt->sequence >= r.n_sequences || layer >= r.meta.n_layers || head < 0 ||
@@ -49,23 +90,25 @@ int figure_heatmap(FigureJob *job, KvError *err)
     if (trace_sequence_info(&r, opt->sequence, &info, err) ||
         trace_load_layer(&r, opt->sequence, layer, &info, 0, kv_heads, &ld, err))
         goto done;
-    int T = ld.T;
-    if (!(attention = malloc((size_t)T * T * sizeof(float)))) {
-        kv_fail(err, "out of memory for a %d x %d heatmap", T, T);
+    int T = ld.T, cell = heatmap_cell(T);
+    if (write_heatmap(job, ld.q + (size_t)head * T * ld.d, ld.k + (size_t)g * T * ld.d, ld.d, T, rel, sizeof rel, err))
         goto done;
-    }
-    attention_rows(ld.q + (size_t)head * T * ld.d, ld.k + (size_t)g * T * ld.d, ld.d, 0, T, attention, T);
-    if (write_heatmap(job, attention, T, rel, sizeof rel, err)) goto done;
     char model[128];
     trace_model_label(&r.meta, model, sizeof model);
     figure_var(job, "data", "%s", rel);
-    figure_var(job, "title", "%s: attention of layer %d head %d, sequence %d (T = %d, %d prompt tokens)", model, layer, head, opt->sequence, T, info.n_prompt);
+    figure_var(job, "title", "%s: attention of layer %d head %d, sequence %d (T = %d, %d prompt tokens)", model, layer,
+               head, opt->sequence, T, info.n_prompt);
+    if (cell > 1) figure_var(job, "cblabel", "mean of a_t(i) over %d x %d-token cells", cell, cell);
+    else figure_var(job, "cblabel", "attention probability a_t(i)");
     figure_num(job, "T", T);
+    figure_num(job, "cell", cell);
+    /* the colour floor: a decade below a uniform row's 1/T on long sequences, else 10^-4 */
+    int decade = (int)floor(log10(0.1 / T));
+    figure_num(job, "decade", decade < -4 ? decade : -4);
     figure_var(job, "logformat", "%s", figure_log_format(job));
     rc = 0;
 done:
     free(kv_heads);
-    free(attention);
     trace_layer_free(&ld);
     trace_close(&r);
     return rc;

@@ -426,6 +426,68 @@ def norms_and_heatmap():
     assert black > 0.05 * (w // 3) * (h // 3), "the heatmap's floor is not true black"
 
 
+def heatmap_long():
+    """A 10000-token sequence is drawn in 10 x 10-token cells, each the mean
+    of the exact attention over its causal entries (NumPy, float64, to the 4
+    digits written), blank above the diagonal.  Rows are recomputed a block
+    at a time, so the data is written within 350 MB of address space, where
+    the 400 MB T x T matrix could not exist (under AddressSanitizer, which
+    needs more address space: its peak resident memory stays below T x T).
+    gnuplot then draws it with the colour floor a decade below 1/T."""
+    T, d, cell = 10000, 8, 10
+    work = workdir()
+    rng = np.random.default_rng(5)
+    q, k = rng.normal(size=(1, T, 2, d)), rng.normal(size=(1, T, 1, d))
+    q[0, :, 1] += 2.0 * k[0, 0, 0]  # head 1 attends to a sink, token 0
+    trace = write_trace(os.path.join(work, "long.h5"), q, k)
+    with open(os.environ["KVTRACE"], "rb") as fh:
+        asan = b"libasan.so" in fh.read()
+    limit = 350 << 20
+
+    def limit_memory():
+        if not asan:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    data_only = os.path.join(work, "data-only")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = subprocess.run([os.environ["KVTRACE"], "plot", trace, "--figure", "heatmap", "--layer", "0", "--head", "1",
+                        "--data-only", "-o", data_only], preexec_fn=limit_memory, capture_output=True, timeout=100)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(f"peak resident memory {peak / 2**20:.0f} MB (T x T would be {T * T * 4 / 2**20:.0f} MB)"
+          f"{'' if asan else f', address space limited to {limit >> 20} MB'}")
+    assert before * 1024 < T * T * 4 and peak < T * T * 4
+    cells = np.loadtxt(os.path.join(data_only, "data", "heatmap.dat"))
+    n = T // cell
+    assert cells.shape == (n, n), cells.shape
+    # the exact means, a block of rows at a time
+    qh, kh = q[0, :, 1].astype(np.float32).astype(np.float64), k[0, :, 0].astype(np.float32).astype(np.float64)
+    want = np.zeros((n, n))
+    for y in range(0, n, 100):
+        t = np.arange(y * cell, (y + 100) * cell)
+        logits = qh[t] @ kh.T / np.sqrt(d)
+        logits[np.arange(T)[None, :] > t[:, None]] = -np.inf
+        a = np.exp(logits - logits.max(axis=1, keepdims=True))
+        a /= a.sum(axis=1, keepdims=True)
+        sums = a.reshape(100, cell, n, cell).sum(axis=(1, 3))
+        counts = (np.arange(T)[None, :] <= t[:, None]).reshape(100, cell, n, cell).sum(axis=(1, 3))
+        want[y:y + 100] = np.where(counts > 0, sums / np.maximum(counts, 1), 0)
+    above = np.triu(np.ones((n, n), bool), 1)
+    assert (cells[above] == 0).all() and (cells[~above] > 0).all()
+    rel = np.abs(cells[~above] - want[~above]) / want[~above]
+    print(f"{n} x {n} cells; largest relative difference from NumPy {rel.max():.2e}; "
+          f"sink column {cells[-1, 0]:.3g}, its neighbour {cells[-1, 1]:.3g}")
+    assert rel.max() < 1e-3, rel.max()
+    assert cells[-1, 0] > 10 * cells[-1, 1], "the sink's column must show"
+    out = os.path.join(work, "figure")
+    run("plot", trace, "--figure", "heatmap", "--layer", "0", "--head", "1", "-o", out)
+    v = one_figure(out, "heatmap", "attention_heatmap.gp")
+    assert (v["cell"], v["decade"], v["T"]) == (10, -5, 10000), v  # 10^-5: a decade below 1/T
+    assert "10 x 10-token cells" in v["cblabel"], v
+    gnuplot_log_clean(out, "heatmap")
+    w, h, _ = read_png(os.path.join(out, "heatmap.png"))
+    assert w > 500 and h > 500, (w, h)
+
+
 def offline_vs_closed():
     """The rank correlations in the eval file (with and without full, without
     knorm and random; overall and within a budget) are Spearman's on its own
@@ -623,6 +685,7 @@ def bad_input():
 
 main(dict(every_figure_png=every_figure_png, styles_and_series=styles_and_series,
           filters_and_labels=filters_and_labels, retention_maps=retention_maps, eviction_ages=eviction_ages,
-          age_bias_stories=age_bias_stories, norms_and_heatmap=norms_and_heatmap, offline_vs_closed=offline_vs_closed,
+          age_bias_stories=age_bias_stories, norms_and_heatmap=norms_and_heatmap, heatmap_long=heatmap_long,
+          offline_vs_closed=offline_vs_closed,
           pdf_svg_sizes=pdf_svg_sizes, svg_and_replot=svg_and_replot, outputs_are_safe=outputs_are_safe,
           reliability_corpus=reliability_corpus, bad_input=bad_input))
