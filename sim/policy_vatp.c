@@ -23,17 +23,26 @@ static int vatp_init(Policy *p, KvError *err)
     return 0;
 }
 
-static void vatp_observe(Policy *p, const float *r, int t)
+/* score[j] += r[j] * aux[j] with r[j] = g[j] * factor (aux = ‖v‖₁), each
+ * product its own statement, never fused into the add. */
+__attribute__((target_clones("avx2", "default")))
+static void weighted_add(float *restrict score, const float *g, float factor, const float *aux, int n)
+{
+    for (int j = 0; j < n; j++) {
+        float r = g[j] * factor, term = r * aux[j];
+        score[j] += term;
+    }
+}
+
+static void vatp_observe(Policy *p, const float *g, float factor, int t)
 {
     (void)t;
-    if (policy_param(p, VATP_BASE) == BASE_A2SF) {
-        a2sf_decayed_add(p, policy_param(p, VATP_ALPHA), r, 1.0f, p->aux);
-        return;
-    }
-    for (int j = 0; j < p->n; j++) p->score[j] += r[j] * p->aux[j]; /* aux = ‖v‖₁ */
+    if (policy_param(p, VATP_BASE) == BASE_A2SF) a2sf_decayed_add(p, policy_param(p, VATP_ALPHA), g, factor, p->aux);
+    else weighted_add(p->score, g, factor, p->aux, p->n);
 }
 
 const PolicyOps POLICY_VATP = {
     .name = "vatp", .params = VATP_PARAMS, .n_params = 4,
-    .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1, .uses_value_norm = 1, .init = vatp_init, .observe = vatp_observe,
+    .cost = "O(B)", .kind = KIND_SCAN, .uses_attention = 1, .comparable_scores = 1, .uses_value_norm = 1, .init = vatp_init,
+    .observe_scaled = vatp_observe,
 };

@@ -47,6 +47,9 @@ int resolve_budget(const BudgetSpec *b, int n)
     return tokens < 1 ? 1 : tokens;
 }
 
+/* A retention map is a byte per (step, token) per configuration. */
+#define RETENTION_MAX_BYTES ((size_t)4 << 30)
+
 /* ---------------------------------------------------------------- inputs */
 
 typedef struct {
@@ -571,7 +574,12 @@ static int alloc_results(const SimOptions *opt, const Plan *plan, SimResults *re
     acc->curve_count = calloc(curve, sizeof(int));
     if (opt->retention_layer >= 0) {
         res->retention_T = plan->seq_info[0].n_tokens;
-        res->retention = calloc((size_t)C * res->retention_T * res->retention_T, 1);
+        size_t bytes = (size_t)C * res->retention_T * res->retention_T;
+        if (bytes > RETENTION_MAX_BYTES) /* held twice while the unit replays, then written out */
+            return kv_fail(err, "--retention: %d configurations x %d x %d steps and tokens are %.1f GiB of maps "
+                           "(at most %d GiB): keep fewer policies or budgets, or trim the trace", C,
+                           res->retention_T, res->retention_T, (double)bytes / (1 << 30), (int)(RETENTION_MAX_BYTES >> 30));
+        res->retention = calloc(bytes, 1);
     }
     if (!res->config_policy || !res->config_params || !res->config_spec || !res->config_alloc || !res->config_allocation || !res->config_budget || !res->config_fraction ||
         !res->budget_tokens || !res->seq_length || !res->seq_prompt || !res->seq_source || !res->mass || !res->kl ||

@@ -290,6 +290,10 @@ def bad_input():
     fails(["--layers", "9"], "layer 9 does not exist")
     fails([], "missing.h5", trace="missing.h5")
     d = workdir()
+    # retention maps are C x T x T bytes: 5 x 33000^2 would be 5 GiB, refused before any work
+    rng = np.random.default_rng(3)
+    long = write_trace(os.path.join(d, "long.h5"), rng.normal(size=(1, 33000, 1, 2)), rng.normal(size=(1, 33000, 1, 2)))
+    fails(["--policy", "h2o", "--budget", "1%,2%,3%,4%,5%", "--retention", "0:0"], "5.1 GiB of maps", trace=long)
     no_v = os.path.join(d, "nov.h5")
     run("record", MODEL, "--tokens", "1,403,407,261,378,432,383,286,261,376", "-o", no_v)
     with h5py.File(no_v, "a") as f:
