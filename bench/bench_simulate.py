@@ -461,9 +461,9 @@ def section_e2e():
     wall, user, sys_, rss = timed(args)
     with h5py.File(out) as f:
         a = dict(f.attrs)
-    print(f"    {wall / 60:.1f} min wall, {user / 60:.1f} min user, peak RSS {rss:.0f} MB; "
-          f"{a['entries'] / 1e9:.0f} G entries, attention {a['cpu_seconds_attention'] / 60:.1f} min CPU, "
-          f"replay {a['cpu_seconds_replay'] / 60:.1f} min CPU (output error every {a['error_stride']}th row)"
+    print(f"    {wall / 60:.2f} min wall, {user / 60:.2f} min user, peak RSS {rss:.0f} MB; "
+          f"{a['entries'] / 1e9:.0f} G entries, attention {a['cpu_seconds_attention']:.0f} s CPU, "
+          f"replay {a['cpu_seconds_replay']:.0f} s CPU (output error every {a['error_stride']}th row)"
           f"   ({load()})")
     print(f"    extrapolated to 32 layers (x{32 / E2E_LAYERS:g}): {wall * 32 / E2E_LAYERS / 60:.0f} min on 2 cores")
     for f in (path, out, out[:-3] + ".csv"):
