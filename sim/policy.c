@@ -407,10 +407,11 @@ static void unprotected_range(const Policy *p, int t, int *lo, int *hi)
 
 /* The lowest score in [lo, hi), the oldest slot on ties: one pass for the
  * least score, a second for its first slot (which stops there, on average
- * halfway), both on vectors: AVX-512 or AVX2 when the CPU has them, else
- * one scalar pass.  -0 and +0 tie, as under <; the vector passes skip NaN
- * scores (only NaNs in stored attention rows make them) while a number is
- * left. */
+ * halfway), both on vectors: AVX-512 or AVX2 when the CPU has them and the
+ * range is long, else the same two passes on scalars.  -0 and +0 tie, as
+ * under <; NaN scores are passed over while a number is left (lo when none
+ * is), on every path.  (Traces with non-finite attention are refused, so
+ * NaN scores take a policy bug or a failing closed-loop model.) */
 __attribute__((target("avx512f")))
 static int lowest_score_avx512(const float *s, int lo, int hi)
 {
@@ -461,10 +462,11 @@ static int lowest_score(const Policy *p, int lo, int hi)
     const float *s = p->score;
     if (hi - lo >= 32 && __builtin_cpu_supports("avx512f")) return lowest_score_avx512(s, lo, hi);
     if (hi - lo >= 32 && __builtin_cpu_supports("avx2")) return lowest_score_avx2(s, lo, hi);
-    int best = lo;
-    for (int j = lo + 1; j < hi; j++)
-        if (s[j] < s[best]) best = j;
-    return best;
+    float least = INFINITY;
+    for (int j = lo; j < hi; j++) least = s[j] < least ? s[j] : least;
+    for (int j = lo; j < hi; j++)
+        if (s[j] == least) return j;
+    return lo;
 }
 
 /* Static scores: tokens join the heap as they leave protection. */

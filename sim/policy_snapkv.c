@@ -241,13 +241,14 @@ static int snapkv_victim(Policy *p, int lo, int hi, int t)
     (void)t;
     int half = (int)policy_param(p, SNAPKV_KERNEL) / 2;
     if (__builtin_cpu_supports("avx512f")) return victim_avx512(p->sums, p->n, half, lo, hi);
-    int best = lo;
-    double least = pooled_at(p->sums, p->n, half, lo);
-    for (int j = lo + 1; j < hi; j++) {
+    double least = INFINITY; /* the same two passes on scalars (NaN passed over) */
+    for (int j = lo; j < hi; j++) {
         double v = pooled_at(p->sums, p->n, half, j);
-        if (v < least) least = v, best = j;
+        least = v < least ? v : least;
     }
-    return best;
+    for (int j = lo; j < hi; j++)
+        if (pooled_at(p->sums, p->n, half, j) == least) return j;
+    return lo;
 }
 
 /* The pooled score the victim was ranked by. */

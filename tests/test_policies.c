@@ -378,6 +378,33 @@ static void scan_matches_model(void)
     }
 }
 
+/* NaN scores are passed over while a number is left, and the first slot
+ * goes when none is: on the scalar pass (a short range) and the vector one
+ * (a long range) alike, for the shared scan (h2o) and snapkv's own. */
+static void nan_scores_skipped(void)
+{
+    const char *specs[] = {"h2o:recent=0", "snapkv:window=1,kernel=1"};
+    for (int k = 0; k < 2; k++)
+        for (int n = 8; n <= 80; n += 72) {
+            Policy p;
+            model_policy(&p, specs[k], n - 1, n + 1);
+            for (int t = 0; t < n; t++) policy_insert(&p, t, NULL);
+            double values[3][3] = {{0.5, 0.25, 0.25}, {NAN, NAN, NAN}, {INFINITY, INFINITY, INFINITY}};
+            int expect[3] = {5, 0, 1};
+            for (int c = 0; c < 3; c++) {
+                for (int j = 0; j < n; j++) { /* unprotected: slots 0 .. n-2 */
+                    double v = j == 3 ? values[c][0] : j == 5 ? values[c][1] : j == n - 2 ? values[c][2]
+                                                                                      : c == 2 && j > 0 ? INFINITY : NAN;
+                    p.score[j] = (float)v;
+                    if (p.sums) p.sums[j] = v;
+                }
+                int slot = policy_candidate(&p, n - 1, NULL);
+                CHECK(slot == expect[c], "%s, %d tokens, case %d: slot %d, expected %d", specs[k], n, c, slot, expect[c]);
+            }
+            policy_destroy(&p);
+        }
+}
+
 /* snapkv's slot-ordered window sums and vector pooling against a model
  * that keeps its sums by position and pools slot by slot, on rows of a few
  * values (ties everywhere) over 700 steps: the same victims, the same
@@ -953,7 +980,7 @@ int main(int argc, char **argv)
         {"refusals", refusals}, {"scissorhands", scissorhands}, {"quest", quest}, {"quest_bound", quest_bound},
         {"quest_replay", quest_replay}, {"pyramid", pyramid}, {"adaptive", adaptive},
         {"adaptive_one_unit", adaptive_one_unit}, {"scan_matches_model", scan_matches_model},
-        {"snapkv_matches_model", snapkv_matches_model},
+        {"snapkv_matches_model", snapkv_matches_model}, {"nan_scores_skipped", nan_scores_skipped},
     };
     if (argc != 2) return 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
