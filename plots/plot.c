@@ -36,7 +36,7 @@ static const Figure FIGURES[] = {
      "which tokens each policy holds at each step (simulate --retention L:U)"},
     {"eviction_age", INPUT_RESULTS, "eviction_age.gp", figure_eviction_age, 0.5, 0,
      "ages at eviction per configuration: distribution and quartiles"},
-    {"heatmap", INPUT_TRACE, "attention_heatmap.gp", figure_heatmap, 0.85, 0, "attention of one head, log colour scale"},
+    {"heatmap", INPUT_TRACE, "attention_heatmap.gp", figure_heatmap, 0.85, 0, "attention of one head, log colour scale (T > 1024: cell means)"},
     {"key_norm", INPUT_ANALYSIS, "key_norm.gp", figure_key_norm, 0.55, 0, "key L2 norm vs attention received (one head)"},
     {"value_norm", INPUT_ANALYSIS, "value_norm.gp", figure_value_norm, 0.56, 0,
      "value L1 norm of sink tokens vs the others per layer, and vs attention"},
