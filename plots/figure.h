@@ -49,6 +49,13 @@ void figure_model(hid_t file, char *out, size_t cap);
 /* Sets PREFIXseries (quoted labels), PREFIXcolours, PREFIXdashes and
  * PREFIXpoints for n series (prefix "" for the figure's main series). */
 void figure_styles(FigureJob *job, const char *prefix, const char *const *labels, const SeriesKey *keys, int n);
+/* Square maps of a long sequence (the attention heatmap, retention maps) are
+ * drawn in cells of figure_cell(T) tokens a side, at most FIGURE_CELLS a
+ * side; sequences of up to FIGURE_CELLS tokens, one token per cell. */
+enum { FIGURE_CELLS = 1024 };
+int figure_cell(int T);
+/* Causal entries (i <= t) among rows [y0, y1) and columns [x0, x1). */
+long figure_causal_entries(int y0, int y1, int x0, int x1);
 /* "10^{%T}" for the terminals that render it, "10^%T" for dumb. */
 const char *figure_log_format(const FigureJob *job);
 

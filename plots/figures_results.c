@@ -497,6 +497,56 @@ static int write_retention_runs(FigureJob *job, const uint8_t *map, int T, const
     return figure_data_close(job, out, file, err);
 }
 
+/* Rows [t0, t0 + n) of configuration c's map (n x T bytes). */
+static int read_map_rows(hid_t d, int c, int t0, int n, int T, uint8_t *out)
+{
+    hsize_t start[3] = {(hsize_t)c, (hsize_t)t0, 0}, count[3] = {1, (hsize_t)n, (hsize_t)T};
+    hsize_t total = (hsize_t)n * T;
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &total, NULL);
+    int rc = fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+                     H5Dread(d, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, out) >= 0
+                 ? 0 : -1;
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
+}
+
+/* A map longer than FIGURE_CELLS tokens, as a matrix of square cells of
+ * `cell` tokens: each the share of its causal entries (i <= t) held, -1
+ * above the diagonal (not yet produced).  The map is read alone (T x T
+ * bytes, a gigabyte at 32k tokens; simulate writes it as one chunk, so it
+ * is read whole), not with the file's other maps. */
+static int write_retention_cells(FigureJob *job, hid_t d, const char *path, int c, int T, const char *file, char *rel,
+                                 size_t cap, KvError *err)
+{
+    int cell = figure_cell(T), n = (T + cell - 1) / cell;
+    uint8_t *map = malloc((size_t)T * T);
+    if (!map) return kv_fail(err, "out of memory for a %d x %d retention map", T, T);
+    if (read_map_rows(d, c, 0, T, T, map)) {
+        free(map);
+        return kv_fail(err, "%s: cannot read the retention maps", path);
+    }
+    FILE *out = figure_data(job, file, rel, cap, err);
+    if (!out) {
+        free(map);
+        return -1;
+    }
+    for (int y0 = 0; y0 < T; y0 += cell) {
+        int y1 = y0 + cell < T ? y0 + cell : T;
+        for (int x = 0; x < n; x++) {
+            int x0 = x * cell, x1 = x0 + cell < T ? x0 + cell : T;
+            long count = figure_causal_entries(y0, y1, x0, x1), held = 0;
+            for (int t = y0; t < y1; t++)
+                for (int i = x0; i < x1 && i <= t; i++) held += map[(size_t)t * T + i] != 0;
+            if (count == 0) fputs("-1 ", out);
+            else fprintf(out, "%.4g ", (double)held / (double)count);
+        }
+        fputc('\n', out);
+    }
+    free(map);
+    return figure_data_close(job, out, file, err);
+}
+
 /* Long parameter lists go on two lines ("|" breaks the line in the script). */
 static void wrap_params(const char *params, char *out, size_t cap)
 {
@@ -508,29 +558,57 @@ static void wrap_params(const char *params, char *out, size_t cap)
     else snprintf(out, cap, "%s", params);
 }
 
-/* One file's maps for the series drawn; appends to files/titles. */
+/* The longest map drawn: one that simulate --retention can write (4 GiB). */
+enum { RETENTION_MAX_T = 65536 };
+
+/* One configuration's map, into the panel's data files: runs of steps as
+ * rectangles (and for SVG a matrix) from the whole map, or cells for a long
+ * sequence.  The script reads FILE.dat, FILE.matrix or the cells' FILE.matrix. */
+static int retention_panel(FigureJob *job, const Results *r, hid_t d, const uint8_t *maps, int c, int T, int panel,
+                           char *rel, size_t cap, KvError *err)
+{
+    char file[64];
+    if (!maps) {
+        snprintf(file, sizeof file, "retention_%d.matrix", panel);
+        return write_retention_cells(job, d, r->in->path, c, T, file, rel, cap, err);
+    }
+    snprintf(file, sizeof file, "retention_%d.dat", panel);
+    int rc = write_retention_runs(job, maps + (size_t)c * T * T, T, file, rel, cap, err);
+    if (rc == 0 && !strcmp(job->opt->format, "svg")) { /* SVG: one embedded image per map, not rectangles */
+        char matrix[64], ignored[256];
+        snprintf(matrix, sizeof matrix, "retention_%d.matrix", panel);
+        rc = write_retention_matrix(job, maps + (size_t)c * T * T, T, matrix, ignored, sizeof ignored, err);
+    }
+    return rc;
+}
+
+/* One file's maps for the series drawn; appends to files/titles/cells. */
 static int retention_of_file(FigureJob *job, const Results *r, const Series *s, int f, const int *keep, char *files,
-                             char *titles, size_t cap, int *panels, int *max_T, char *unit_text, size_t unit_cap,
-                             KvError *err)
+                             char *titles, char *cells, size_t cap, int *panels, int *max_T, char *unit_text,
+                             size_t unit_cap, KvError *err)
 {
     int rank, T;
     hsize_t dims[8];
     long long layer = 0, unit = 0;
     if (!h5_exists(r->in->file, "retention")) return 0;
     if (h5_dataset_shape(r->in->file, "retention", &rank, dims) || rank != 3 || (int)dims[0] != r->C ||
-        dims[1] != dims[2] || dims[1] < 1 || dims[1] > 16384)
+        dims[1] != dims[2] || dims[1] < 1)
         return kv_fail(err, "%s: damaged file (retention)", r->in->path);
+    if (dims[1] > RETENTION_MAX_T)
+        return kv_fail(err, "%s: retention maps of %llu tokens; the figure draws at most %d", r->in->path,
+                       (unsigned long long)dims[1], RETENTION_MAX_T);
     T = (int)dims[1];
     *max_T = T > *max_T ? T : *max_T;
     hid_t d = H5Dopen2(r->in->file, "retention", H5P_DEFAULT);
-    if (d >= 0) {
-        h5_attr_read_int(d, "layer", &layer);
-        h5_attr_read_int(d, "unit", &unit);
-        H5Dclose(d);
-    }
-    uint8_t *maps = malloc((size_t)r->C * T * T);
-    if (!maps || h5_read_all(r->in->file, "retention", H5T_NATIVE_UINT8, maps, (size_t)r->C * T * T)) {
+    if (d < 0) return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
+    h5_attr_read_int(d, "layer", &layer);
+    h5_attr_read_int(d, "unit", &unit);
+    uint8_t *maps = NULL; /* short maps are read whole, long ones a few rows at a time */
+    if (figure_cell(T) == 1 &&
+        (!(maps = malloc((size_t)r->C * T * T)) ||
+         h5_read_all(r->in->file, "retention", H5T_NATIVE_UINT8, maps, (size_t)r->C * T * T))) {
         free(maps);
+        H5Dclose(d);
         return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
     }
     snprintf(unit_text + strlen(unit_text), unit_cap - strlen(unit_text), "%s%s%slayer %lld kv head %lld, T = %d",
@@ -538,16 +616,11 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
     int rc = 0;
     for (int c = 0; c < r->C && rc == 0; c++) {
         if (!keep[c] || s->of[f][c] < 0) continue;
-        char file[64], rel[256];
-        snprintf(file, sizeof file, "retention_%d.dat", *panels);
-        rc = write_retention_runs(job, maps + (size_t)c * T * T, T, file, rel, sizeof rel, err);
-        if (rc == 0 && !strcmp(job->opt->format, "svg")) { /* SVG: one embedded image per map, not rectangles */
-            char matrix[64], ignored[256];
-            snprintf(matrix, sizeof matrix, "retention_%d.matrix", *panels);
-            rc = write_retention_matrix(job, maps + (size_t)c * T * T, T, matrix, ignored, sizeof ignored, err);
-        }
+        char rel[256];
+        rc = retention_panel(job, r, d, maps, c, T, *panels, rel, sizeof rel, err);
         int tokens = r->tokens[(size_t)c * r->S]; /* S >= 1 */
         snprintf(files + strlen(files), cap - strlen(files), "%s%s", *panels ? " " : "", rel);
+        snprintf(cells + strlen(cells), cap - strlen(cells), "%s%d", *panels ? " " : "", figure_cell(T));
         char params[200];
         wrap_params(r->params[c], params, sizeof params);
         snprintf(titles + strlen(titles), cap - strlen(titles), "%s\"%s%s%s (B = %d)|%s\"", *panels ? " " : "",
@@ -555,6 +628,7 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
         (*panels)++;
     }
     free(maps);
+    H5Dclose(d);
     return rc;
 }
 
@@ -563,15 +637,16 @@ int figure_retention(FigureJob *job, KvError *err)
     Results *r;
     if (load_all(job, &r, err)) return -1;
     int n = job->n_in, rc = -1, panels = 0, max_T = 0, *keep[64] = {0};
-    char budget[32], *files = malloc(65536), *titles = malloc(65536), units[512] = "";
+    char budget[32], *files = malloc(65536), *titles = malloc(65536), *cells = malloc(65536), units[512] = "";
     Series s = {0};
-    if (!files || !titles) { kv_fail(err, "out of memory"); goto done; }
-    files[0] = titles[0] = 0;
+    if (!files || !titles || !cells) { kv_fail(err, "out of memory"); goto done; }
+    files[0] = titles[0] = cells[0] = 0;
     if (pick_budget(job, r, n, budget, sizeof budget, err) || keep_budget(r, n, budget, !job->opt->n_policy && !job->opt->n_config, keep, err) ||
         make_series(r, n, (const int *const *)keep, &s, err))
         goto done;
     for (int f = 0; f < n; f++)
-        if (retention_of_file(job, &r[f], &s, f, keep[f], files, titles, 65536, &panels, &max_T, units, sizeof units, err))
+        if (retention_of_file(job, &r[f], &s, f, keep[f], files, titles, cells, 65536, &panels, &max_T, units,
+                              sizeof units, err))
             goto done;
     if (!panels) { job->skip = 1; rc = 0; goto done; }
     int cols = job->opt->size && !strcmp(job->opt->size, "column") ? 2 : panels < 4 ? panels : 4;
@@ -581,6 +656,7 @@ int figure_retention(FigureJob *job, KvError *err)
     describe(r, n, models, sizeof models, modes, sizeof modes, &S);
     figure_var(job, "files", "%s", files);
     figure_var(job, "titles", "%s", titles);
+    figure_var(job, "cells", "%s", cells);
     figure_num(job, "cols", cols);
     figure_num(job, "rows", rows);
     figure_num(job, "T", max_T);
@@ -593,6 +669,7 @@ done:
     for (int f = 0; f < n; f++) free(keep[f]);
     free(files);
     free(titles);
+    free(cells);
     series_free(&s);
     results_free_all(r, n);
     return rc;

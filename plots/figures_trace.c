@@ -9,28 +9,18 @@
 #include "../trace/trace_layer.h"
 #include "figure.h"
 
-/* A sequence longer than HEATMAP_CELLS tokens is drawn in square cells of
- * `cell` tokens, each the mean of the attention over its causal entries
- * (i <= t); rows are recomputed HEATMAP_ROWS at a time (a whole number of
- * cell rows), so neither the T x T matrix nor its text ever exists. */
-enum { HEATMAP_CELLS = 1024, HEATMAP_ROWS = 256 };
-
-static int heatmap_cell(int T) { return T <= HEATMAP_CELLS ? 1 : (T + HEATMAP_CELLS - 1) / HEATMAP_CELLS; }
-
-/* Causal entries (i <= t) of rows [y0, y1) and columns [x0, x1). */
-static long causal_entries(int y0, int y1, int x0, int x1)
-{
-    long count = 0;
-    for (int t = y0; t < y1; t++) count += t + 1 < x1 ? (t + 1 > x0 ? t + 1 - x0 : 0) : x1 - x0;
-    return count;
-}
+/* A sequence longer than FIGURE_CELLS tokens is drawn in square cells of
+ * figure_cell(T) tokens, each the mean of the attention over its causal
+ * entries (i <= t); rows are recomputed HEATMAP_ROWS at a time (a whole
+ * number of cell rows), so neither the T x T matrix nor its text ever exists. */
+enum { HEATMAP_ROWS = 256 };
 
 /* One row of cells: rows [0, rows) of block are tokens y0.. of the sequence. */
 static void heatmap_line(FILE *out, const float *block, int rows, int y0, int T, int cell)
 {
     for (int x0 = 0; x0 < T; x0 += cell) {
         int x1 = x0 + cell < T ? x0 + cell : T;
-        long count = causal_entries(y0, y0 + rows, x0, x1);
+        long count = figure_causal_entries(y0, y0 + rows, x0, x1);
         if (count == 0) { /* above the diagonal: keys not yet produced */
             fputs("0 ", out);
             continue;
@@ -47,7 +37,7 @@ static void heatmap_line(FILE *out, const float *block, int rows, int y0, int T,
 static int write_heatmap(FigureJob *job, const float *q, const float *k, int d, int T, char *rel, size_t cap,
                          KvError *err)
 {
-    int cell = heatmap_cell(T), rows = HEATMAP_ROWS / cell > 1 ? HEATMAP_ROWS / cell * cell : cell;
+    int cell = figure_cell(T), rows = HEATMAP_ROWS / cell > 1 ? HEATMAP_ROWS / cell * cell : cell;
     float *block = malloc((size_t)rows * T * sizeof(float));
     if (!block) return kv_fail(err, "out of memory for %d rows of %d tokens", rows, T);
     FILE *out = figure_data(job, "heatmap.dat", rel, cap, err);
@@ -90,7 +80,7 @@ int figure_heatmap(FigureJob *job, KvError *err)
     if (trace_sequence_info(&r, opt->sequence, &info, err) ||
         trace_load_layer(&r, opt->sequence, layer, &info, 0, kv_heads, &ld, err))
         goto done;
-    int T = ld.T, cell = heatmap_cell(T);
+    int T = ld.T, cell = figure_cell(T);
     if (write_heatmap(job, ld.q + (size_t)head * T * ld.d, ld.k + (size_t)g * T * ld.d, ld.d, T, rel, sizeof rel, err))
         goto done;
     char model[128];

@@ -96,6 +96,15 @@ void figure_num(FigureJob *job, const char *name, double value)
     append(job, text);
 }
 
+int figure_cell(int T) { return T <= FIGURE_CELLS ? 1 : (T + FIGURE_CELLS - 1) / FIGURE_CELLS; }
+
+long figure_causal_entries(int y0, int y1, int x0, int x1)
+{
+    long count = 0;
+    for (int t = y0; t < y1; t++) count += t + 1 < x1 ? (t + 1 > x0 ? t + 1 - x0 : 0) : x1 - x0;
+    return count;
+}
+
 FILE *figure_data(FigureJob *job, const char *file, char *rel, size_t cap, KvError *err)
 {
     char path[2300];

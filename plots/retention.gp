@@ -3,9 +3,12 @@
 # Data: one file per panel, rectangles "i t_first t_last": the runs of steps
 # in which token i is evicted (block 0, light grey) or held (block 1, dark);
 # steps t < i (token not yet produced) stay white.  Each rectangle overlaps
-# its neighbours by a hair so that no seam shows between them.
+# its neighbours by a hair so that no seam shows between them.  A map of more
+# than 1024 tokens comes as a matrix of square cells of `cell` tokens instead,
+# each the share of its entries held (grey 0 to dark 1; -1 white, not yet produced).
 # Variables: files, titles (one double-quoted title per panel, "|" between its lines),
-# cols, rows, T (longest sequence), out, title, title2.
+# cells (tokens per cell side, per panel: 1 for rectangles), cols, rows, T (longest
+# sequence), out, title, title2.
 load "scripts/common.gp"
 n = words(files)
 set multiplot title sprintf("%s\n%s", title, title2) noenhanced font basefont
@@ -38,6 +41,16 @@ do for [p=1:n] {
     set tmargin at screen 1 - top - r * ch - above
     set bmargin at screen 1 - top - (r + 1) * ch + below
     set title lines(word(titles, p)) noenhanced offset 0, -0.3 font smallfont
+    cell = word(cells, p) + 0
+    if (cell > 1) {
+        # a long map: the share held per cell, from the same grey to the same dark blue
+        set palette defined (-1 "#ffffff", -0.001 "#ffffff", 0 "#dcdcdc", 1 "#08306b")
+        set palette maxcolors 0
+        plot word(files, p) matrix using (($1 + 0.5) * cell - 0.5):(($2 + 0.5) * cell - 0.5):3 with image notitle
+        set palette defined (-1 "#ffffff", 0 "#dcdcdc", 1 "#08306b")
+        set palette maxcolors 3
+        continue
+    }
     if (term eq "svg") {
         # SVG: the map as one embedded image (retention_N.matrix beside retention_N.dat): small at any T
         matrix = word(files, p)[1:strlen(word(files, p)) - 4].".matrix"

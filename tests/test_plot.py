@@ -326,6 +326,43 @@ def retention_maps():
     assert len(one_figure(out, "retention", "retention.gp")["files"].split()) == len(POLICIES) - 1  # all but full
 
 
+def retention_long():
+    """Maps of more than 1024 tokens are drawn as square cells of ceil(T/1024)
+    tokens, each the share of its causal entries held (NumPy from the
+    results' own maps, to the 4 digits written), -1 above the diagonal; PNG
+    and SVG both draw them."""
+    T, cell = 2500, 3
+    d = workdir()
+    rng = np.random.default_rng(8)
+    trace = write_trace(os.path.join(d, "long.h5"), rng.normal(size=(1, T, 2, 8)), rng.normal(size=(1, T, 1, 8)))
+    results = os.path.join(d, "results.h5")
+    run("simulate", trace, "--policy", "h2o", "--policy", "tova", "--budget", "10%", "--retention", "0:0",
+        "-o", results)
+    with h5py.File(results) as f:
+        maps, policy = f["retention"][:], [p.decode() for p in f["configs/policy"][:]]
+    n = -(-T // cell)
+    causal = np.tril(np.ones((T, T), bool))
+    pad = n * cell - T
+    counts = np.pad(causal, ((0, pad), (0, pad))).reshape(n, cell, n, cell).sum(axis=(1, 3))
+    for fmt in ("png", "svg"):
+        out = os.path.join(d, fmt)
+        run("plot", results, "--figure", "retention", "--format", fmt, "-o", out)
+        v = one_figure(out, "retention", "retention.gp")
+        assert v["cells"].split() == [str(cell)] * 2, v["cells"]
+        gnuplot_log_clean(out, "retention")
+        for path, title in zip(v["files"].split(), shlex.split(v["titles"])):
+            assert path.endswith(".matrix"), path
+            c = policy.index(title.split(" ")[0])
+            held = np.pad(maps[c].astype(bool) & causal, ((0, pad), (0, pad))).reshape(n, cell, n, cell).sum(axis=(1, 3))
+            want = np.where(counts > 0, held / np.maximum(counts, 1), -1)
+            got = np.loadtxt(os.path.join(out, path))
+            assert got.shape == (n, n), got.shape
+            assert np.allclose(got, want, rtol=1e-3, atol=1e-4), np.abs(got - want).max()
+            print(f"{fmt} {title.split(' ')[0]}: {n} x {n} cells equal the map's shares held "
+                  f"(largest difference {np.abs(got - want).max():.1e})")
+    assert os.path.getsize(os.path.join(d, "png", "retention.png")) > 10000
+
+
 def eviction_ages():
     """Every policy is drawn, window and streaming (one eviction age each)
     too, as a visible step and a box; the quartiles are the results' own."""
@@ -684,7 +721,8 @@ def bad_input():
 
 
 main(dict(every_figure_png=every_figure_png, styles_and_series=styles_and_series,
-          filters_and_labels=filters_and_labels, retention_maps=retention_maps, eviction_ages=eviction_ages,
+          filters_and_labels=filters_and_labels, retention_maps=retention_maps, retention_long=retention_long,
+          eviction_ages=eviction_ages,
           age_bias_stories=age_bias_stories, norms_and_heatmap=norms_and_heatmap, heatmap_long=heatmap_long,
           offline_vs_closed=offline_vs_closed,
           pdf_svg_sizes=pdf_svg_sizes, svg_and_replot=svg_and_replot, outputs_are_safe=outputs_are_safe,
