@@ -480,8 +480,10 @@ static int select_rows(hid_t d, size_t n, hsize_t first, hsize_t width, hid_t *f
         return -1;
     }
     count[0] = n / row;
-    hsize_t total = n;
-    *mem_space = H5Screate_simple(1, &total, NULL);
+    /* the memory space has the selection's shape (the same bytes as a flat
+     * one): with a flat one HDF5 maps every element of a chunked dataset to
+     * its chunk one at a time, most of the time of reading a recorded layer */
+    *mem_space = H5Screate_simple(rank, count, NULL);
     if (*mem_space < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0) {
         if (*mem_space >= 0) H5Sclose(*mem_space);
         H5Sclose(fs);
