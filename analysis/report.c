@@ -45,8 +45,7 @@ static int write_root(hid_t f, const Analysis *a)
     return rc || h5_attr_write_str(f, "format", ANALYSIS_FORMAT) || h5_attr_write_str(f, "trace", a->opt.trace) ||
            h5_attr_write_str(f, "model_name", a->meta.model_name) || h5_attr_write_str(f, "model", model) ||
            h5_attr_write_str(f, "model_sha256", a->meta.model_digest) ||
-           (a->trace_sha256 ? h5_attr_write_str(f, "trace_sha256", a->trace_sha256)
-                            : h5_attr_write_file_digests(f, "trace_sha256", &a->opt.trace, 1)) || h5_attr_write_int(f, "n_sequences", a->S) ||
+           h5_attr_write_str(f, "trace_sha256", a->trace_sha256) || h5_attr_write_int(f, "n_sequences", a->S) ||
            h5_attr_write_int(f, "n_layers", a->L) || h5_attr_write_int(f, "n_heads", a->H) ||
            h5_attr_write_int(f, "n_kv_heads", a->KV) || h5_attr_write_str(f, "alphas", alphas) ||
            h5_attr_write_double(f, "budget_fraction", a->opt.budget_fraction) ||

@@ -497,10 +497,11 @@ static int write_retention_runs(FigureJob *job, const uint8_t *map, int T, const
     return figure_data_close(job, out, file, err);
 }
 
-/* Rows [t0, t0 + n) of configuration c's map (n x T bytes). */
-static int read_map_rows(hid_t d, int c, int t0, int n, int T, uint8_t *out)
+/* Configuration c's map (T x T bytes: a gigabyte at 32k tokens, so maps
+ * are read one at a time; simulate writes each as one chunk). */
+static int read_map(hid_t d, int c, int T, uint8_t *out)
 {
-    hsize_t start[3] = {(hsize_t)c, (hsize_t)t0, 0}, count[3] = {1, (hsize_t)n, (hsize_t)T};
+    hsize_t start[3] = {(hsize_t)c, 0, 0}, count[3] = {1, (hsize_t)T, (hsize_t)T};
     /* the memory space has the selection's shape: HDF5 then copies whole
      * rows, where a flat one made it map the map byte by byte (ten times slower) */
     hid_t fs = H5Dget_space(d), ms = H5Screate_simple(3, count, NULL);
@@ -514,24 +515,13 @@ static int read_map_rows(hid_t d, int c, int t0, int n, int T, uint8_t *out)
 
 /* A map longer than FIGURE_CELLS tokens, as a matrix of square cells of
  * `cell` tokens: each the share of its causal entries (i <= t) held, -1
- * above the diagonal (not yet produced).  The map is read alone (T x T
- * bytes, a gigabyte at 32k tokens; simulate writes it as one chunk, so it
- * is read whole), not with the file's other maps. */
-static int write_retention_cells(FigureJob *job, hid_t d, const char *path, int c, int T, const char *file, char *rel,
-                                 size_t cap, KvError *err)
+ * above the diagonal (not yet produced). */
+static int write_retention_cells(FigureJob *job, const uint8_t *map, int T, const char *file, char *rel, size_t cap,
+                                 KvError *err)
 {
     int cell = figure_cell(T), n = (T + cell - 1) / cell;
-    uint8_t *map = malloc((size_t)T * T);
-    if (!map) return kv_fail(err, "out of memory for a %d x %d retention map", T, T);
-    if (read_map_rows(d, c, 0, T, T, map)) {
-        free(map);
-        return kv_fail(err, "%s: cannot read the retention maps", path);
-    }
     FILE *out = figure_data(job, file, rel, cap, err);
-    if (!out) {
-        free(map);
-        return -1;
-    }
+    if (!out) return -1;
     for (int y0 = 0; y0 < T; y0 += cell) {
         int y1 = y0 + cell < T ? y0 + cell : T;
         for (int x = 0; x < n; x++) {
@@ -544,7 +534,6 @@ static int write_retention_cells(FigureJob *job, hid_t d, const char *path, int 
         }
         fputc('\n', out);
     }
-    free(map);
     return figure_data_close(job, out, file, err);
 }
 
@@ -563,22 +552,21 @@ static void wrap_params(const char *params, char *out, size_t cap)
 enum { RETENTION_MAX_T = 65536 };
 
 /* One configuration's map, into the panel's data files: runs of steps as
- * rectangles (and for SVG a matrix) from the whole map, or cells for a long
- * sequence.  The script reads FILE.dat, FILE.matrix or the cells' FILE.matrix. */
-static int retention_panel(FigureJob *job, const Results *r, hid_t d, const uint8_t *maps, int c, int T, int panel,
-                           char *rel, size_t cap, KvError *err)
+ * rectangles (and for SVG a matrix), or cells for a long sequence.  The
+ * script reads FILE.dat, FILE.matrix beside it, or the cells' FILE.matrix. */
+static int retention_panel(FigureJob *job, const uint8_t *map, int T, int panel, char *rel, size_t cap, KvError *err)
 {
     char file[64];
-    if (!maps) {
+    if (figure_cell(T) > 1) {
         snprintf(file, sizeof file, "retention_%d.matrix", panel);
-        return write_retention_cells(job, d, r->in->path, c, T, file, rel, cap, err);
+        return write_retention_cells(job, map, T, file, rel, cap, err);
     }
     snprintf(file, sizeof file, "retention_%d.dat", panel);
-    int rc = write_retention_runs(job, maps + (size_t)c * T * T, T, file, rel, cap, err);
+    int rc = write_retention_runs(job, map, T, file, rel, cap, err);
     if (rc == 0 && !strcmp(job->opt->format, "svg")) { /* SVG: one embedded image per map, not rectangles */
         char matrix[64], ignored[256];
         snprintf(matrix, sizeof matrix, "retention_%d.matrix", panel);
-        rc = write_retention_matrix(job, maps + (size_t)c * T * T, T, matrix, ignored, sizeof ignored, err);
+        rc = write_retention_matrix(job, map, T, matrix, ignored, sizeof ignored, err);
     }
     return rc;
 }
@@ -601,24 +589,21 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
     T = (int)dims[1];
     *max_T = T > *max_T ? T : *max_T;
     hid_t d = H5Dopen2(r->in->file, "retention", H5P_DEFAULT);
-    if (d < 0) return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
-    h5_attr_read_int(d, "layer", &layer);
-    h5_attr_read_int(d, "unit", &unit);
-    uint8_t *maps = NULL; /* short maps are read whole, long ones a few rows at a time */
-    if (figure_cell(T) == 1 &&
-        (!(maps = malloc((size_t)r->C * T * T)) ||
-         h5_read_all(r->in->file, "retention", H5T_NATIVE_UINT8, maps, (size_t)r->C * T * T))) {
-        free(maps);
-        H5Dclose(d);
+    uint8_t *map = d >= 0 ? malloc((size_t)T * T) : NULL;
+    if (!map) {
+        if (d >= 0) H5Dclose(d);
         return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
     }
+    h5_attr_read_int(d, "layer", &layer);
+    h5_attr_read_int(d, "unit", &unit);
     snprintf(unit_text + strlen(unit_text), unit_cap - strlen(unit_text), "%s%s%slayer %lld kv head %lld, T = %d",
              unit_text[0] ? "; " : "", r->in->label, r->in->label[0] ? ": " : "", layer, unit, T);
     int rc = 0;
     for (int c = 0; c < r->C && rc == 0; c++) {
         if (!keep[c] || s->of[f][c] < 0) continue;
-        char rel[256];
-        rc = retention_panel(job, r, d, maps, c, T, *panels, rel, sizeof rel, err);
+        char rel[256] = "";
+        rc = read_map(d, c, T, map) ? kv_fail(err, "%s: cannot read the retention maps", r->in->path)
+                                    : retention_panel(job, map, T, *panels, rel, sizeof rel, err);
         int tokens = r->tokens[(size_t)c * r->S]; /* S >= 1 */
         snprintf(files + strlen(files), cap - strlen(files), "%s%s", *panels ? " " : "", rel);
         snprintf(cells + strlen(cells), cap - strlen(cells), "%s%d", *panels ? " " : "", figure_cell(T));
@@ -628,7 +613,7 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
                  r->in->label, r->in->label[0] ? ": " : "", r->policy[c], tokens, params);
         (*panels)++;
     }
-    free(maps);
+    free(map);
     H5Dclose(d);
     return rc;
 }

@@ -54,8 +54,7 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (h5_attr_write_str(f, "format", "kvtrace-results/1") || h5_attr_write_str(f, "traces", traces) ||
         h5_attr_write_str(f, "model", r->model) || h5_attr_write_str(f, "model_sha256", r->model_sha256) ||
-        (r->trace_sha256 ? h5_attr_write_str(f, "trace_sha256", r->trace_sha256)
-                         : h5_attr_write_file_digests(f, "trace_sha256", opt->traces, opt->n_traces)) ||
+        h5_attr_write_str(f, "trace_sha256", r->trace_sha256) ||
         h5_attr_write_str(f, "mode", opt->prefill ? "prefill" : "streaming") ||
         h5_attr_write_str(f, "granularity", opt->layer_granularity ? "layer" : "kv_head") ||
         h5_attr_write_int(f, "error_stride", r->error_stride) || h5_attr_write_str(f, "created", created) ||

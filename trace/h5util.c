@@ -458,9 +458,9 @@ int h5_read_all(hid_t loc, const char *name, hid_t mem_type, void *out, size_t n
     return rc < 0 ? -1 : 0;
 }
 
-/* Selects the first n elements (whole rows along axis 0) of a dataset. */
-/* Selects n elements of whole rows along axis 0 from the start, and along
- * axis 1 only [first, first + width) when width > 0, into a flat memory space. */
+/* Selects n elements of whole rows along axis 0 from the start (along axis
+ * 1 only [first, first + width) when width > 0), and a memory space of the
+ * selection's shape. */
 static int select_rows(hid_t d, size_t n, hsize_t first, hsize_t width, hid_t *file_space, hid_t *mem_space)
 {
     hsize_t dims[8], start[8] = {0}, count[8];

@@ -25,12 +25,12 @@ static void by_head(const float *src, float *dst, int T, int heads, int d)
 }
 
 /* Heads [first, first + width) of a [T][heads][d] dataset into dst, head-major
- * [heads][T][d] (width == heads: the whole dataset, read as one). */
-static int read_heads(const TraceReader *r, int seq, int layer, const char *name, int T, int heads, int d,
-                      int first, int width, float *raw, float *dst, KvError *err)
+ * [heads][T][d]. */
+static int read_heads(const TraceReader *r, int seq, int layer, const char *name, int T, int d, int first, int width,
+                      float *raw, float *dst, KvError *err)
 {
     size_t n = (size_t)T * width * d;
-    if (trace_read_layer_heads(r, seq, layer, name, first, width == heads ? 0 : width, raw, n, err)) return -1;
+    if (trace_read_layer_heads(r, seq, layer, name, first, width, raw, n, err)) return -1;
     by_head(raw, dst + (size_t)first * T * d, T, width, d);
     return 0;
 }
@@ -40,13 +40,13 @@ static int read_kv_heads(const TraceReader *r, int seq, int layer, int values, i
                          float *norms, LayerData *ld, KvError *err)
 {
     int T = ld->T, d = ld->d, group = ld->H / ld->KV, w = x1 - x0;
-    if (read_heads(r, seq, layer, "q", T, ld->H, d, x0 * group, w * group, raw, ld->q, err) ||
-        read_heads(r, seq, layer, "k", T, ld->KV, d, x0, w, raw, ld->k, err) ||
-        read_heads(r, seq, layer, "k_norm", T, ld->KV, 1, x0, w, norms, ld->k_norm, err))
+    if (read_heads(r, seq, layer, "q", T, d, x0 * group, w * group, raw, ld->q, err) ||
+        read_heads(r, seq, layer, "k", T, d, x0, w, raw, ld->k, err) ||
+        read_heads(r, seq, layer, "k_norm", T, 1, x0, w, norms, ld->k_norm, err))
         return -1;
     if (!values) return 0;
-    return read_heads(r, seq, layer, "v", T, ld->KV, d, x0, w, raw, ld->v, err) ||
-                   read_heads(r, seq, layer, "v_norm_l1", T, ld->KV, 1, x0, w, norms, ld->v_l1, err)
+    return read_heads(r, seq, layer, "v", T, d, x0, w, raw, ld->v, err) ||
+                   read_heads(r, seq, layer, "v_norm_l1", T, 1, x0, w, norms, ld->v_l1, err)
                ? -1 : 0;
 }
 
