@@ -338,7 +338,7 @@ static int alloc_analysis(Analysis *a, KvError *err)
 
 void analysis_free(Analysis *a)
 {
-    free(a->seq_tokens); free(a->seq_budget); free(a->age_spearman); free(a->age_rep); free(a->relative_age);
+    free(a->seq_tokens); free(a->seq_budget); free(a->selected); free(a->age_spearman); free(a->age_rep); free(a->relative_age);
     free(a->age_share);
     free(a->key_spearman); free(a->value_spearman); free(a->key_rep); free(a->value_rep); free(a->loss_norm);
     free(a->loss_least); free(a->loss_random); free(a->sink_value_ratio); free(a->attention_sinks);
@@ -404,16 +404,95 @@ static int read_sequences(Analysis *a, const TraceReader *r, int *have_values, K
     return 0;
 }
 
+/* The layer of an analysed head nearest the middle (ties: the lower). */
+static int middle_layer(const Analysis *a)
+{
+    int best = -1;
+    for (int l = 0; l < a->L; l++)
+        for (int h = 0; h < a->H; h++)
+            if (a->selected[(size_t)l * a->H + h] && (best < 0 || abs(l - a->L / 2) < abs(best - a->L / 2))) best = l;
+    return best;
+}
+
+/* a->selected from --layers and --heads (every head when neither is
+ * given), and the example head: the one asked for must be analysed; by
+ * default the first analysed head (head 0 when it is) of the middle layer,
+ * or of the analysed layer nearest it. */
+static int select_heads(Analysis *a, const TraceReader *r, KvError *err)
+{
+    const AnalyzeOptions *o = &a->opt;
+    uint8_t *layer_on = malloc((size_t)a->L), *head_on = malloc((size_t)a->H);
+    a->selected = calloc((size_t)a->L * a->H, 1);
+    int rc = layer_on && head_on && a->selected ? 0 : kv_fail(err, "out of memory");
+    if (rc == 0) {
+        memset(layer_on, !o->layers, (size_t)a->L);
+        memset(head_on, !o->heads, (size_t)a->H);
+    }
+    for (int i = 0; rc == 0 && o->layers && i < o->n_layers; i++)
+        if (o->layers[i] < 0 || o->layers[i] >= a->L)
+            rc = kv_fail(err, "%s: no layer %d (the model has %d layers, 0..%d)", r->path, o->layers[i], a->L, a->L - 1);
+        else layer_on[o->layers[i]] = 1;
+    for (int i = 0; rc == 0 && o->heads && i < o->n_heads; i++)
+        if (o->heads[i] < 0 || o->heads[i] >= a->H)
+            rc = kv_fail(err, "%s: no query head %d (the model has %d heads, 0..%d)", r->path, o->heads[i], a->H, a->H - 1);
+        else head_on[o->heads[i]] = 1;
+    for (int l = 0; rc == 0 && l < a->L; l++)
+        for (int h = 0; h < a->H; h++)
+            if (layer_on[l] && head_on[h]) {
+                a->selected[(size_t)l * a->H + h] = 1;
+                a->n_selected++;
+                a->last_layer = l;
+            }
+    free(layer_on);
+    free(head_on);
+    if (rc) return rc;
+    if (a->opt.example_layer >= 0) {
+        if (!a->selected[(size_t)a->opt.example_layer * a->H + a->opt.example_head])
+            return kv_fail(err, "--example %d:%d is not among the heads analysed (--layers, --heads)",
+                           a->opt.example_layer, a->opt.example_head);
+        return 0;
+    }
+    int l = a->opt.example_layer = middle_layer(a);
+    if (!a->selected[(size_t)l * a->H + a->opt.example_head])
+        for (a->opt.example_head = 0; !a->selected[(size_t)l * a->H + a->opt.example_head];) a->opt.example_head++;
+    return 0;
+}
+
+/* The cells of heads not analysed: NaN (attention_sinks -1), as are the
+ * value norms by position of layers not analysed. */
+static void blank_unselected(Analysis *a)
+{
+    for (int s = 0; s < a->S; s++)
+        for (int l = 0; l < a->L; l++)
+            for (int h = 0; h < a->H; h++) {
+                if (a->selected[(size_t)l * a->H + h]) continue;
+                size_t u = ((size_t)s * a->L + l) * a->H + h;
+                for (int k = 0; k < a->K; k++) a->age_spearman[u * a->K + k] = NAN;
+                for (size_t i = 0; i < (size_t)a->K * a->n_boot; i++) a->age_rep[u * a->K * a->n_boot + i] = NAN;
+                for (int m = 0; m < a->M; m++) a->relative_age[u * a->M + m] = NAN;
+                for (int i = 0; i < a->M * ANALYSIS_AGE_BINS; i++) a->age_share[u * a->M * ANALYSIS_AGE_BINS + i] = NAN;
+                for (int b = 0; b < a->n_boot; b++) a->key_rep[u * a->n_boot + b] = a->value_rep[u * a->n_boot + b] = NAN;
+                a->key_spearman[u] = a->value_spearman[u] = a->loss_norm[u] = a->loss_least[u] = a->loss_random[u] =
+                    a->sink_value_ratio[u] = NAN;
+                a->attention_sinks[u] = -1;
+            }
+    for (int l = 0; l < a->L; l++) {
+        int any = 0;
+        for (int h = 0; h < a->H; h++) any |= a->selected[(size_t)l * a->H + h];
+        for (int i = 0; !any && i < a->T0; i++) a->value_by_position[(size_t)l * a->T0 + i] = NAN;
+    }
+}
+
 /* ------------------------------------------------------------ pooling */
 
-/* Flat indices of units (s, l, h) for every s, or every (s, h) of layer l, or all. */
+/* Flat indices of analysed units (s, l, h) for every s, or every (s, h) of layer l, or all. */
 static size_t select_units(const Analysis *a, int layer, int head, int stride, int offset, size_t *out)
 {
     size_t n = 0;
     for (int s = 0; s < a->S; s++)
         for (int l = 0; l < a->L; l++)
             for (int h = 0; h < a->H; h++)
-                if ((layer < 0 || l == layer) && (head < 0 || h == head))
+                if ((layer < 0 || l == layer) && (head < 0 || h == head) && a->selected[(size_t)l * a->H + h])
                     out[n++] = ((size_t)(s * a->L + l) * a->H + h) * stride + offset;
     return n;
 }
@@ -491,6 +570,8 @@ typedef struct {
     HeadWork *work;               /* [threads] */
     HeadCurves *curves;           /* [H] filled for sequence 0 */
     gsl_rng **snapshot;           /* [2H] age and norms streams of each head (threads > 1) */
+    uint8_t *kv_wanted;           /* [KV] kv heads of the analysed heads, loaded; NULL: all */
+    int n_kv_wanted;
     int snapshots_made, next_task, failed;
     KvError err;
     pthread_mutex_t lock;
@@ -531,6 +612,13 @@ static void sequence_streams(LayerPool *p)
 static void run_head(LayerPool *p, HeadWork *w, int h)
 {
     Analysis *a = p->a;
+    if (!a->selected[(size_t)p->l * a->H + h]) { /* its draws pass by, as when it is analysed */
+        if (p->threads == 1) {
+            skip_draws(p->rng, a->n_boot, p->layer->T);
+            skip_draws(p->rng, a->n_boot, p->layer->T);
+        }
+        return;
+    }
     Head x = {a, w, p->layer, p->s, p->l, h, h / (a->H / a->KV), ((size_t)p->s * a->L + p->l) * a->H + h, p->rng,
               p->rng, p->s == 0 ? &p->curves[h] : NULL};
     if (p->threads > 1) {
@@ -572,11 +660,12 @@ static void *layer_worker(void *arg)
     return NULL;
 }
 
-/* Sequence 0's curves: every head's contribution, in head order. */
-static void fold_curves(Analysis *a, const HeadCurves *curves)
+/* Sequence 0's curves of layer l: every analysed head's contribution, in head order. */
+static void fold_curves(Analysis *a, int l, const HeadCurves *curves)
 {
-    float share = (float)(a->L * a->H);
+    float share = (float)a->n_selected;
     for (int h = 0; h < a->H; h++) {
+        if (!a->selected[(size_t)l * a->H + h]) continue;
         for (size_t i = 0; i < (size_t)a->K * a->T0; i++) a->mean_scores[i] += curves[h].scores[i] / share;
         for (int i = 0; i < a->T0; i++)
             if (curves[h].sink[i]) a->sink_share[i] += 1.0f / share;
@@ -618,37 +707,63 @@ static int analyze_layer_of(LayerPool *p, const TraceReader *r, int s, int l, La
     p->s = s;
     p->l = l;
     int rc = analyze_layer(p, err);
-    if (rc == 0 && s == 0 && p->have_values)
+    if (rc == 0 && s == 0 && p->have_values) /* the mean over the kv heads loaded */
         for (int g = 0; g < a->KV; g++)
-            for (int i = 0; i < a->T0; i++) value_row[i] += ld->v_l1[(size_t)g * a->T0 + i] / a->KV;
+            for (int i = 0; (!p->kv_wanted || p->kv_wanted[g]) && i < a->T0; i++)
+                value_row[i] += ld->v_l1[(size_t)g * a->T0 + i] / p->n_kv_wanted;
     trace_layer_free(ld);
     return rc ? kv_wrap(err, "%s sequence %d layer %d", r->path, s, l) : 0;
 }
 
-/* The layers of sequence s in order; with more than one thread the next
- * layer loads while the heads of this one are analysed. */
-static int analyze_sequence(Analysis *a, const TraceReader *r, int s, LayerPool *p, Progress *progress, KvError *err)
+/* The first layer from l on with an analysed head (L: none). */
+static int next_layer(const Analysis *a, int l)
+{
+    for (; l < a->L; l++)
+        for (int h = 0; h < a->H; h++)
+            if (a->selected[(size_t)l * a->H + h]) return l;
+    return a->L;
+}
+
+/* The bootstrap draws of layers [from, to) of sequence s, none analysed,
+ * pass by the run's stream, as far as an analysed head comes after them. */
+static void skip_layers(const Analysis *a, gsl_rng *rng, int s, int from, int to, int T)
+{
+    for (int l = from; l < to && (s < a->S - 1 || l < a->last_layer); l++)
+        for (int h = 0; h < a->H; h++) skip_draws(rng, 2 * a->n_boot, T);
+}
+
+/* The analysed layers of sequence s in order; with more than one thread
+ * the next one loads while the heads of this one are analysed. */
+static int analyze_sequence(Analysis *a, const TraceReader *r, int s, LayerPool *p, Progress *progress, long *done,
+                            KvError *err)
 {
     TraceSeqInfo info;
     if (trace_sequence_info(r, s, &info, err)) return -1;
-    int background = p->threads > 1 && trace_layer_background_ok(), rc = 0;
+    int background = p->threads > 1 && trace_layer_background_ok(), rc = 0, T = info.n_tokens;
+    long total = 0;
+    for (int l = next_layer(a, 0); l < a->L; l = next_layer(a, l + 1)) total += a->S;
     LayerLoad load[2];
-    trace_layer_load_start(&load[0], r, s, 0, &info, p->have_values, NULL, 0);
-    for (int l = 0; l < a->L && rc == 0; l++) {
-        LayerLoad *cur = &load[l % 2], *next = &load[(l + 1) % 2];
+    int l = next_layer(a, 0);
+    skip_layers(a, p->rng, s, 0, l, T);
+    trace_layer_load_start(&load[0], r, s, l, &info, p->have_values, p->kv_wanted, 0);
+    for (int i = 0; l < a->L && rc == 0; i++) {
+        LayerLoad *cur = &load[i % 2], *next = &load[(i + 1) % 2];
         if (trace_layer_load_finish(cur, err)) {
             trace_layer_free(&cur->ld);
             return kv_wrap(err, "%s sequence %d layer %d", r->path, s, l);
         }
-        if (l + 1 < a->L) trace_layer_load_start(next, r, s, l + 1, &info, p->have_values, NULL, background);
+        int after = next_layer(a, l + 1);
+        if (after < a->L) trace_layer_load_start(next, r, s, after, &info, p->have_values, p->kv_wanted, background);
         rc = analyze_layer_of(p, r, s, l, &cur->ld, a->value_by_position + (size_t)l * a->T0, err);
-        if (rc == 0 && s == 0) fold_curves(a, p->curves);
-        if (rc == 0) progress_update(progress, (long)s * a->L + l + 1, (long)a->S * a->L, "layers");
-        if (rc && l + 1 < a->L) {
+        if (rc == 0 && s == 0) fold_curves(a, l, p->curves);
+        if (rc == 0) progress_update(progress, ++*done, total, "layers");
+        if (rc == 0) skip_layers(a, p->rng, s, l + 1, after, T);
+        if (rc && after < a->L) {
             KvError ignored;
             trace_layer_load_finish(next, &ignored);
             trace_layer_free(&next->ld);
         }
+        l = after;
     }
     return rc;
 }
@@ -657,7 +772,7 @@ static void layer_pool_free(LayerPool *p)
 {
     for (int w = 0; p->work && w < p->threads; w++) head_work_free(&p->work[w]);
     for (int h = 0; p->curves && h < p->a->H; h++) { free(p->curves[h].scores); free(p->curves[h].sink); }
-    free(p->work); free(p->curves); free(p->snapshot);
+    free(p->work); free(p->curves); free(p->snapshot); free(p->kv_wanted);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->made);
 }
@@ -675,6 +790,15 @@ static int layer_pool_init(LayerPool *p, Analysis *a, gsl_rng *rng, int have_val
     p->curves = calloc((size_t)a->H, sizeof *p->curves);
     p->snapshot = p->threads > 1 ? calloc(2 * (size_t)a->H, sizeof *p->snapshot) : NULL;
     if (!p->work || !p->curves || (p->threads > 1 && !p->snapshot)) return kv_fail(err, "out of memory");
+    p->n_kv_wanted = a->KV;
+    if (a->n_selected < a->L * a->H) { /* load only the kv heads of the heads analysed */
+        if (!(p->kv_wanted = calloc((size_t)a->KV, 1))) return kv_fail(err, "out of memory");
+        for (int l = 0; l < a->L; l++)
+            for (int h = 0; h < a->H; h++)
+                if (a->selected[(size_t)l * a->H + h]) p->kv_wanted[h / (a->H / a->KV)] = 1;
+        p->n_kv_wanted = 0;
+        for (int g = 0; g < a->KV; g++) p->n_kv_wanted += p->kv_wanted[g];
+    }
     for (int w = 0; w < p->threads; w++)
         if (head_work_alloc(&p->work[w], longest, a->K, a->opt.n_alpha, err)) return -1;
     for (int h = 0; h < a->H; h++) {
@@ -698,7 +822,17 @@ typedef struct {
     const TraceReader *r;
     LayerPool *pool;        /* this rank's workers; pool->rng is the job's stream */
     gsl_rng *stream;        /* rank 0: the run's stream, at the next job's start */
+    int n_layers;           /* analysed layers: a job is one of them in one sequence */
+    long cursor;            /* rank 0: the stream has passed the layers s * L + l below this */
 } AnalyzeJobs;
+
+/* The sequence and layer of a job. */
+static void job_place(const AnalyzeJobs *aj, int job, int *s, int *l)
+{
+    *s = job / aj->n_layers;
+    *l = next_layer(aj->a, 0);
+    for (int k = job % aj->n_layers; k > 0; k--) *l = next_layer(aj->a, *l + 1);
+}
 
 /* The per-head arrays, as (base, bytes per head) pairs; heads of (s, l) are contiguous. */
 typedef struct {
@@ -727,21 +861,32 @@ typedef struct {
 static void analyze_job_describe(void *ctx, int job, char *out, size_t cap)
 {
     const AnalyzeJobs *aj = ctx;
-    snprintf(out, cap, "%s sequence %d layer %d", aj->r->path, job / aj->a->L, job % aj->a->L);
+    int s, l;
+    job_place(aj, job, &s, &l);
+    snprintf(out, cap, "%s sequence %d layer %d", aj->r->path, s, l);
 }
 
 static void analyze_job_prepare(void *ctx, int job, DistBuffer *input)
 {
     AnalyzeJobs *aj = ctx;
+    const Analysis *a = aj->a;
+    int s, l;
+    job_place(aj, job, &s, &l);
+    for (; aj->cursor < (long)s * a->L + l; aj->cursor++) { /* layers not analysed, as a single process passes them */
+        int cs = (int)(aj->cursor / a->L), cl = (int)(aj->cursor % a->L);
+        skip_layers(a, aj->stream, cs, cl, cl + 1, a->seq_tokens[cs]);
+    }
     dist_put(input, gsl_rng_state(aj->stream), gsl_rng_size(aj->stream));
-    for (int h = 0; h < aj->a->H; h++) skip_draws(aj->stream, 2 * aj->a->n_boot, aj->a->seq_tokens[job / aj->a->L]);
+    for (int h = 0; h < a->H; h++) skip_draws(aj->stream, 2 * a->n_boot, a->seq_tokens[s]);
+    aj->cursor++;
 }
 
 static int analyze_job_run(void *ctx, int job, DistReader *input, DistBuffer *out, KvError *err)
 {
     AnalyzeJobs *aj = ctx;
     Analysis *a = aj->a;
-    int s = job / a->L, l = job % a->L, H = a->H;
+    int s, l, H = a->H;
+    job_place(aj, job, &s, &l);
     TraceSeqInfo info;
     dist_get(input, gsl_rng_state(aj->pool->rng), gsl_rng_size(aj->pool->rng));
     if (input->failed) return kv_fail(err, "the job's random stream did not arrive whole");
@@ -749,7 +894,7 @@ static int analyze_job_run(void *ctx, int job, DistReader *input, DistBuffer *ou
     if (s == 0 && !value_row) return kv_fail(err, "out of memory");
     LayerData ld = {0};
     int rc = trace_sequence_info(aj->r, s, &info, err);
-    if (rc == 0 && trace_load_layer(aj->r, s, l, &info, aj->pool->have_values, NULL, &ld, err)) {
+    if (rc == 0 && trace_load_layer(aj->r, s, l, &info, aj->pool->have_values, aj->pool->kv_wanted, &ld, err)) {
         trace_layer_free(&ld);
         rc = kv_wrap(err, "%s sequence %d layer %d", aj->r->path, s, l);
     }
@@ -777,7 +922,8 @@ static int analyze_job_reduce(void *ctx, int job, DistReader *in, KvError *err)
 {
     AnalyzeJobs *aj = ctx;
     Analysis *a = aj->a;
-    int s = job / a->L, l = job % a->L, H = a->H;
+    int s, l, H = a->H;
+    job_place(aj, job, &s, &l);
     HeadSlice slices[16];
     size_t first = ((size_t)s * a->L + l) * H;
     for (int i = 0, n = head_slices(a, slices); i < n; i++)
@@ -793,7 +939,7 @@ static int analyze_job_reduce(void *ctx, int job, DistReader *in, KvError *err)
         dist_get(in, curves[h].sink, (size_t)a->T0);
     }
     if (rc == 0) {
-        fold_curves(a, curves);
+        fold_curves(a, l, curves);
         dist_get(in, a->value_by_position + (size_t)l * a->T0, (size_t)a->T0 * sizeof(float));
     }
     if (rc == 0 && l == a->opt.example_layer) {
@@ -813,9 +959,10 @@ static int analyze_distributed(Analysis *a, const TraceReader *r, LayerPool *p, 
 {
     gsl_rng *job_stream = gsl_rng_alloc(gsl_rng_mt19937);
     if (!job_stream) return kv_fail(err, "out of memory");
-    AnalyzeJobs aj = {a, r, p, rng};
+    AnalyzeJobs aj = {a, r, p, rng, 0, 0};
+    for (int l = next_layer(a, 0); l < a->L; l = next_layer(a, l + 1)) aj.n_layers++;
     p->rng = job_stream;
-    DistJobs jobs = {.n_jobs = a->S * a->L, .ctx = &aj, .prepare = analyze_job_prepare, .run = analyze_job_run,
+    DistJobs jobs = {.n_jobs = a->S * aj.n_layers, .ctx = &aj, .prepare = analyze_job_prepare, .run = analyze_job_run,
                      .reduce = analyze_job_reduce, .describe = analyze_job_describe, .label = "analyze"};
     int rc = dist_run(&jobs, err);
     p->rng = rng;
@@ -848,15 +995,15 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     a->H = r.meta.n_heads;
     a->KV = r.meta.n_kv_heads;
     a->n_boot = opt->n_boot;
-    if (a->opt.example_layer < 0) a->opt.example_layer = a->L / 2;
     name_scores(a);
     LayerPool pool_of_heads = {0};
     gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
     int have_values = 0, rc = -1, pool_ready = 0;
     if (!rng) kv_fail(err, "out of memory");
     else gsl_rng_set(rng, opt->seed);
-    if (rng && !check_options(&a->opt, &r, err) && !read_sequences(a, &r, &have_values, err) &&
-        !alloc_analysis(a, err)) {
+    if (rng && !check_options(&a->opt, &r, err) && !select_heads(a, &r, err) &&
+        !read_sequences(a, &r, &have_values, err) && !alloc_analysis(a, err)) {
+        blank_unselected(a);
         pool_ready = 1;
         rc = layer_pool_init(&pool_of_heads, a, rng, have_values, err);
     }
@@ -870,8 +1017,9 @@ int analyze_run(const AnalyzeOptions *opt, Analysis *a, KvError *err)
     rc = -1;
     Progress progress;
     progress_begin(&progress, "analyze");
+    long layers_done = 0;
     for (int s = 0; s < a->S; s++)
-        if (analyze_sequence(a, &r, s, &pool_of_heads, &progress, err)) goto done;
+        if (analyze_sequence(a, &r, s, &pool_of_heads, &progress, &layers_done, err)) goto done;
     progress_end(&progress);
     rc = pool(a, rng, err);
     a->seconds = kv_now_seconds() - start;

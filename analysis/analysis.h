@@ -18,6 +18,9 @@
  *  - value norms: ‖v_i‖₁ by position, the sinks (first positions and tokens
  *    of very high attention) and their value norm against the others, and
  *    Spearman of ‖v_i‖₁ with mean attention per row.
+ * A run may take some layers and heads only: each head analysed gets the
+ * numbers (and bootstrap draws) a run over every head gives it, and the
+ * pooled figures are over the heads analysed.
  * The analysis file is "kvtrace-analysis/1" (FORMAT.md). */
 #ifndef KV_ANALYSIS_H
 #define KV_ANALYSIS_H
@@ -46,7 +49,10 @@ typedef struct {
     double sink_attention;   /* and so does a token whose mean attention per row reaches this (over >= 16 rows) */
     int n_boot;              /* bootstrap replicates */
     uint64_t seed;
-    int example_layer, example_head; /* the head whose curves go into the file (sequence 0) */
+    int example_layer, example_head; /* the head whose curves go into the file (sequence 0); layer -1:
+                                      * the middle layer's first analysed head, or the nearest analysed */
+    const int *layers, *heads; /* only these layers and query heads (NULL: all); the others' cells are NaN */
+    int n_layers, n_heads;
     int allow_incomplete;
     int threads;             /* worker threads over the heads of a layer; results do not depend on it */
     const char *command_line;
@@ -64,6 +70,9 @@ typedef struct {
     char score_name[ANALYSIS_MAX_SCORES][24];
     char method_name[ANALYSIS_MAX_METHODS][24];
     int *seq_tokens, *seq_budget;        /* [S] */
+    uint8_t *selected;       /* [L][H] 1: the head is analysed (--layers, --heads) */
+    int n_selected;          /* (layer, head) pairs analysed */
+    int last_layer;          /* the last layer with an analysed head */
     /* per sequence, layer, head */
     double *age_spearman;    /* [S][L][H][K] */
     float *age_rep;          /* [S][L][H][K][n_boot] */

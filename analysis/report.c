@@ -26,8 +26,28 @@ static int put_names(hid_t g, const char *name, const char (*names)[24], int n)
     return h5_write_strings(g, name, list, n);
 }
 
+/* The layers (heads = 0) or query heads analysed: "all", or "0,5,31". */
+static void selection_text(const Analysis *a, int heads, char *out, size_t size)
+{
+    int n = heads ? a->H : a->L, count = 0;
+    size_t used = 0;
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        int on = 0;
+        for (int j = 0; j < (heads ? a->L : a->H); j++)
+            on |= a->selected[heads ? (size_t)j * a->H + i : (size_t)i * a->H + j];
+        if (!on) continue;
+        count++;
+        if (used < size) used += (size_t)snprintf(out + used, size - used, "%s%d", used ? "," : "", i);
+    }
+    if (count == n) snprintf(out, size, "all");
+}
+
 static int write_root(hid_t f, const Analysis *a)
 {
+    char layers[4096], heads[4096];
+    selection_text(a, 0, layers, sizeof layers);
+    selection_text(a, 1, heads, sizeof heads);
     char alphas[128] = "", created[40];
     for (int j = 0; j < a->opt.n_alpha; j++)
         snprintf(alphas + strlen(alphas), sizeof alphas - strlen(alphas), "%s%g", j ? "," : "", a->opt.alphas[j]);
@@ -47,7 +67,8 @@ static int write_root(hid_t f, const Analysis *a)
            h5_attr_write_str(f, "model_sha256", a->meta.model_digest) ||
            h5_attr_write_str(f, "trace_sha256", a->trace_sha256) || h5_attr_write_int(f, "n_sequences", a->S) ||
            h5_attr_write_int(f, "n_layers", a->L) || h5_attr_write_int(f, "n_heads", a->H) ||
-           h5_attr_write_int(f, "n_kv_heads", a->KV) || h5_attr_write_str(f, "alphas", alphas) ||
+           h5_attr_write_int(f, "n_kv_heads", a->KV) || h5_attr_write_str(f, "layers", layers) ||
+           h5_attr_write_str(f, "heads", heads) || h5_attr_write_str(f, "alphas", alphas) ||
            h5_attr_write_double(f, "budget_fraction", a->opt.budget_fraction) ||
            h5_attr_write_double(f, "drop_fraction", a->opt.drop_fraction) ||
            h5_attr_write_int(f, "sink_tokens", a->opt.sink_tokens) ||
@@ -163,6 +184,7 @@ int analysis_write_csv(const Analysis *a, const OutputFile *out, KvError *err)
                 "sink_value_ratio,attention_sinks\n");
     for (int l = 0; l < a->L; l++)
         for (int h = 0; h < a->H; h++) {
+            if (!a->selected[(size_t)l * a->H + h]) continue;
             csv_text(fp, a->opt.trace, 0);
             csv_text(fp, model, 0);
             csv_int(fp, l, 0);
@@ -209,6 +231,13 @@ void analysis_print_report(const Analysis *a, FILE *out)
     char model[128];
     trace_model_label(&a->meta, model, sizeof model);
     fprintf(out, "%s: %d sequence(s), %d layers x %d heads, %.1f s\n", model, a->S, a->L, a->H, a->seconds);
+    if (a->n_selected < a->L * a->H) {
+        char layers[4096], heads[4096];
+        selection_text(a, 0, layers, sizeof layers);
+        selection_text(a, 1, heads, sizeof heads);
+        fprintf(out, "Analysed: layers %s, heads %s (%d of the %d heads); the figures below pool those\n", layers, heads,
+                a->n_selected, a->L * a->H);
+    }
     fprintf(out, "Age bias — Spearman with token age, mean over heads and sequences [95%% CI]:\n");
     for (int k = 0; k < a->K; k++) {
         fprintf(out, "  %-30s ", label[k]);

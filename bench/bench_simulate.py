@@ -354,7 +354,11 @@ def section_long():
           f"({-(-E2E_T // 1024)} x {-(-E2E_T // 1024)}-token cells; "
           f"the T x T matrix would be {E2E_T ** 2 * 4 / 2 ** 30:.0f} GB)   ({load()})")
     shutil.rmtree(figures)
-    for f in (path, out, out[:-3] + ".csv"):
+    analysis = os.path.join(WORK, "two-heads.h5")
+    wall, user, sys_, rss = timed([KVTRACE, "analyze", path, "--heads", "0,1", "--threads", "2", "-o", analysis])
+    print(f"  analyze --heads 0,1 --threads 2: {wall:.1f} s wall, {user + sys_:.0f} s CPU, peak RSS {rss:.0f} MB "
+          f"(2 of the layer's 32 heads)   ({load()})")
+    for f in (path, out, out[:-3] + ".csv", analysis, analysis[:-3] + ".csv"):
         os.remove(f)
 
 

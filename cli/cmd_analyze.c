@@ -25,7 +25,11 @@ static const char ANALYZE_HELP[] =
     "  --sink-attention X     a token whose mean attention per row reaches X is a sink too (default 0.1)\n"
     "  --bootstrap N          bootstrap replicates (default 1000; 0 = no intervals)\n"
     "  --seed N               bootstrap seed (default 1)\n"
-    "  --example L:H          layer and head whose per-position curves are stored (default middle layer, head 0)\n"
+    "  --layers LIST          only these layers (default every layer)\n"
+    "  --heads LIST           only these query heads of each layer (default every head); a head analysed gets\n"
+    "                         the numbers a run over every head gives it; pooled figures are over those analysed\n"
+    "  --example L:H          layer and head whose per-position curves are stored (default middle layer, head 0;\n"
+    "                         with --layers/--heads the first analysed head of the analysed layer nearest it)\n"
     "  --threads N            worker threads over the heads of a layer (default: all cores); results do not depend on N\n"
     "  --allow-incomplete     analyse a trace whose recording was interrupted\n"
     "  -o, --output FILE      analysis file (HDF5)\n"
@@ -47,14 +51,29 @@ static int parse_alphas(const char *text, AnalyzeOptions *o)
     return rc == 0 && o->n_alpha ? 0 : -1;
 }
 
-static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **output, const char **csv, int *force,
-                      KvError *err)
+/* The lists behind AnalyzeOptions' layers and heads. */
+typedef struct {
+    int *layers, *heads;
+} Selection;
+
+/* A list option, given again: its numbers replace the last ones. */
+static int take_list(const char *text, int **owned, const int **list, int *n)
+{
+    free(*owned);
+    *owned = NULL;
+    if (parse_int_list(text, owned, n)) return -1;
+    *list = *owned;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, AnalyzeOptions *o, Selection *sel, const char **output, const char **csv,
+                      int *force, KvError *err)
 {
     static const struct option longopts[] = {
         {"alpha", 1, 0, 'a'}, {"budget-fraction", 1, 0, 'b'}, {"drop-fraction", 1, 0, 'd'},
         {"sink-tokens", 1, 0, 's'}, {"sink-attention", 1, 0, 'S'}, {"bootstrap", 1, 0, 'B'}, {"seed", 1, 0, 'r'},
         {"example", 1, 0, 'e'}, {"threads", 1, 0, 't'}, {"allow-incomplete", 0, 0, 'i'}, {"output", 1, 0, 'o'},
-        {"csv", 1, 0, 'c'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'},
+        {"csv", 1, 0, 'c'}, {"force", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {"layers", 1, 0, 'l'}, {"heads", 1, 0, 'u'},
         {0, 0, 0, 0}};
     int c;
     long v;
@@ -75,6 +94,8 @@ static int parse_args(int argc, char **argv, AnalyzeOptions *o, const char **out
             break;
         case 't': if (parse_int(optarg, 1, ANALYSIS_MAX_THREADS, &v)) return kv_fail(err, "--threads needs 1..%d", ANALYSIS_MAX_THREADS), 2; o->threads = (int)v; break;
         case 'i': o->allow_incomplete = 1; break;
+        case 'l': if (take_list(optarg, &sel->layers, &o->layers, &o->n_layers)) return kv_fail(err, "--layers needs a list of layer numbers"), 2; break;
+        case 'u': if (take_list(optarg, &sel->heads, &o->heads, &o->n_heads)) return kv_fail(err, "--heads needs a list of query head numbers"), 2; break;
         case 'o': *output = optarg; break;
         case 'F': *force = 1; break;
         case 'c': *csv = optarg; break;
@@ -96,9 +117,13 @@ int cmd_analyze(int argc, char **argv)
     const char *output = NULL, *csv = NULL;
     int force = 0;
     KvError err;
-    int rc = parse_args(argc, argv, &opt, &output, &csv, &force, &err);
-    if (rc < 0) return 0;
-    if (rc == 2) return cli_usage_error("analyze", "%s", err.msg);
+    Selection sel = {0};
+    int rc = parse_args(argc, argv, &opt, &sel, &output, &csv, &force, &err);
+    if (rc) {
+        free(sel.layers);
+        free(sel.heads);
+        return rc < 0 ? 0 : cli_usage_error("analyze", "%s", err.msg);
+    }
     char *cmdline = cli_command_line(argc, argv);
     opt.command_line = cmdline;
     Analysis a;
@@ -123,5 +148,7 @@ int cmd_analyze(int argc, char **argv)
     output_list_free(&inputs);
     free(default_csv);
     free(cmdline);
+    free(sel.layers);
+    free(sel.heads);
     return rc ? cli_error("analyze", err.msg) : 0;
 }

@@ -16,6 +16,7 @@
 
 typedef struct {
     int K, T, L, H, layer, head;
+    int layers_analysed, heads_analysed; /* analyze --layers, --heads (files before them: all) */
     char **scores;
     char model[128];
 } AnalysisInfo;
@@ -23,6 +24,16 @@ typedef struct {
 static int damaged(const FigureJob *job, const char *what, KvError *err)
 {
     return kv_fail(err, "%s: damaged analysis file (%s)", job->input, what);
+}
+
+/* How many layers or heads the attribute name lists ("all", or "0,5,31"). */
+static int selection_count(hid_t file, const char *name, int all)
+{
+    char text[4096];
+    if (h5_attr_read_str(file, name, text, sizeof text) || !strcmp(text, "all")) return all;
+    int n = 1;
+    for (const char *c = text; *c; c++) n += *c == ',';
+    return n;
 }
 
 static int analysis_info(const FigureJob *job, AnalysisInfo *a, KvError *err)
@@ -54,7 +65,17 @@ static int analysis_info(const FigureJob *job, AnalysisInfo *a, KvError *err)
         return damaged(job, "age_bias/scores do not start with h2o, accumulations, mean_attention", err);
     }
     figure_model(job->file, a->model, sizeof a->model);
+    a->layers_analysed = selection_count(job->file, "layers", a->L);
+    a->heads_analysed = selection_count(job->file, "heads", a->H);
     return 0;
+}
+
+/* What the pooled figures pool: "all heads", or "the 12 heads analysed". */
+static void heads_pooled(const AnalysisInfo *a, char *out, size_t size)
+{
+    int n = a->layers_analysed * a->heads_analysed;
+    if (n == a->L * a->H) snprintf(out, size, "all heads");
+    else snprintf(out, size, "the %d head%s analysed", n, n == 1 ? "" : "s");
 }
 
 static void analysis_info_free(AnalysisInfo *a)
@@ -249,7 +270,8 @@ int figure_age_bias(FigureJob *job, KvError *err)
                a.model[0] ? ": " : "", 100 * budget_fraction);
     figure_var(job, "title_share", "kept set by token age: oldest third H2O %.2f, ideal %.2f", oldest_third(&s, 0),
                oldest_third(&s, s.M - 1));
-    figure_var(job, "title_raw", "H2O's sum and the rows it sums (mean of %d x %d heads)", a.L, a.H);
+    figure_var(job, "title_raw", "H2O's sum and the rows it sums (mean of %d x %d heads)", a.layers_analysed,
+               a.heads_analysed);
     age_styles(job, &s, &a);
     rc = 0;
 done:
@@ -292,9 +314,11 @@ int figure_key_norm(FigureJob *job, KvError *err)
     if (figure_data_close(job, out, "key_norm.dat", err)) goto done;
     figure_var(job, "data", "%s", rel);
     figure_var(job, "logformat", "%s", figure_log_format(job));
+    char heads[64];
+    heads_pooled(&a, heads, sizeof heads);
     figure_var(job, "title", "%s%skey norm vs attention, layer %d head %d, sequence 0: Spearman %+.2f|"
-               "all heads and sequences: %+.2f [%+.2f, %+.2f] (the K-norm paper expects < 0)", a.model, a.model[0] ? ": " : "", a.layer, a.head, head_rho,
-               pooled[0], pooled[1], pooled[2]);
+               "%s and sequences: %+.2f [%+.2f, %+.2f] (the K-norm paper expects < 0)", a.model, a.model[0] ? ": " : "",
+               a.layer, a.head, head_rho, heads, pooled[0], pooled[1], pooled[2]);
     rc = 0;
 done:
     free(k_norm); free(attention); free(every);
@@ -437,9 +461,11 @@ int figure_value_norm(FigureJob *job, KvError *err)
     figure_var(job, "scatter", "%s", rel_scatter);
     figure_num(job, "layers", a.L);
     figure_var(job, "logformat", "%s", figure_log_format(job));
+    char heads[64];
+    heads_pooled(&a, heads, sizeof heads);
     figure_var(job, "title", "%s%sVATP's premise: do attention sinks have small value norms?|sinks / others = %.2f "
-               "[%.2f, %.2f] over all heads (VATP expects << 1); Spearman(value norm, attention) %+.2f", a.model,
-               a.model[0] ? ": " : "", ratio[0], ratio[1], ratio[2], value_rho[0]);
+               "[%.2f, %.2f] over %s (VATP expects << 1); Spearman(value norm, attention) %+.2f", a.model,
+               a.model[0] ? ": " : "", ratio[0], ratio[1], ratio[2], heads, value_rho[0]);
     figure_var(job, "title_scatter", "layer %d head %d, sequence 0", a.layer, a.head);
     rc = 0;
 done:

@@ -224,5 +224,83 @@ def bounded_memory():
     assert_same(all_datasets(free_run), all_datasets(bounded))
 
 
+PER_HEAD = ["age_bias/spearman", "top_b/relative_age", "top_b/age_share", "key_norm/spearman", "key_norm/loss_by_norm",
+            "key_norm/loss_least_attended", "key_norm/loss_random", "value_norm/spearman",
+            "value_norm/sink_value_ratio", "value_norm/attention_sinks"]
+
+
+def assert_cells(full, part, layers, heads):
+    """part's per-head cells equal full's for the heads analysed; the others are NaN (attention_sinks -1)."""
+    for key in PER_HEAD:
+        a, b = full[key], part[key]
+        wanted = np.zeros(b.shape[:3], bool)
+        for l in layers:
+            wanted[:, l, heads] = True
+        assert np.array_equal(a[wanted], b[wanted], equal_nan=True), key
+        assert np.all(b[~wanted] == -1) if key.endswith("attention_sinks") else np.all(np.isnan(b[~wanted])), key
+
+
+def heads_subset():
+    """--layers 3,1 --heads 2,5 analyses 4 of stories260K's 40 heads: each gets
+    the very numbers (and bootstrap draws) of a run over every head, the
+    others are NaN, the pooled figures, the CSV, the report and the figures
+    are over those 4, and any thread count gives the same file.  On a GQA
+    trace, one head loads only its kv head and still equals the full run."""
+    from helpers import synthetic_trace
+    d = workdir()
+    full_path, part_paths = os.path.join(d, "full.h5"), [os.path.join(d, f"part{n}.h5") for n in (1, 3)]
+    run("analyze", STORIES, "--bootstrap", "60", "--example", "1:2", "--threads", "2", "-o", full_path)
+    report = None
+    for threads, path in zip((1, 3), part_paths):
+        p = run("analyze", STORIES, "--bootstrap", "60", "--layers", "3,1", "--heads", "2,5", "--threads", threads,
+                "-o", path)
+        report = report or p.stdout.decode()
+    full, part = all_datasets(full_path), all_datasets(part_paths[0])
+    assert_same(part, all_datasets(part_paths[1]))
+    assert_cells(full, part, [1, 3], [2, 5])
+    with h5py.File(part_paths[0]) as f:
+        attrs = dict(f.attrs)
+    assert (attrs["layers"], attrs["heads"]) == ("1,3", "2,5"), attrs
+    # the default example: the analysed layer nearest the middle (2), the lower on a tie, its first analysed head
+    assert (attrs["example_layer"], attrs["example_head"]) == (1, 2)
+    assert np.array_equal(part["age_bias/example_head"], full["age_bias/example_head"])
+    # pooled over the 4 heads: the layer-2 row is NaN, layer 1's mean is the mean of its 2 heads' cells
+    assert np.all(np.isnan(part["age_bias/spearman_layer"][[0, 2, 4]]))
+    assert np.allclose(part["age_bias/spearman_layer"][1, :, 0], np.mean(full["age_bias/spearman"][:, 1, [2, 5]], axis=(0, 1)))
+    # value norms by position: layers analysed only, the mean over the kv heads loaded (1 and 2)
+    with h5py.File(STORIES) as t:
+        for l in range(5):
+            row = part["value_norm/by_position"][l]
+            if l in (1, 3):
+                v = t[f"sequences/0000/layers/{l:03d}/v_norm_l1"][:].astype(np.float32)
+                assert np.allclose(row, (v[:, 1] + v[:, 2]) / 2, rtol=1e-6), l
+            else:
+                assert np.all(np.isnan(row)), l
+    rows = open(part_paths[0][:-3] + ".csv").read().splitlines()[1:]
+    assert [tuple(r.split(",")[2:4]) for r in rows] == [("1", "2"), ("1", "5"), ("3", "2"), ("3", "5")], rows
+    assert "Analysed: layers 1,3, heads 2,5 (4 of the 40 heads)" in report, report
+    figures = os.path.join(d, "figures")
+    run("plot", part_paths[0], "-o", figures)
+    replot = open(os.path.join(figures, "replot.sh")).read()
+    assert "over the 4 heads analysed" in replot and "mean of 2 x 2 heads" in replot, replot
+    out = os.path.join(d, "bad.h5")
+    expect_clean_failure(run("analyze", STORIES, "--layers", "1,7", "-o", out, check=False), "no layer 7")
+    expect_clean_failure(run("analyze", STORIES, "--heads", "2", "--example", "0:1", "-o", out, check=False),
+                         "--example 0:1 is not among the heads analysed")
+    assert not os.path.exists(out)
+    # GQA: query head 4 of 6 uses kv head 2 of 3, the only one read.  With one sequence a head's
+    # intervals are its own bootstrap replicates: equal, so the head drew what the full run drew
+    long = synthetic_trace(os.path.join(d, "long.h5"), T=600, H=6, KV=3, layers=3)
+    run("analyze", long, "--bootstrap", "20", "--example", "1:4", "-o", full_path, "--force")
+    for threads in (1, 2):
+        run("analyze", long, "--bootstrap", "20", "--layers", "1", "--heads", "4", "--threads", threads, "-o",
+            part_paths[0], "--force")
+        full, part = all_datasets(full_path), all_datasets(part_paths[0])
+        assert_cells(full, part, [1], [4])
+        for key in ("age_bias/spearman_layer_head", "key_norm/spearman_layer_head"):
+            assert np.array_equal(full[key][1, 4], part[key][1, 4]) and not np.isnan(part[key][1, 4]).any(), key
+
+
 main(dict(uniform_closed_form=uniform_closed_form, alr_tiny=alr_tiny, stories_age_bias=stories_age_bias,
-          bad_input=bad_input, threads_identical=threads_identical, bounded_memory=bounded_memory))
+          bad_input=bad_input, threads_identical=threads_identical, bounded_memory=bounded_memory,
+          heads_subset=heads_subset))

@@ -167,6 +167,13 @@ def analyze_synthetic():
                                "-o", "analysis.h5"], ["analysis.h5"])
 
 
+def analyze_subset():
+    """--layers/--heads: jobs are the analysed layers only, and rank 0 moves the bootstrap stream past the
+    others (between jobs and sequences) as one process does."""
+    identical_runs("analyze", [STORIES, "--bootstrap", "40", "--threads", "2", "--layers", "3,1", "--heads", "2,5",
+                               "-o", "analysis.h5"], ["analysis.h5"])
+
+
 def eval_stories():
     """Two texts: at 3 ranks the jobs are (text, configuration)."""
     need_mpi()
@@ -262,6 +269,7 @@ def without_mpi_says_so():
 if __name__ == "__main__":
     main(dict(simulate_stories=simulate_stories, simulate_synthetic=simulate_synthetic,
               simulate_allocations=simulate_allocations,
-              analyze_stories=analyze_stories, analyze_synthetic=analyze_synthetic, eval_stories=eval_stories,
+              analyze_stories=analyze_stories, analyze_synthetic=analyze_synthetic,
+              analyze_subset=analyze_subset, eval_stories=eval_stories,
               failures=failures, other_commands_refuse=other_commands_refuse,
               without_mpi_says_so=without_mpi_says_so))
