@@ -30,7 +30,7 @@ import time  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
-from synthetic import write_layer  # noqa: E402
+from synthetic import long_trace, trace_header, write_layer  # noqa: E402
 
 KVTRACE, TRACE, WORK = sys.argv[1], sys.argv[2], sys.argv[3]
 SECTIONS = sys.argv[4:] or ["stories", "replay", "taskclock", "long", "peers", "error", "stored", "optimal", "threads",
@@ -94,21 +94,6 @@ def per_core(a):
 
 # ---------------------------------------------------------------- traces
 
-def trace_header(f, layers, T, H, d):
-    """The root attributes and sequence 0's token data of a synthetic trace."""
-    for key, v in dict(format="kvtrace-trace/1", n_layers=layers, n_heads=H, n_kv_heads=H, head_dim=d,
-                       model_dim=H * d, vocab_size=32000, rope_theta=10000.0, complete=1,
-                       model_sha256="synthetic-7B-shaped", model_name="synthetic").items():
-        f.attrs[key] = v
-    s = f.create_group("sequences/0000")
-    s.attrs["n_prompt"] = 1
-    s.attrs["complete"] = 1
-    s["tokens"] = np.zeros(T, np.int32)
-    s["pieces"] = np.array([b"x"] * T, dtype=h5py.string_dtype())
-    s["nll"] = np.zeros(T, np.float32)
-    return s
-
-
 def synthetic_trace(path, layers, T=4096, H=32, d=128):
     """Llama-2-7B-shaped attention: 32 heads, head size 128, 4096 tokens.
     Logits q.k/sqrt(d) are about N(0, 1), plus a sink direction shared by the
@@ -119,37 +104,6 @@ def synthetic_trace(path, layers, T=4096, H=32, d=128):
         s = trace_header(f, layers, T, H, d)
         for l in range(layers):
             write_layer(s, l, rng, T, H, d)
-
-
-def long_trace(path, layers, T, H=32, d=128, chunk=4096):
-    """The same kind of trace at any length, written a chunk of rows at a time
-    (float16 q, k, v, as a 7B recording with --half stores them)."""
-    rng = np.random.default_rng(1)
-    with h5py.File(path, "w") as f:
-        s = trace_header(f, layers, T, H, d)
-        for l in range(layers):
-            g = s.create_group(f"layers/{l:03d}")
-            data = {n: g.create_dataset(n, (T, H, d), np.float16) for n in ("q", "k", "v")}
-            norms = {n: g.create_dataset(n, (T, H), np.float32) for n in ("k_norm", "v_norm_l1", "v_norm_l2")}
-            u = rng.standard_normal((1, H, d)).astype(np.float32)
-            u /= np.linalg.norm(u, axis=2, keepdims=True)
-            total = np.zeros((1, H, d), np.float32)
-            for t0 in range(0, T, chunk):
-                n = min(chunk, T - t0)
-                walk = total + np.cumsum(rng.standard_normal((n, H, d)).astype(np.float32), axis=0)
-                total = walk[-1:]
-                local = 0.5 * walk / np.sqrt(np.arange(t0 + 1, t0 + n + 1, dtype=np.float32))[:, None, None]
-                q = (rng.standard_normal((n, H, d)).astype(np.float32) + 2.0 * u + local).astype(np.float16)
-                k = rng.standard_normal((n, H, d)).astype(np.float32) + local
-                if t0 == 0:
-                    k[:4] += 20.0 * u
-                k = k.astype(np.float16)
-                v = rng.standard_normal((n, H, d)).astype(np.float16)
-                data["q"][t0:t0 + n], data["k"][t0:t0 + n], data["v"][t0:t0 + n] = q, k, v
-                k32, v32 = k.astype(np.float32), v.astype(np.float32)
-                norms["k_norm"][t0:t0 + n] = np.linalg.norm(k32, axis=2)
-                norms["v_norm_l1"][t0:t0 + n] = np.abs(v32).sum(2)
-                norms["v_norm_l2"][t0:t0 + n] = np.linalg.norm(v32, axis=2)
 
 
 def first_sequence(trace):
@@ -354,6 +308,16 @@ def section_long():
           f"({-(-E2E_T // 1024)} x {-(-E2E_T // 1024)}-token cells; "
           f"the T x T matrix would be {E2E_T ** 2 * 4 / 2 ** 30:.0f} GB)   ({load()})")
     shutil.rmtree(figures)
+    # a retention map at this length (1 GiB: a byte per step and token) and its figure, drawn in cells
+    maps = os.path.join(WORK, "retention-long.h5")
+    simulate_wall, _, _, _ = timed([KVTRACE, "simulate", path, "--policy", "h2o", "--budget", "10%", "--heads", "0",
+                                    "--retention", "0:0", "--threads", "1", "-o", maps])
+    wall, _, _, rss = timed([KVTRACE, "plot", maps, "--figure", "retention", "-o", figures])
+    print(f"  simulate --retention 0:0 (h2o, 10 %, head 0): {simulate_wall:.1f} s wall; plot --figure retention: "
+          f"{wall:.1f} s wall, peak RSS {rss:.0f} MB (a {E2E_T ** 2 / 2 ** 30:.0f} GiB map)   ({load()})")
+    shutil.rmtree(figures)
+    os.remove(maps)
+    os.remove(maps[:-3] + ".csv")
     analysis = os.path.join(WORK, "two-heads.h5")
     wall, user, sys_, rss = timed([KVTRACE, "analyze", path, "--heads", "0,1", "--threads", "2", "-o", analysis])
     print(f"  analyze --heads 0,1 --threads 2: {wall:.1f} s wall, {user + sys_:.0f} s CPU, peak RSS {rss:.0f} MB "

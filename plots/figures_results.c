@@ -497,11 +497,10 @@ static int write_retention_runs(FigureJob *job, const uint8_t *map, int T, const
     return figure_data_close(job, out, file, err);
 }
 
-/* Configuration c's map (T x T bytes: a gigabyte at 32k tokens, so maps
- * are read one at a time; simulate writes each as one chunk). */
-static int read_map(hid_t d, int c, int T, uint8_t *out)
+/* Rows t0..t0+n-1 of configuration c's map (T bytes each) into out. */
+static int read_map_rows(hid_t d, int c, int T, int t0, int n, uint8_t *out)
 {
-    hsize_t start[3] = {(hsize_t)c, 0, 0}, count[3] = {1, (hsize_t)T, (hsize_t)T};
+    hsize_t start[3] = {(hsize_t)c, (hsize_t)t0, 0}, count[3] = {1, (hsize_t)n, (hsize_t)T};
     /* the memory space has the selection's shape: HDF5 then copies whole
      * rows, where a flat one made it map the map byte by byte (ten times slower) */
     hid_t fs = H5Dget_space(d), ms = H5Screate_simple(3, count, NULL);
@@ -513,26 +512,58 @@ static int read_map(hid_t d, int c, int T, uint8_t *out)
     return rc;
 }
 
+/* Steps read at once for a map drawn in cells of `cell` steps: whole
+ * cells, covering whole chunks of the dataset (simulate writes chunks of
+ * about 4 MiB of steps; files before that hold each map as one chunk, which
+ * is then read whole), so that no chunk is inflated twice. */
+static int map_block_rows(hid_t d, int T, int cell)
+{
+    hsize_t chunk[3] = {0, 0, 0};
+    hid_t dcpl = H5Dget_create_plist(d);
+    int rows = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 3, chunk) == 3 ? (int)chunk[1] : T;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    rows = (rows + cell - 1) / cell * cell;
+    return rows < T ? rows : T;
+}
+
 /* A map longer than FIGURE_CELLS tokens, as a matrix of square cells of
  * `cell` tokens: each the share of its causal entries (i <= t) held, -1
- * above the diagonal (not yet produced). */
-static int write_retention_cells(FigureJob *job, const uint8_t *map, int T, const char *file, char *rel, size_t cap,
-                                 KvError *err)
+ * above the diagonal (not yet produced).  Read a block of steps at a time
+ * (map_block_rows), never the whole map: a gigabyte at 32k tokens. */
+static int write_retention_cells(FigureJob *job, const char *path, hid_t d, int c, int T, const char *file, char *rel,
+                                 size_t cap, KvError *err)
 {
-    int cell = figure_cell(T), n = (T + cell - 1) / cell;
-    FILE *out = figure_data(job, file, rel, cap, err);
-    if (!out) return -1;
-    for (int y0 = 0; y0 < T; y0 += cell) {
-        int y1 = y0 + cell < T ? y0 + cell : T;
-        for (int x = 0; x < n; x++) {
-            int x0 = x * cell, x1 = x0 + cell < T ? x0 + cell : T;
-            long count = figure_causal_entries(y0, y1, x0, x1), held = 0;
-            for (int t = y0; t < y1; t++)
-                for (int i = x0; i < x1 && i <= t; i++) held += map[(size_t)t * T + i] != 0;
-            if (count == 0) fputs("-1 ", out);
-            else fprintf(out, "%.4g ", (double)held / (double)count);
+    int cell = figure_cell(T), n = (T + cell - 1) / cell, block = map_block_rows(d, T, cell);
+    uint8_t *rows = malloc((size_t)block * T);
+    FILE *out = rows ? figure_data(job, file, rel, cap, err) : NULL;
+    if (!out) {
+        free(rows);
+        return rows ? -1 : kv_fail(err, "out of memory drawing a %d-token retention map", T);
+    }
+    int rc = 0;
+    for (int b0 = 0; b0 < T && rc == 0; b0 += block) {
+        int b1 = b0 + block < T ? b0 + block : T;
+        if (read_map_rows(d, c, T, b0, b1 - b0, rows)) {
+            rc = kv_fail(err, "%s: cannot read the retention maps", path);
+            break;
         }
-        fputc('\n', out);
+        for (int y0 = b0; y0 < b1; y0 += cell) {
+            int y1 = y0 + cell < T ? y0 + cell : T;
+            for (int x = 0; x < n; x++) {
+                int x0 = x * cell, x1 = x0 + cell < T ? x0 + cell : T;
+                long count = figure_causal_entries(y0, y1, x0, x1), held = 0;
+                for (int t = y0; t < y1; t++)
+                    for (int i = x0; i < x1 && i <= t; i++) held += rows[(size_t)(t - b0) * T + i] != 0;
+                if (count == 0) fputs("-1 ", out);
+                else fprintf(out, "%.4g ", (double)held / (double)count);
+            }
+            fputc('\n', out);
+        }
+    }
+    free(rows);
+    if (rc) {
+        fclose(out);
+        return rc;
     }
     return figure_data_close(job, out, file, err);
 }
@@ -551,23 +582,28 @@ static void wrap_params(const char *params, char *out, size_t cap)
 /* The longest map drawn: one that simulate --retention can write (4 GiB). */
 enum { RETENTION_MAX_T = 65536 };
 
-/* One configuration's map, into the panel's data files: runs of steps as
+/* Configuration c's map, into the panel's data files: runs of steps as
  * rectangles (and for SVG a matrix), or cells for a long sequence.  The
  * script reads FILE.dat, FILE.matrix beside it, or the cells' FILE.matrix. */
-static int retention_panel(FigureJob *job, const uint8_t *map, int T, int panel, char *rel, size_t cap, KvError *err)
+static int retention_panel(FigureJob *job, const char *path, hid_t d, int c, int T, int panel, char *rel, size_t cap,
+                           KvError *err)
 {
     char file[64];
     if (figure_cell(T) > 1) {
         snprintf(file, sizeof file, "retention_%d.matrix", panel);
-        return write_retention_cells(job, map, T, file, rel, cap, err);
+        return write_retention_cells(job, path, d, c, T, file, rel, cap, err);
     }
+    uint8_t *map = malloc((size_t)T * T); /* at most FIGURE_CELLS^2 bytes */
+    if (!map) return kv_fail(err, "out of memory");
+    int rc = read_map_rows(d, c, T, 0, T, map) ? kv_fail(err, "%s: cannot read the retention maps", path) : 0;
     snprintf(file, sizeof file, "retention_%d.dat", panel);
-    int rc = write_retention_runs(job, map, T, file, rel, cap, err);
+    if (rc == 0) rc = write_retention_runs(job, map, T, file, rel, cap, err);
     if (rc == 0 && !strcmp(job->opt->format, "svg")) { /* SVG: one embedded image per map, not rectangles */
         char matrix[64], ignored[256];
         snprintf(matrix, sizeof matrix, "retention_%d.matrix", panel);
         rc = write_retention_matrix(job, map, T, matrix, ignored, sizeof ignored, err);
     }
+    free(map);
     return rc;
 }
 
@@ -589,11 +625,7 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
     T = (int)dims[1];
     *max_T = T > *max_T ? T : *max_T;
     hid_t d = H5Dopen2(r->in->file, "retention", H5P_DEFAULT);
-    uint8_t *map = d >= 0 ? malloc((size_t)T * T) : NULL;
-    if (!map) {
-        if (d >= 0) H5Dclose(d);
-        return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
-    }
+    if (d < 0) return kv_fail(err, "%s: cannot read the retention maps", r->in->path);
     h5_attr_read_int(d, "layer", &layer);
     h5_attr_read_int(d, "unit", &unit);
     snprintf(unit_text + strlen(unit_text), unit_cap - strlen(unit_text), "%s%s%slayer %lld kv head %lld, T = %d",
@@ -602,8 +634,7 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
     for (int c = 0; c < r->C && rc == 0; c++) {
         if (!keep[c] || s->of[f][c] < 0) continue;
         char rel[256] = "";
-        rc = read_map(d, c, T, map) ? kv_fail(err, "%s: cannot read the retention maps", r->in->path)
-                                    : retention_panel(job, map, T, *panels, rel, sizeof rel, err);
+        rc = retention_panel(job, r->in->path, d, c, T, *panels, rel, sizeof rel, err);
         int tokens = r->tokens[(size_t)c * r->S]; /* S >= 1 */
         snprintf(files + strlen(files), cap - strlen(files), "%s%s", *panels ? " " : "", rel);
         snprintf(cells + strlen(cells), cap - strlen(cells), "%s%d", *panels ? " " : "", figure_cell(T));
@@ -613,7 +644,6 @@ static int retention_of_file(FigureJob *job, const Results *r, const Series *s, 
                  r->in->label, r->in->label[0] ? ": " : "", r->policy[c], tokens, params);
         (*panels)++;
     }
-    free(map);
     H5Dclose(d);
     return rc;
 }

@@ -91,7 +91,11 @@ static int write_body(hid_t f, const SimResults *r, const SimOptions *opt)
     if (r->retention) {
         hsize_t dr[3] = {(hsize_t)C, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
         hid_t space = H5Screate_simple(3, dr, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        hsize_t chunk[3] = {1, (hsize_t)r->retention_T, (hsize_t)r->retention_T};
+        /* a chunk per block of about 4 MiB of steps: readers take any rows without inflating the whole
+         * map, and no chunk reaches HDF5's 4 GiB limit (a 65536-token map is 4 GiB) */
+        size_t rows = ((size_t)4 << 20) / (size_t)r->retention_T;
+        rows = rows < 1 ? 1 : rows > (size_t)r->retention_T ? (size_t)r->retention_T : rows;
+        hsize_t chunk[3] = {1, (hsize_t)rows, (hsize_t)r->retention_T};
         hid_t d = dcpl < 0 || h5_set_chunked(dcpl, 3, chunk, 4, 1) ? -1 : H5Dcreate2(f, "retention", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         rc = d < 0 || H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, r->retention) < 0 ||
              h5_attr_write_int(d, "layer", opt->retention_layer) || h5_attr_write_int(d, "unit", opt->retention_unit) ||
