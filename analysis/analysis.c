@@ -802,8 +802,8 @@ static int layer_pool_init(LayerPool *p, Analysis *a, gsl_rng *rng, int have_val
     for (int w = 0; w < p->threads; w++)
         if (head_work_alloc(&p->work[w], longest, a->K, a->opt.n_alpha, err)) return -1;
     for (int h = 0; h < a->H; h++) {
-        p->curves[h].scores = malloc((size_t)a->K * a->T0 * sizeof(float));
-        p->curves[h].sink = malloc((size_t)a->T0);
+        p->curves[h].scores = calloc((size_t)a->K * a->T0, sizeof(float)); /* heads not analysed send zeros (MPI) */
+        p->curves[h].sink = calloc((size_t)a->T0, 1);
         if (!p->curves[h].scores || !p->curves[h].sink) return kv_fail(err, "out of memory");
     }
     return 0;
