@@ -35,14 +35,30 @@ static void schedule_free(Schedule *s)
     free(s->col4row); free(s->row4col); free(s->path); free(s->sr);
 }
 
-static int schedule_alloc(Schedule *s)
+/* The staircase's cells (step t with evictions holds t costs); R = the evictions. */
+static size_t staircase_cells(Schedule *s)
 {
-    size_t T = (size_t)s->T, cells = 0;
+    size_t cells = 0;
+    s->R = 0;
     for (int t = s->S; t < s->T; t++) {
         int d = demand(s, t);
         s->R += d;
         cells += d > 0 ? (size_t)t : 0;
     }
+    return cells;
+}
+
+size_t schedule_memory_bytes(int T, int first_step, int budget)
+{
+    Schedule s = {.T = T, .S = first_step, .B = budget};
+    size_t cells = staircase_cells(&s), R = (size_t)s.R + 1, n = (size_t)T;
+    return (cells + 1 + 2 * R + 5 * n) * sizeof(double) + 3 * R * sizeof(int) + 2 * n * sizeof(int) +
+           n * sizeof(double *);
+}
+
+static int schedule_alloc(Schedule *s)
+{
+    size_t T = (size_t)s->T, cells = staircase_cells(s);
     size_t R = (size_t)s->R + 1;
     s->row_t = malloc(R * sizeof(int));
     s->cost = calloc(T, sizeof(double *));

@@ -41,4 +41,9 @@ typedef struct {
 int schedule_optimal(const AttentionRows *rows, int first_step, int budget, int *leave, ScheduleStats *stats,
                      KvError *err);
 
+/* The memory schedule_optimal takes for a unit of T tokens (the staircase
+ * and its duals: about 4 T^2 bytes when B is small), so a run can be
+ * refused before it starts rather than run out of memory midway. */
+size_t schedule_memory_bytes(int T, int first_step, int budget);
+
 #endif

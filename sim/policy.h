@@ -155,6 +155,10 @@ typedef struct {
     /* policies whose cost grows faster than T·B: CPU seconds for one unit of
      * T tokens at budget B, so a long run can be announced (NULL: cheap) */
     double (*estimate_seconds)(int T, int budget);
+    /* policies whose memory grows faster than T·B: bytes one unit of T tokens
+     * takes at budget B, first counted step S, so a run that cannot fit is
+     * refused before it starts (NULL: small) */
+    size_t (*estimate_bytes)(int T, int budget, int first_step);
 } PolicyOps;
 
 struct Policy {

@@ -61,9 +61,14 @@ static double optimal_estimate_seconds(int T, int budget)
     return 1.05e-10 * t * t * t * (0.5 + (double)budget / (T > 0 ? T : 1));
 }
 
+static size_t optimal_estimate_bytes(int T, int budget, int first_step)
+{
+    return schedule_memory_bytes(T, first_step, budget);
+}
+
 const PolicyOps POLICY_OPTIMAL = {
     .name = "optimal", .cost = "exact assignment once per unit, O(log B) per step",
     .kind = KIND_STATIC, .uses_attention = 1, .needs_hindsight = 1, .init = optimal_init,
     .destroy = optimal_destroy, .prepare = optimal_prepare, .enter_score = optimal_score,
-    .estimate_seconds = optimal_estimate_seconds,
+    .estimate_seconds = optimal_estimate_seconds, .estimate_bytes = optimal_estimate_bytes,
 };

@@ -16,6 +16,7 @@
 #include "../util/sha256.h"
 #include "../util/attention.h"
 #include "../util/dist.h"
+#include "../util/memory.h"
 #include "../util/progress.h"
 #include "replay.h"
 
@@ -303,6 +304,40 @@ static void announce_costly(const SimOptions *opt, const Plan *plan)
 }
 
 /* --heads: only the selected kv heads (and their query heads) are loaded. */
+/* Policies whose memory grows faster than T·B (optimal: about 4 T^2 bytes
+ * per unit) must fit, on every thread at once, in the memory the machine
+ * has available: a run that would not is refused before it starts, rather
+ * than killed by the kernel hours in (Linux grants the memory first and
+ * finds it missing later). */
+static int check_costly_memory(const SimOptions *opt, const Plan *plan, KvError *err)
+{
+    double available;
+    if (memory_available(&available)) return 0; /* no /proc: nothing to check against */
+    int units = (opt->layer_granularity ? 1 : plan->n_units) * plan->n_layers;
+    int at_once = opt->threads > 1 ? (opt->threads < units ? opt->threads : units) : 1;
+    for (int p = 0; p < opt->n_policies; p++) {
+        const PolicyOps *ops = policy_lookup(opt->policies[p].name);
+        if (!ops || !ops->estimate_bytes) continue;
+        size_t most = 0;
+        int most_T = 0, most_B = 0;
+        for (int c = 0; c < plan->n_configs; c++) {
+            if (plan->pair_policy[c / opt->n_budgets] != p) continue;
+            for (int s = 0; s < plan->n_seq; s++) {
+                int T = plan->seq_info[s].n_tokens, B = plan->configs[(size_t)c * plan->n_seq + s].budget;
+                size_t bytes = ops->estimate_bytes(T, B, opt->prefill ? plan->seq_info[s].n_prompt : 0);
+                if (bytes > most) most = bytes, most_T = T, most_B = B;
+            }
+        }
+        double need = (double)most * at_once;
+        if (need > available)
+            return kv_fail(err, "%s needs about %.1f GB at once (%d thread(s) x %.1f GB for a %d-token unit at budget %d), "
+                           "more than the %.1f GB this machine has available: give fewer --threads or shorter "
+                           "sequences, or leave %s out", ops->name, need / 1e9, at_once, (double)most / 1e9, most_T,
+                           most_B, available / 1e9, ops->name);
+    }
+    return 0;
+}
+
 static int plan_kv_wanted(const SimOptions *opt, Plan *plan, int n_kv_heads, KvError *err)
 {
     if (opt->layer_granularity || plan->n_units == n_kv_heads) return 0;
@@ -917,6 +952,7 @@ int simulate_run(const SimOptions *opt, SimResults *res, KvError *err)
     }
     if (rc == 0) plan.n_model_layers = plan.readers[0].meta.n_layers;
     rc = rc || plan_configs(opt, &plan, err) || alloc_results(opt, &plan, res, &acc, err);
+    rc = rc || check_costly_memory(opt, &plan, err);
     if (rc == 0) announce_costly(opt, &plan);
     if (rc == 0)
         res->error_stride = opt->error_stride != SIM_ERROR_STRIDE_AUTO ? opt->error_stride

@@ -369,6 +369,25 @@ def allocations():
     assert np.array_equal(a["metrics/retained_mass"][:], u["metrics/retained_mass"][:], equal_nan=True)
 
 
+def optimal_memory_refused():
+    """optimal's staircase takes about 4 T^2 bytes per unit: a sequence whose
+    staircase is twice the memory this machine has available (MemAvailable) is
+    refused at once, before any attention is read, with the sizes named and
+    nothing written; the kernel would otherwise kill the run midway."""
+    import math
+    import time
+    available = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable:"))
+    T = int(math.sqrt(available / 2))
+    rng = np.random.default_rng(5)
+    trace = write_trace(os.path.join(workdir(), "long.h5"), rng.normal(size=(1, T, 1, 4)), rng.normal(size=(1, T, 1, 4)))
+    start = time.monotonic()
+    fails(["--policy", "h2o", "--policy", "optimal", "--budget", "1%"], "optimal needs about", trace=trace)
+    fails(["--policy", "optimal", "--budget", "1%", "--threads", "2"], f"for a {T}-token unit", trace=trace)
+    assert time.monotonic() - start < 30, "refused only after working"
+    print(f"{T} tokens: refused ({available / 1e9:.1f} GB available)")
+
+
 main({f.__name__: f for f in (full_and_whole_budget, bounds_per_row, window_monotone, threads_identical, heads_subset,
                               stored_vs_recomputed, automatic_attention_source, results_format, hand_built_trace,
-                              prefill_and_layer_granularity, bad_input, defaults_fit_small_budgets, allocations)})
+                              prefill_and_layer_granularity, bad_input, defaults_fit_small_budgets, allocations,
+                              optimal_memory_refused)})

@@ -19,3 +19,17 @@ int memory_resident(double *current_mib, double *peak_mib)
     *peak_mib = hwm / 1024.0;
     return 0;
 }
+
+int memory_available(double *bytes)
+{
+    FILE *fp = fopen("/proc/meminfo", "r");
+    if (!fp) return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, fp))
+        if (!strncmp(line, "MemAvailable:", 13)) sscanf(line + 13, "%ld", &kib);
+    fclose(fp);
+    if (kib < 0) return -1;
+    *bytes = kib * 1024.0;
+    return 0;
+}
