@@ -526,6 +526,21 @@ static int map_block_rows(hid_t d, int T, int cell)
     return rows < T ? rows : T;
 }
 
+/* One row of cells: steps y0..y0+cell-1 (rows, T bytes each, from step y0). */
+static void write_cell_row(FILE *out, const uint8_t *rows, int y0, int T, int cell)
+{
+    int y1 = y0 + cell < T ? y0 + cell : T;
+    for (int x0 = 0; x0 < T; x0 += cell) {
+        int x1 = x0 + cell < T ? x0 + cell : T;
+        long count = figure_causal_entries(y0, y1, x0, x1), held = 0;
+        for (int t = y0; t < y1; t++)
+            for (int i = x0; i < x1 && i <= t; i++) held += rows[(size_t)(t - y0) * T + i] != 0;
+        if (count == 0) fputs("-1 ", out);
+        else fprintf(out, "%.4g ", (double)held / (double)count);
+    }
+    fputc('\n', out);
+}
+
 /* A map longer than FIGURE_CELLS tokens, as a matrix of square cells of
  * `cell` tokens: each the share of its causal entries (i <= t) held, -1
  * above the diagonal (not yet produced).  Read a block of steps at a time
@@ -533,7 +548,7 @@ static int map_block_rows(hid_t d, int T, int cell)
 static int write_retention_cells(FigureJob *job, const char *path, hid_t d, int c, int T, const char *file, char *rel,
                                  size_t cap, KvError *err)
 {
-    int cell = figure_cell(T), n = (T + cell - 1) / cell, block = map_block_rows(d, T, cell);
+    int cell = figure_cell(T), block = map_block_rows(d, T, cell);
     uint8_t *rows = malloc((size_t)block * T);
     FILE *out = rows ? figure_data(job, file, rel, cap, err) : NULL;
     if (!out) {
@@ -547,18 +562,7 @@ static int write_retention_cells(FigureJob *job, const char *path, hid_t d, int 
             rc = kv_fail(err, "%s: cannot read the retention maps", path);
             break;
         }
-        for (int y0 = b0; y0 < b1; y0 += cell) {
-            int y1 = y0 + cell < T ? y0 + cell : T;
-            for (int x = 0; x < n; x++) {
-                int x0 = x * cell, x1 = x0 + cell < T ? x0 + cell : T;
-                long count = figure_causal_entries(y0, y1, x0, x1), held = 0;
-                for (int t = y0; t < y1; t++)
-                    for (int i = x0; i < x1 && i <= t; i++) held += rows[(size_t)(t - b0) * T + i] != 0;
-                if (count == 0) fputs("-1 ", out);
-                else fprintf(out, "%.4g ", (double)held / (double)count);
-            }
-            fputc('\n', out);
-        }
+        for (int y0 = b0; y0 < b1; y0 += cell) write_cell_row(out, rows + (size_t)(y0 - b0) * T, y0, T, cell);
     }
     free(rows);
     if (rc) {
