@@ -101,14 +101,6 @@ typedef struct {
     HeadCurves *curves;            /* sequence 0 only */
 } Head;
 
-static double relative_age_of_set(const uint8_t *flags, int t, int budget)
-{
-    double sum = 0;
-    for (int i = 0; i <= t; i++)
-        if (flags[i]) sum += (double)(t - i) / t;
-    return sum / budget;
-}
-
 /* The top-B set's share in each relative-age bin: token i of row t falls
  * in bin (t - i) * BINS / t (the oldest, i = 0, in the last one).  Summed
  * over the rows of a head, then divided by their number (NaN if none). */
@@ -117,14 +109,29 @@ static double *age_share_of(Head *x, int m)
     return x->a->age_share + (x->unit * x->a->M + m) * ANALYSIS_AGE_BINS;
 }
 
-static void age_share_add(Head *x, int m, int t, int budget)
+/* Where the set flagged in row t (t >= 1) lies in age: adds each bin's
+ * share of it to method m's age shares and returns its mean relative age
+ * (t - i)/t.  A bin is a range of positions (bin b holds the ages a = t - i
+ * from ceil(b t / BINS) to ceil((b + 1) t / BINS) - 1, the last one a = t
+ * too), so the set is counted range by range and the position sum is an
+ * integer: no division per token, and the loops vectorise. */
+static double set_ages(Head *x, int m, int t, int budget)
 {
+    const uint8_t *flags = x->w->flags;
     double *share = age_share_of(x, m);
-    for (int i = 0; i <= t; i++)
-        if (x->w->flags[i]) {
-            int bin = (int)((long)(t - i) * ANALYSIS_AGE_BINS / t);
-            share[bin < ANALYSIS_AGE_BINS ? bin : ANALYSIS_AGE_BINS - 1] += 1.0 / budget;
+    long count = 0, positions = 0; /* Σ i over the set */
+    for (int b = 0; b < ANALYSIS_AGE_BINS; b++) {
+        long age_lo = ((long)b * t + ANALYSIS_AGE_BINS - 1) / ANALYSIS_AGE_BINS;
+        long age_hi = b == ANALYSIS_AGE_BINS - 1 ? t : ((long)(b + 1) * t + ANALYSIS_AGE_BINS - 1) / ANALYSIS_AGE_BINS - 1;
+        long in_bin = 0;
+        for (long i = t - age_hi; i <= t - age_lo; i++) {
+            in_bin += flags[i];
+            positions += flags[i] * i;
         }
+        share[b] += (double)in_bin / budget;
+        count += in_bin;
+    }
+    return ((double)count * t - (double)positions) / t / budget;
 }
 
 static void age_share_finish(Head *x, int m, long rows)
@@ -157,8 +164,7 @@ static void scan_row(Head *x, int t, const float *row, RowSums *sum)
         for (int m = 0; m < a->M; m++) {
             const float *ranked = m < a->M - 1 ? w->running + (size_t)m * T : row;
             top_k_flags(ranked, t + 1, B, w->scratch, w->flags);
-            sum->skew[m] += relative_age_of_set(w->flags, t, B);
-            age_share_add(x, m, t, B);
+            sum->skew[m] += set_ages(x, m, t, B);
         }
         sum->skew_rows++;
     }

@@ -1,5 +1,6 @@
 /* The analysis statistics on numbers worked out by hand. */
 #include <gsl/gsl_rng.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,41 @@ static void top_k_many(void)
     CHECK(wrong == 0, "%d flags differ from the ranking", wrong);
 }
 
+/* The same on rows long enough to be counted into two tables (4096 entries
+ * and more, an odd length too), of values so close that they share their
+ * leading digits, with ties: exactly k flagged, none flagged below an
+ * unflagged value, and among equal values the lowest indices first. */
+static void top_k_long(void)
+{
+    enum { N = 5001 };
+    const int k[] = {N, 4999, 4096, 2500, 1000, 1, 0};
+    static float value[N], scratch[N];
+    static unsigned char flags[N];
+    unsigned seed = 9;
+    int wrong = 0;
+    for (int trial = 0; trial < 6; trial++) {
+        for (int i = 0; i < N; i++) {
+            seed = seed * 1103515245u + 12345u;
+            value[i] = 1.0f + (float)((seed >> 16) % (trial ? 400u * trial : 3u)) * 1e-5f;
+        }
+        for (size_t q = 0; q < sizeof k / sizeof k[0]; q++) {
+            top_k_flags(value, N, k[q], scratch, flags);
+            int taken = 0, last_equal = -1;
+            float least = INFINITY, most_left = -INFINITY;
+            for (int i = 0; i < N; i++) {
+                taken += flags[i];
+                if (flags[i] && value[i] < least) least = value[i];
+                if (!flags[i] && value[i] > most_left) most_left = value[i];
+            }
+            for (int i = 0; i < N; i++) /* the flagged ties come before the unflagged ones */
+                if (value[i] == least && flags[i]) last_equal = i;
+            for (int i = 0; i < last_equal; i++) wrong += value[i] == least && !flags[i];
+            wrong += taken != k[q] || (taken > 0 && taken < N && most_left > least);
+        }
+    }
+    CHECK(wrong == 0, "%d selections differ from the ranking", wrong);
+}
+
 /* rng_skip_uniform_int leaves mt19937 in the state the calls would, across
  * block ends and with frequent rejections (n near 2^32), and falls back to
  * the calls for another generator. */
@@ -182,6 +218,7 @@ int main(int argc, char **argv)
         {"multiset_equals_expanded", multiset_equals_expanded},
         {"bootstrap_intervals", bootstrap_intervals},
         {"top_k_many", top_k_many},
+        {"top_k_long", top_k_long},
         {"skip_draws_exact", skip_draws_exact},
     };
     if (argc != 2) return 2;
