@@ -2,6 +2,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#ifdef KV_X86_KERNELS
+#include <immintrin.h>
+#endif
 
 /* A float's bits as an unsigned integer in the floats' order (negatives
  * reversed, then above them the positives).  The two zeros get two keys
@@ -50,6 +53,48 @@ static void count_digits(const float *v, int m, int shift, uint32_t mask, uint32
     for (uint32_t d = 0; d <= mask; d++) count[d] += other[d];
 }
 
+/* Copies the v[i] whose digit is `digit` to out, in order, and returns how
+ * many; out may be v (the copy never passes what it reads). */
+static int keep_digit_scalar(const float *v, int m, int shift, uint32_t mask, uint32_t digit, float *out)
+{
+    int kept = 0;
+    for (int i = 0; i < m; i++)
+        if (((order_key(v[i]) >> shift) & mask) == digit) out[kept++] = v[i];
+    return kept;
+}
+
+#ifdef KV_X86_KERNELS
+/* The same sixteen at a time: the keys, digits and matches in vectors, the
+ * matches compressed into a register and stored whole (kept <= i, so the
+ * store stays inside what has been read, and inside out). */
+__attribute__((target("avx512f")))
+static int keep_digit_avx512(const float *v, int m, int shift, uint32_t mask, uint32_t digit, float *out)
+{
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u), ones = _mm512_set1_epi32(-1);
+    const __m512i digit_mask = _mm512_set1_epi32((int)mask), wanted = _mm512_set1_epi32((int)digit);
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    int kept = 0, i = 0;
+    for (; i + 16 <= m; i += 16) {
+        __m512i bits = _mm512_loadu_si512(v + i);
+        __mmask16 negative = _mm512_test_epi32_mask(bits, sign);
+        __m512i key = _mm512_mask_mov_epi32(_mm512_or_si512(bits, sign), negative, _mm512_xor_si512(bits, ones));
+        __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_srl_epi32(key, count), digit_mask), wanted);
+        _mm512_storeu_si512(out + kept, _mm512_maskz_compress_epi32(hit, bits));
+        kept += __builtin_popcount(hit);
+    }
+    return kept + keep_digit_scalar(v + i, m - i, shift, mask, digit, out + kept);
+}
+#endif
+
+static int keep_digit(const float *v, int m, int shift, uint32_t mask, uint32_t digit, float *out)
+{
+#ifdef KV_X86_KERNELS
+    /* a read of the CPU model's flags (set once at startup by libgcc): no state of ours */
+    if (__builtin_cpu_supports("avx512f")) return keep_digit_avx512(v, m, shift, mask, digit, out);
+#endif
+    return keep_digit_scalar(v, m, shift, mask, digit, out);
+}
+
 static float kth_largest(const float *v, int n, int k, float *scratch)
 {
     static const int SHIFT[3] = {21, 10, 0}, WIDTH[3] = {11, 11, 10};
@@ -63,9 +108,7 @@ static float kth_largest(const float *v, int n, int k, float *scratch)
         while ((uint32_t)k >= count[bucket]) k -= (int)count[bucket--];
         prefix |= (uint32_t)bucket << shift;
         if (pass == 2) break;
-        int kept = 0; /* in place once cur is scratch: kept never passes i */
-        for (int i = 0; i < m; i++)
-            if (((order_key(cur[i]) >> shift) & mask) == (uint32_t)bucket) scratch[kept++] = cur[i];
+        int kept = keep_digit(cur, m, shift, mask, (uint32_t)bucket, scratch);
         cur = scratch;
         m = kept;
     }
