@@ -4,6 +4,7 @@
 #include <gsl/gsl_sort.h>
 #include <gsl/gsl_statistics_double.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -165,6 +166,7 @@ static unsigned long mt_mix(unsigned long upper, unsigned long lower, unsigned l
     return far ^ (y >> 1) ^ (-(y & 1) & 0x9908b0dfUL); /* no branch: y's low bit is a coin flip */
 }
 
+__attribute__((target_clones("avx2", "default")))
 static void mt_twist(unsigned long *mt)
 {
     int k = 0;
@@ -179,6 +181,23 @@ static unsigned long mt_temper(unsigned long k)
     k ^= (k << 7) & 0x9d2c5680UL;
     k ^= (k << 15) & 0xefc60000UL;
     return k ^ (k >> 18);
+}
+
+/* How many of the words mt[0..n), tempered, are below `below`.  The words
+ * hold 32 bits (so does below: mt19937's range), so the tempering is done
+ * on 32-bit lanes, which vectorise. */
+__attribute__((target_clones("avx2", "default")))
+static long accepted_words(const unsigned long *mt, int n, uint32_t below)
+{
+    long accepted = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t k = (uint32_t)mt[i];
+        k ^= k >> 11;
+        k ^= (k << 7) & 0x9d2c5680u;
+        k ^= (k << 15) & 0xefc60000u;
+        accepted += (k ^ (k >> 18)) < below;
+    }
+    return accepted;
 }
 
 /* gsl_rng_uniform_int(r, n) takes words until one is below n * (range / n)
@@ -200,9 +219,8 @@ void rng_skip_uniform_int(gsl_rng *rng, long draws, unsigned long n)
         }
         int i = state->mti;
         if (draws >= MT_N - i) { /* at least a draw per word left: all are used, one draw per accepted word */
-            long accepted = 0;
-            for (; i < MT_N; i++) accepted += mt_temper(state->mt[i]) < below;
-            draws -= accepted;
+            draws -= accepted_words(state->mt + i, MT_N - i, (uint32_t)below);
+            i = MT_N;
         } else {
             for (; draws > 0 && i < MT_N; i++) draws -= mt_temper(state->mt[i]) < below;
         }
